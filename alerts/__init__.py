@@ -1,0 +1,1 @@
+"""Notifiers (console, Discord, Home Assistant), outbox delivery and the daily recap."""

@@ -1,0 +1,47 @@
+"""The console notifier: prints alerts when no other channel is configured."""
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, Mapping, TextIO
+
+from data_storage import OutboxMessage
+
+LATE_AFTER_S = 120.0
+MARK = {"high": "!!", "medium": "! ", "low": ". ", "none": "  "}
+
+
+def late_note(created_at: float, now: float) -> str:
+    """" (late: queued N min ago)" when a message waited, "" otherwise."""
+    waited = now - created_at
+    if waited < LATE_AFTER_S:
+        return ""
+    return f" (late: queued {waited / 60:.0f} min ago, at {time.strftime('%H:%M', time.localtime(created_at))})"
+
+
+def render(payload: Mapping[str, Any], late: str = "") -> str:
+    """Plain-text lines for an alert or resolved payload."""
+    items = payload.get("items", [])
+    head = "RESOLVED" if payload.get("purpose") == "resolved" else "ALERT"
+    lines = [f"[{head}] {payload.get('host', '')}: {len(items)} finding(s){late}"]
+    for item in items:
+        lines.append(f"  {MARK.get(item['severity'], '  ')} {item['severity'].upper():6} "
+                     f"{item['kind']}: {item['summary']}")
+        if item.get("reason"):
+            lines.append(f"       why: {item['reason']}")
+    return "\n".join(lines)
+
+
+class ConsoleNotifier:
+    """Writes each message to a stream (stdout, or stderr when stdout carries the JSON report)."""
+
+    channel = "console"
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self._stream = stream
+
+    def send(self, message: OutboxMessage, now: float) -> None:
+        """Print the message."""
+        stream = self._stream or sys.stdout
+        stream.write(render(message.payload, late_note(message.created_at, now)) + "\n")
+        stream.flush()

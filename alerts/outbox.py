@@ -1,0 +1,81 @@
+"""Durable delivery: messages are stored before sending, marked after, and retried with backoff."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable, Mapping, Protocol
+
+from core.redact import redact
+from data_storage import OutboxMessage, Store
+
+log = logging.getLogger(__name__)
+
+FIRST_RETRY_S = 5.0
+
+
+class DeliveryError(Exception):
+    """A send failed; ``retry_after`` is the server's own wait, ``permanent`` means never retry."""
+
+    def __init__(self, message: str, retry_after: float | None = None,
+                 permanent: bool = False) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.permanent = permanent
+
+
+class Notifier(Protocol):
+    """A channel that can deliver one stored message (raise DeliveryError on failure)."""
+
+    channel: str
+
+    def send(self, message: OutboxMessage, now: float) -> None:
+        """Deliver the message; ``now`` lets it say that it is late."""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """The outcome of one delivery attempt."""
+
+    id: int
+    channel: str
+    purpose: str
+    severity: str
+    status: str        # sent | queued (will retry) | failed (gave up)
+    error: str | None = None
+
+
+def backoff_s(attempts: int, cap_s: float) -> float:
+    """Seconds to wait after ``attempts`` failures: 5, 10, 20, ... capped."""
+    return min(cap_s, FIRST_RETRY_S * (2 ** max(0, attempts - 1)))
+
+
+def deliver_due(store: Store, notifiers: Mapping[str, Notifier], now: float, cap_s: float,
+                clock: Callable[[], float] | None = None) -> list[Delivery]:
+    """Try every due message once; return what happened to each."""
+    results = []
+    for message in store.due_messages(now):
+        notifier = notifiers.get(message.channel)
+        if notifier is None:
+            error = f"channel {message.channel} is no longer configured"
+            store.mark_retry(message.id, now, error, give_up=True)
+            results.append(Delivery(message.id, message.channel, message.purpose,
+                                    message.severity, "failed", error))
+            continue
+        try:
+            notifier.send(message, now)
+        except DeliveryError as err:
+            error = redact(str(err))
+            attempts = message.attempts + 1
+            wait = err.retry_after if err.retry_after is not None else backoff_s(attempts, cap_s)
+            store.mark_retry(message.id, now + wait, error, give_up=err.permanent)
+            status = "failed" if err.permanent else "queued"
+            log.warning("%s delivery of message %d failed (attempt %d), %s: %s", message.channel,
+                        message.id, attempts,
+                        "giving up" if err.permanent else f"retrying in {wait:.0f} s", error)
+            results.append(Delivery(message.id, message.channel, message.purpose,
+                                    message.severity, status, error))
+            continue
+        store.mark_sent(message.id, clock() if clock else now)
+        results.append(Delivery(message.id, message.channel, message.purpose, message.severity,
+                                "sent"))
+    return results

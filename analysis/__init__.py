@@ -1,0 +1,1 @@
+"""Detectors, finding kinds, prompt building, the judge and the severity policy."""

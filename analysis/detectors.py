@@ -1,0 +1,38 @@
+"""Detectors, one module per source, listed explicitly: ``detect(result, ctx) -> list[Finding]``.
+
+Each module also declares ``KINDS``, the finding kinds it can produce (analysis.kinds.KindSpec).
+"""
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from analysis.kinds import KindSpec
+
+DETECTORS: dict[str, str] = {
+    "syslog": "analysis.detect_syslog",
+    "auth_log": "analysis.detect_auth",
+    "sensors": "analysis.detect_sensors",
+    "ping": "analysis.detect_ping",
+    "nmap": "analysis.detect_nmap",
+    "processes": "analysis.detect_processes",
+    "containers": "analysis.detect_containers",
+    "llm_runtimes": "analysis.detect_llm_runtimes",
+}
+
+
+def load(source: str) -> ModuleType:
+    """Import the detector module of a source."""
+    return importlib.import_module(DETECTORS[source])
+
+
+def all_kinds() -> list[KindSpec]:
+    """Every finding kind of every detector that is present in this build."""
+    kinds: list[KindSpec] = []
+    for source in DETECTORS:
+        try:
+            module = load(source)
+        except ModuleNotFoundError:
+            continue
+        kinds.extend(module.KINDS)
+    return kinds

@@ -1,0 +1,23 @@
+"""Finding kinds as declarations: one row per kind, gathered from the detector modules."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from core.model import Severity
+
+
+@dataclass(frozen=True)
+class KindSpec:
+    """What a finding kind means, how severe it is by rule, and what the operator should do."""
+
+    kind: str
+    source: str
+    severity: Severity           # the rule severity
+    floor: Severity              # the lowest final severity any LLM answer can give
+    title: str                   # a short human name
+    action: str                  # what the operator should do about it
+
+    def describe(self) -> str:
+        """One Markdown table row for the README."""
+        return (f"| `{self.kind}` | {self.source} | {self.severity.value} | {self.floor.value} | "
+                f"{self.title} | {self.action} |")

@@ -1,0 +1,427 @@
+"""The SQLite store: samples, baselines, collector state (log cursors), findings, the outbox, recaps.
+
+The only module that touches the database. A cycle's writes go through one ``CycleWrite`` and
+commit in one transaction, so a crash replays a whole cycle and never half of one.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping
+
+from core.baseline import WINDOW_HOURLY, WINDOW_OVERALL, Baseline
+from core.model import Sample
+
+log = logging.getLogger(__name__)
+
+ALL_HOURS = -1  # the baseline row that covers every hour of the day
+
+
+class StoreError(Exception):
+    """The store cannot be opened, migrated or written (disk full, corrupt file, locked)."""
+
+
+# Each entry migrates from version i to i+1; never edit a released one, append a new one.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE series (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,
+                         by_hour INTEGER NOT NULL DEFAULT 0);
+    CREATE TABLE samples (series_id INTEGER NOT NULL, ts REAL NOT NULL, value REAL NOT NULL);
+    CREATE INDEX samples_series_ts ON samples (series_id, ts);
+    CREATE INDEX samples_ts ON samples (ts);
+    CREATE TABLE baselines (series_id INTEGER NOT NULL, hour INTEGER NOT NULL, n INTEGER NOT NULL,
+                            centre REAL NOT NULL, spread REAL NOT NULL, minimum REAL NOT NULL,
+                            maximum REAL NOT NULL, last REAL NOT NULL, updated_at REAL NOT NULL,
+                            PRIMARY KEY (series_id, hour)) WITHOUT ROWID;
+    CREATE TABLE collector_state (name TEXT PRIMARY KEY, state TEXT NOT NULL,
+                                  updated_at REAL NOT NULL);
+    CREATE TABLE seen (namespace TEXT NOT NULL, key TEXT NOT NULL, first_seen REAL NOT NULL,
+                       last_seen REAL NOT NULL, PRIMARY KEY (namespace, key)) WITHOUT ROWID;
+    CREATE TABLE findings (fingerprint TEXT PRIMARY KEY, source TEXT NOT NULL, kind TEXT NOT NULL,
+                           key TEXT NOT NULL, severity TEXT NOT NULL, floor TEXT NOT NULL,
+                           summary TEXT NOT NULL, first_seen REAL NOT NULL, last_seen REAL NOT NULL,
+                           open INTEGER NOT NULL, resolved_at REAL, alerted_severity TEXT,
+                           alerted_at REAL, details TEXT NOT NULL DEFAULT '{}');
+    CREATE INDEX findings_open ON findings (open);
+    CREATE TABLE finding_events (id INTEGER PRIMARY KEY, ts REAL NOT NULL,
+                                 fingerprint TEXT NOT NULL, source TEXT NOT NULL,
+                                 kind TEXT NOT NULL, severity TEXT NOT NULL, summary TEXT NOT NULL);
+    CREATE INDEX finding_events_ts ON finding_events (ts);
+    CREATE TABLE outbox (id INTEGER PRIMARY KEY, created_at REAL NOT NULL, channel TEXT NOT NULL,
+                         purpose TEXT NOT NULL, fingerprint TEXT, severity TEXT NOT NULL,
+                         payload TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'queued',
+                         attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at REAL NOT NULL,
+                         sent_at REAL, last_error TEXT, dedupe_key TEXT UNIQUE);
+    CREATE INDEX outbox_due ON outbox (status, next_attempt_at);
+    CREATE TABLE recaps (day TEXT PRIMARY KEY, created_at REAL NOT NULL, outbox_id INTEGER);
+    CREATE TABLE cycles (id INTEGER PRIMARY KEY, started_at REAL NOT NULL,
+                         duration_s REAL NOT NULL, severity TEXT NOT NULL, by TEXT NOT NULL,
+                         report TEXT NOT NULL);
+    CREATE INDEX cycles_started ON cycles (started_at);
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
+)
+
+
+@dataclass(frozen=True)
+class FindingRow:
+    """A finding as stored: what was last seen and last alerted."""
+
+    fingerprint: str
+    source: str
+    kind: str
+    key: str
+    severity: str
+    floor: str
+    summary: str
+    first_seen: float
+    last_seen: float
+    open: bool
+    alerted_severity: str | None
+    alerted_at: float | None
+    details: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class OutboxMessage:
+    """One queued alert for one channel."""
+
+    id: int
+    created_at: float
+    channel: str
+    purpose: str
+    fingerprint: str | None
+    severity: str
+    payload: Mapping[str, Any]
+    attempts: int
+    status: str
+
+
+class Store:
+    """One SQLite database in WAL mode; open with ``Store.open``."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self._conn = conn
+        self.path = path
+        self._series: dict[str, int] = {}
+
+    @classmethod
+    def open(cls, path: Path, timeout_s: float = 10.0) -> "Store":
+        """Open (creating and migrating as needed) the database at ``path``."""
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(str(path), timeout=timeout_s, isolation_level=None,
+                                   check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA busy_timeout={int(timeout_s * 1000)}")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            store = cls(conn, path)
+            store._migrate()
+        except (sqlite3.Error, OSError) as err:
+            raise StoreError(f"cannot open the store {path}: {err}") from err
+        return store
+
+    def close(self) -> None:
+        """Checkpoint the WAL and close."""
+        try:
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as err:
+            log.warning("WAL checkpoint at close failed: %s", err)
+        self._conn.close()
+
+    def _migrate(self) -> None:
+        version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(MIGRATIONS):
+            raise StoreError(f"{self.path} has schema version {version}, newer than this agent "
+                             f"({len(MIGRATIONS)}): upgrade the agent")
+        for number in range(version, len(MIGRATIONS)):
+            with self._tx():
+                for statement in MIGRATIONS[number].split(";"):
+                    if statement.strip():
+                        self._conn.execute(statement)
+                self._conn.execute(f"PRAGMA user_version={number + 1}")
+            log.info("store %s migrated to schema version %d", self.path, number + 1)
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._conn
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    @contextmanager
+    def transaction(self) -> Iterator["CycleWrite"]:
+        """All writes of one cycle; committed together or not at all."""
+        try:
+            with self._tx():
+                yield CycleWrite(self)
+        except sqlite3.Error as err:
+            self._series.clear()  # ids assigned in the rolled-back transaction are gone
+            raise StoreError(f"writing the store failed: {err}") from err
+
+    # -- reads ------------------------------------------------------------------------------------
+
+    def integrity_check(self) -> str:
+        """SQLite's PRAGMA integrity_check answer ("ok" when sound)."""
+        return self._conn.execute("PRAGMA integrity_check").fetchone()[0]
+
+    def collector_state(self, name: str) -> dict[str, Any]:
+        """The persistent state a collector (or detector) returned last time, {} at first."""
+        row = self._conn.execute("SELECT state FROM collector_state WHERE name = ?",
+                                 (name,)).fetchone()
+        return json.loads(row[0]) if row else {}
+
+    def baseline(self, series: str, hour: int = ALL_HOURS) -> Baseline | None:
+        """The baseline of a series (for one hour of the day, or all hours), None if never seen."""
+        row = self._conn.execute(
+            "SELECT b.n, b.centre, b.spread, b.minimum, b.maximum, b.last FROM baselines b "
+            "JOIN series s ON s.id = b.series_id WHERE s.name = ? AND b.hour = ?",
+            (series, hour)).fetchone()
+        return Baseline(*row) if row else None
+
+    def baselines_json(self, series: Iterable[str]) -> dict[str, dict[str, float]]:
+        """Compact all-hours baselines of the named series, for the LLM prompt."""
+        out = {}
+        for name in series:
+            found = self.baseline(name)
+            if found is not None:
+                out[name] = found.as_json()
+        return out
+
+    def samples_since(self, series: str, since: float) -> list[tuple[float, float]]:
+        """(ts, value) of one series since a time, oldest first (for recaps and charts)."""
+        return self._conn.execute(
+            "SELECT ts, value FROM samples WHERE series_id = (SELECT id FROM series WHERE name=?)"
+            " AND ts >= ? ORDER BY ts", (series, since)).fetchall()
+
+    def series_names(self, prefix: str = "") -> list[str]:
+        """Stored series names starting with ``prefix``."""
+        return [r[0] for r in self._conn.execute(
+            "SELECT name FROM series WHERE name >= ? AND name < ? ORDER BY name",
+            (prefix, prefix + "\U0010ffff"))]
+
+    def is_seen(self, namespace: str, key: str) -> bool:
+        """True when ``key`` was remembered in ``namespace`` before."""
+        return self._conn.execute("SELECT 1 FROM seen WHERE namespace = ? AND key = ?",
+                                  (namespace, key)).fetchone() is not None
+
+    def seen_keys(self, namespace: str) -> set[str]:
+        """Every key remembered in a namespace (a known set: open ports, login sources)."""
+        return {r[0] for r in self._conn.execute("SELECT key FROM seen WHERE namespace = ?",
+                                                 (namespace,))}
+
+    def findings(self, open_only: bool = True) -> dict[str, FindingRow]:
+        """Stored findings by fingerprint (the open ones by default)."""
+        query = "SELECT * FROM findings" + (" WHERE open = 1" if open_only else "")
+        cur = self._conn.execute(query)
+        names = [d[0] for d in cur.description]
+        rows = {}
+        for raw in cur:
+            rec = dict(zip(names, raw))
+            rec["open"] = bool(rec["open"])
+            rec["details"] = json.loads(rec["details"])
+            rec.pop("resolved_at")
+            rows[rec["fingerprint"]] = FindingRow(**rec)
+        return rows
+
+    def finding_events_since(self, since: float) -> list[dict[str, Any]]:
+        """Every finding occurrence since a time, oldest first (for the daily recap)."""
+        cur = self._conn.execute("SELECT ts, fingerprint, source, kind, severity, summary "
+                                 "FROM finding_events WHERE ts >= ? ORDER BY ts", (since,))
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, r)) for r in cur]
+
+    def due_messages(self, now: float, limit: int = 50) -> list[OutboxMessage]:
+        """Queued outbox messages whose next attempt is due, oldest first."""
+        cur = self._conn.execute(
+            "SELECT id, created_at, channel, purpose, fingerprint, severity, payload, attempts, "
+            "status FROM outbox WHERE status = 'queued' AND next_attempt_at <= ? ORDER BY id "
+            "LIMIT ?", (now, limit))
+        return [OutboxMessage(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7], r[8])
+                for r in cur]
+
+    def outbox_counts(self) -> dict[str, int]:
+        """Number of outbox messages by status."""
+        return dict(self._conn.execute("SELECT status, COUNT(*) FROM outbox GROUP BY status"))
+
+    def last_cycle(self) -> dict[str, Any] | None:
+        """The report of the last committed cycle."""
+        row = self._conn.execute("SELECT report FROM cycles ORDER BY id DESC LIMIT 1").fetchone()
+        return json.loads(row[0]) if row else None
+
+    def meta(self, key: str) -> str | None:
+        """A bookkeeping value."""
+        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def recap_sent(self, day: str) -> bool:
+        """True when the recap of a day (YYYY-MM-DD) has been queued."""
+        return self._conn.execute("SELECT 1 FROM recaps WHERE day = ?",
+                                  (day,)).fetchone() is not None
+
+    # -- outbox updates (outside a cycle's transaction: one per delivery attempt) -----------------
+
+    def mark_sent(self, message_id: int, now: float) -> None:
+        """Record that a message was delivered."""
+        with self._tx() as conn:
+            conn.execute("UPDATE outbox SET status='sent', sent_at=?, attempts=attempts+1, "
+                         "last_error=NULL WHERE id=?", (now, message_id))
+
+    def mark_retry(self, message_id: int, next_at: float, error: str, give_up: bool = False) -> None:
+        """Record a failed attempt and when to try again (or that it failed for good)."""
+        with self._tx() as conn:
+            conn.execute("UPDATE outbox SET status=?, attempts=attempts+1, next_attempt_at=?, "
+                         "last_error=? WHERE id=?",
+                         ("failed" if give_up else "queued", next_at, error[:500], message_id))
+
+    def enqueue(self, **message: Any) -> int | None:
+        """Queue one message outside a cycle (a recap sent by command); see CycleWrite.enqueue."""
+        with self.transaction() as tx:
+            return tx.enqueue(**message)
+
+    def trim(self, now: float, retention_days: int) -> int:
+        """Delete samples, finding events and old cycles/outbox rows past retention; rows deleted."""
+        cutoff = now - retention_days * 86400
+        with self._tx() as conn:
+            deleted = conn.execute("DELETE FROM samples WHERE ts < ?", (cutoff,)).rowcount
+            deleted += conn.execute("DELETE FROM finding_events WHERE ts < ?", (cutoff,)).rowcount
+            deleted += conn.execute("DELETE FROM cycles WHERE started_at < ?", (cutoff,)).rowcount
+            deleted += conn.execute("DELETE FROM outbox WHERE status != 'queued' AND created_at < ?",
+                                    (cutoff,)).rowcount
+            deleted += conn.execute("DELETE FROM findings WHERE open = 0 AND last_seen < ?",
+                                    (cutoff,)).rowcount
+            conn.execute("INSERT OR REPLACE INTO meta VALUES ('last_trim', ?)", (str(now),))
+        return deleted
+
+    def _series_id(self, name: str, by_hour: bool) -> int:
+        found = self._series.get(name)
+        if found is not None:
+            return found
+        row = self._conn.execute("SELECT id FROM series WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            row = self._conn.execute("INSERT INTO series (name, by_hour) VALUES (?, ?) RETURNING id",
+                                     (name, int(by_hour))).fetchone()
+        self._series[name] = row[0]
+        return row[0]
+
+
+class CycleWrite:
+    """The writes of one cycle, inside the store's open transaction."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._conn = store._conn  # noqa: SLF001 - same module, the store's own connection
+
+    def add_samples(self, ts: float, samples: Iterable[Sample]) -> int:
+        """Store samples and fold each into its baselines (all hours, and its hour when by_hour)."""
+        count = 0
+        for sample in samples:
+            self._add(sample.series, sample.by_hour, ts, float(sample.value))
+            count += 1
+        return count
+
+    def add_history(self, rows: Iterable[tuple[str, float, float]], by_hour: bool = False) -> int:
+        """Bulk-load (series, ts, value) rows oldest first, folding them into baselines."""
+        count = 0
+        for series, ts, value in rows:
+            self._add(series, by_hour, ts, float(value))
+            count += 1
+        return count
+
+    def _add(self, series: str, by_hour: bool, ts: float, value: float) -> None:
+        sid = self._store._series_id(series, by_hour)  # noqa: SLF001
+        self._conn.execute("INSERT INTO samples (series_id, ts, value) VALUES (?, ?, ?)",
+                           (sid, ts, value))
+        self._update_baseline(sid, ALL_HOURS, value, ts, WINDOW_OVERALL)
+        if by_hour:
+            self._update_baseline(sid, time.localtime(ts).tm_hour, value, ts, WINDOW_HOURLY)
+
+    def _update_baseline(self, sid: int, hour: int, value: float, ts: float, window: int) -> None:
+        row = self._conn.execute("SELECT n, centre, spread, minimum, maximum, last FROM baselines "
+                                 "WHERE series_id = ? AND hour = ?", (sid, hour)).fetchone()
+        new = (Baseline(*row) if row else Baseline()).update(value, window)
+        self._conn.execute("INSERT OR REPLACE INTO baselines VALUES (?,?,?,?,?,?,?,?,?)",
+                           (sid, hour, new.n, new.centre, new.spread, new.minimum, new.maximum,
+                            new.last, ts))
+
+    def set_collector_state(self, name: str, state: Mapping[str, Any], now: float) -> None:
+        """Replace a collector's persistent state (its log cursors among others)."""
+        self._conn.execute("INSERT OR REPLACE INTO collector_state VALUES (?, ?, ?)",
+                           (name, json.dumps(state, sort_keys=True), now))
+
+    def remember(self, namespace: str, keys: Iterable[str], now: float) -> None:
+        """Add keys to a known set (or refresh their last_seen)."""
+        self._conn.executemany(
+            "INSERT INTO seen VALUES (?, ?, ?, ?) ON CONFLICT (namespace, key) "
+            "DO UPDATE SET last_seen = excluded.last_seen",
+            [(namespace, k, now, now) for k in keys])
+
+    def forget(self, namespace: str, keys: Iterable[str]) -> None:
+        """Remove keys from a known set."""
+        self._conn.executemany("DELETE FROM seen WHERE namespace = ? AND key = ?",
+                               [(namespace, k) for k in keys])
+
+    def upsert_finding(self, fingerprint: str, source: str, kind: str, key: str, severity: str,
+                       floor: str, summary: str, now: float, details: Mapping[str, Any]) -> None:
+        """Record that a finding is present this cycle (opening it if new or resolved)."""
+        self._conn.execute(
+            "INSERT INTO findings (fingerprint, source, kind, key, severity, floor, summary, "
+            "first_seen, last_seen, open, details) VALUES (?,?,?,?,?,?,?,?,?,1,?) "
+            "ON CONFLICT (fingerprint) DO UPDATE SET severity=excluded.severity, "
+            "floor=excluded.floor, summary=excluded.summary, last_seen=excluded.last_seen, "
+            "details=excluded.details, "
+            "first_seen=CASE WHEN findings.open THEN findings.first_seen ELSE excluded.first_seen END,"
+            " alerted_severity=CASE WHEN findings.open THEN findings.alerted_severity END, "
+            "alerted_at=CASE WHEN findings.open THEN findings.alerted_at END, "
+            "open=1, resolved_at=NULL",
+            (fingerprint, source, kind, key, severity, floor, summary, now, now,
+             json.dumps(details, sort_keys=True, default=str)))
+        self._conn.execute("INSERT INTO finding_events (ts, fingerprint, source, kind, severity, "
+                           "summary) VALUES (?,?,?,?,?,?)",
+                           (now, fingerprint, source, kind, severity, summary))
+
+    def mark_alerted(self, fingerprint: str, severity: str, now: float) -> None:
+        """Record the severity and time of the last alert for a finding."""
+        self._conn.execute("UPDATE findings SET alerted_severity=?, alerted_at=? "
+                           "WHERE fingerprint=?", (severity, now, fingerprint))
+
+    def resolve_finding(self, fingerprint: str, now: float) -> None:
+        """Close a finding that is no longer present."""
+        self._conn.execute("UPDATE findings SET open=0, resolved_at=? WHERE fingerprint=?",
+                           (now, fingerprint))
+
+    def enqueue(self, channel: str, purpose: str, severity: str, payload: Mapping[str, Any],
+                now: float, fingerprint: str | None = None,
+                dedupe_key: str | None = None) -> int | None:
+        """Queue a message for a channel; a repeated ``dedupe_key`` is ignored (returns None)."""
+        row = self._conn.execute(
+            "INSERT INTO outbox (created_at, channel, purpose, fingerprint, severity, payload, "
+            "next_attempt_at, dedupe_key) VALUES (?,?,?,?,?,?,?,?) "
+            "ON CONFLICT (dedupe_key) DO NOTHING RETURNING id",
+            (now, channel, purpose, fingerprint, severity,
+             json.dumps(payload, sort_keys=True, default=str), now, dedupe_key)).fetchone()
+        return row[0] if row else None
+
+    def mark_recap(self, day: str, now: float, outbox_id: int | None) -> None:
+        """Record that a day's recap was queued."""
+        self._conn.execute("INSERT OR REPLACE INTO recaps VALUES (?, ?, ?)", (day, now, outbox_id))
+
+    def save_cycle(self, started_at: float, duration_s: float, severity: str, by: str,
+                   report: Mapping[str, Any]) -> None:
+        """Keep a cycle's report (for `status` and the recap)."""
+        self._conn.execute("INSERT INTO cycles (started_at, duration_s, severity, by, report) "
+                           "VALUES (?,?,?,?,?)", (started_at, duration_s, severity, by,
+                                                  json.dumps(report, default=str)))
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Set a bookkeeping value."""
+        self._conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))

@@ -1,0 +1,201 @@
+#!/usr/bin/env python3
+"""The monitoring agent: `python monitor_agent.py [--once] [--json] [--config PATH] [COMMAND]`."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Callable, Sequence, TextIO
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+
+log = logging.getLogger("monitor_agent")
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """The command line of DESIGN.md's contract."""
+    parser = argparse.ArgumentParser(
+        prog="monitor_agent.py", description="LLM-judged monitoring agent for a home server.")
+    parser.add_argument("--once", action="store_true", help="run one cycle, then exit")
+    parser.add_argument("--json", action="store_true",
+                        help="with --once: print the cycle report as JSON on stdout (logs: stderr)")
+    parser.add_argument("--config", type=Path, metavar="PATH",
+                        help="a Python file whose UPPERCASE names override config.py")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser("run", help="monitor (the default): forever, or one cycle with --once")
+    recap = sub.add_parser("recap", help="send the daily recap now")
+    recap.add_argument("--dry-run", action="store_true",
+                       help="print the recap and write its chart to a file instead of sending")
+    recap.add_argument("--chart", type=Path, default=Path("recap.png"),
+                       help="where --dry-run writes the chart (default: recap.png)")
+    sub.add_parser("check", help="check every configured part and say how to fix what fails")
+    sub.add_parser("status", help="show the last cycle, open findings, baselines and outbox")
+    args = parser.parse_args(argv)
+    args.command = args.command or "run"
+    return args
+
+
+def setup_logging(level: str) -> None:
+    """Logs to stderr (journald keeps them), secrets redacted."""
+    from core.redact import RedactingFilter
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactingFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def summary_text(report: dict[str, Any]) -> str:
+    """A readable summary of one cycle report."""
+    lines = [f"Cycle at {report['started_at']} on {report['host']} took {report['duration_s']:.2f} s"]
+    lines.append("Collectors:")
+    for name, status in report["collectors"].items():
+        mark = "ok " if status["ok"] and status["available"] else ("n/a" if status["ok"] else "ERR")
+        detail = status["error"] or status["note"] or ""
+        lines.append(f"  [{mark}] {name:13} {status['duration_s']:6.3f} s  {detail}")
+    findings = report["findings"]
+    lines.append(f"Findings: {len(findings)}")
+    for f in sorted(findings, key=lambda f: f["severity"] != "high"):
+        lines.append(f"  {f['severity'].upper():6} (floor {f['floor']}) {f['kind']}: {f['summary']}")
+    v = report["verdict"]
+    lines.append(f"Verdict: {v['severity']} by {v['by']}: {v['reason']}"
+                 + (f" [{v['note']}]" if v.get("note") else ""))
+    for a in report["alerts"]:
+        lines.append(f"Alert: {a['channel']} {a['purpose']} {a['severity']} -> {a['status']}")
+    for note in report.get("notes", []):
+        lines.append(f"Note: {note}")
+    return "\n".join(lines)
+
+
+class Runtime:
+    """The opened parts of a running agent (store, judge, notifiers) and how to close them."""
+
+    def __init__(self, settings: Any, console: TextIO, stop: threading.Event) -> None:
+        from alerts.channels import make_notifiers
+        from analysis.judge import make_judge
+        from core.cycle import Agent
+        from core.legacy import import_legacy
+        from data_storage import Store
+
+        self.settings = settings
+        self.store = Store.open(settings.db_path)
+        self.agent = Agent(settings, self.store, make_judge(settings),
+                           make_notifiers(settings, console), stop)
+        note = import_legacy(self.store, settings.DATA_DIR)
+        if note:
+            log.info("%s", note)
+            self.agent.notes.append(note)
+
+    def close(self) -> None:
+        """Kill commands still running and close the store cleanly."""
+        from core.context import kill_children
+
+        killed = kill_children()
+        if killed:
+            log.info("stopped %d command(s) still running", killed)
+        self.store.close()
+
+
+def run_loop(runtime: Runtime, stop: threading.Event, on_cycle: Callable[[dict], None]) -> None:
+    """Run cycles every MONITOR_INTERVAL_SECONDS with `schedule` until ``stop`` is set."""
+    import schedule
+
+    from core.cycle import CycleAborted
+
+    scheduler = schedule.Scheduler()
+
+    def job() -> None:
+        try:
+            on_cycle(runtime.agent.run_cycle())
+        except CycleAborted:
+            log.info("cycle abandoned on stop; it will be replayed from its cursors")
+
+    # schedule computes the next run after a job returns, so an overrunning cycle never piles up.
+    scheduler.every(runtime.settings.MONITOR_INTERVAL_SECONDS).seconds.do(job)
+    job()
+    while not stop.is_set():
+        scheduler.run_pending()
+        idle = scheduler.idle_seconds
+        stop.wait(max(0.05, min(1.0, idle if idle is not None else 1.0)))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    from core.settings import ConfigError, load_settings
+
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as err:
+        print(f"configuration error: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    setup_logging(settings.LOG_LEVEL)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        log.info("received %s, stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    once = args.once or settings.TEST_MODE
+    console = sys.stderr if args.json else sys.stdout
+
+    from core.cycle import CycleAborted
+    from data_storage import StoreError
+
+    if args.command != "run":
+        return run_command(args, settings)
+    try:
+        runtime = Runtime(settings, console, stop)
+    except StoreError as err:
+        log.error("%s", err)
+        return EXIT_FAILED
+    try:
+        if once:
+            try:
+                report = runtime.agent.run_cycle()
+            except CycleAborted:
+                return EXIT_OK
+            if args.json:
+                sys.stdout.write(json.dumps(report, default=str) + "\n")
+            else:
+                print(summary_text(report))
+        else:
+            def on_cycle(report: dict) -> None:
+                log.info("cycle: %d finding(s), verdict %s by %s, %d alert(s), %.2f s",
+                         len(report["findings"]), report["verdict"]["severity"],
+                         report["verdict"]["by"], len(report["alerts"]), report["duration_s"])
+            run_loop(runtime, stop, on_cycle)
+    except StoreError as err:
+        log.error("%s", err)
+        return EXIT_FAILED
+    finally:
+        runtime.close()
+    return EXIT_OK
+
+
+def run_command(args: argparse.Namespace, settings: Any) -> int:
+    """The operator's commands other than `run` (recap, check, status)."""
+    import importlib
+
+    module_name = {"recap": "alerts.recap", "check": "core.check", "status": "core.status"}[
+        args.command]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError:
+        print(f"{args.command}: not available in this build yet", file=sys.stderr)
+        return EXIT_FAILED
+    return int(module.command(args, settings))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""Shared fixtures: the third-party corpus, settings on a temporary store, a fresh store."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+os.chdir(ROOT)  # the tests run the agent as an operator would, from the project folder
+
+
+def corpus_dir() -> Path:
+    """../shared/data, or $MONITOR_TEST_DATA."""
+    return Path(os.environ.get("MONITOR_TEST_DATA", ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def corpus() -> Path:
+    """The shared third-party captures; skipped (never in CI) when absent."""
+    path = corpus_dir()
+    if not path.is_dir():
+        if os.environ.get("MONITOR_REQUIRE_CORPUS"):
+            pytest.fail(f"the shared corpus is required but missing at {path}")
+        pytest.skip(f"the shared corpus is not present at {path} (set MONITOR_TEST_DATA)")
+    return path
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> Callable[..., Any]:
+    """Settings from config.py with a temporary DATA_DIR, no environment, and overrides."""
+    from core.settings import load_settings
+
+    def make(**overrides: Any) -> Any:
+        overrides.setdefault("DATA_DIR", tmp_path / "data")
+        return load_settings(environ={}, overrides=overrides)
+
+    return make
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    """A fresh store on a real SQLite file."""
+    from data_storage import Store
+
+    opened = Store.open(tmp_path / "store" / "monitor.db")
+    yield opened
+    opened.close()
