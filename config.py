@@ -9,8 +9,7 @@ EnvironmentFile), not in this file.
 TEST_MODE = False                      # True: run one cycle and exit (same as --once)
 MONITOR_INTERVAL_SECONDS = 300         # seconds between the starts of two cycles (>= 10)
 DATA_DIR = "./data"                    # folder of the SQLite store (monitor.db); created if missing
-COLLECTORS = ["syslog", "auth_log", "sensors", "ping", "nmap", "processes", "containers",
-              "llm_runtimes"]          # enabled collectors, by name
+COLLECTORS = ["syslog", "auth_log", "sensors", "ping", "nmap", "processes", "containers", "llm_runtimes"]  # enabled collectors, by name
 HISTORY_RETENTION_DAYS = 30            # samples and finding history older than this are trimmed
 HOST_NAME = ""                         # this host's name in alerts; "" uses the system hostname
 LOG_LEVEL = "INFO"                     # DEBUG, INFO, WARNING or ERROR (logs go to stderr)

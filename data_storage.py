@@ -167,6 +167,9 @@ class Store:
         except sqlite3.Error as err:
             self._series.clear()  # ids assigned in the rolled-back transaction are gone
             raise StoreError(f"writing the store failed: {err}") from err
+        except BaseException:
+            self._series.clear()
+            raise
 
     # -- reads ------------------------------------------------------------------------------------
 

@@ -44,6 +44,24 @@ def run_command(args: Sequence[str], timeout_s: float, env: Mapping[str, str] | 
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
+def start_background(args: Sequence[str], stdout: Any = subprocess.DEVNULL,
+                     stderr: Any = subprocess.DEVNULL) -> subprocess.Popen:
+    """Start a command that outlives this call (a slow scan); ``kill_children`` stops it."""
+    try:
+        proc = subprocess.Popen(list(args), stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL)
+    except OSError as err:
+        raise CommandError(f"cannot run {args[0]}: {err.strerror or err}") from err
+    with _children_lock:
+        _children.add(proc)
+    return proc
+
+
+def release_child(proc: subprocess.Popen) -> None:
+    """Stop tracking a background command that has finished or been killed."""
+    with _children_lock:
+        _children.discard(proc)
+
+
 def kill_children() -> int:
     """Kill every command still running that ``run_command`` started (on shutdown); how many."""
     with _children_lock:

@@ -120,6 +120,7 @@ class Agent:
     def collect(self, now: float) -> dict[str, _Slot]:
         """Run the enabled collectors in parallel, each within its own time bound."""
         slots: dict[str, _Slot] = {}
+        started: dict[str, _Slot] = {}
         for name in self.settings.COLLECTORS:
             previous = self._inflight.get(name)
             if previous is not None and not previous.done.is_set():
@@ -127,8 +128,8 @@ class Agent:
                 slots[name] = _Slot(name, status=CollectorStatus(
                     False, f"still running from an earlier cycle ({running:.0f} s); skipped", 0.0))
                 continue
-            slots[name] = self._start(name, now)
-        for name, slot in slots.items():
+            slots[name] = started[name] = self._start(name, now)
+        for name, slot in started.items():
             while not slot.done.is_set():
                 if self.stop.is_set():
                     raise CycleAborted("stop requested")

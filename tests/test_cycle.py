@@ -1,0 +1,183 @@
+"""One cycle end to end on a real store with real processes; failures degrade, never kill."""
+from __future__ import annotations
+
+import io
+import sys
+import threading
+import time
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import collectors
+from alerts.console import ConsoleNotifier
+from analysis import detectors
+from analysis.judge import RulesJudge
+from core.cycle import Agent, CycleAborted
+from core.model import CollectResult, Sample
+from core.redact import register_secret
+from data_storage import Store
+from tests.procs import start_named, stop, unique_name
+
+
+def make_agent(settings: Any, store: Store, stream: io.StringIO | None = None,
+               stop_event: threading.Event | None = None) -> Agent:
+    return Agent(settings, store, RulesJudge(), {"console": ConsoleNotifier(stream or io.StringIO())},
+                 stop_event)
+
+
+def test_missing_watched_process_is_a_high_finding_and_a_console_alert(
+        tmp_path: Path, make_settings: Any, store: Store) -> None:
+    name = unique_name()
+    proc = start_named(tmp_path / "bin", name)
+    try:
+        settings = make_settings(COLLECTORS=["processes"], PROCESSES_TO_MONITOR=[name])
+        out = io.StringIO()
+        agent = make_agent(settings, store, out)
+        report = agent.run_cycle()
+        watched = report["observations"]["processes"]["watched"][name]
+        assert watched["running"] and watched["pids"] == [proc.pid]
+        assert report["findings"] == [] and out.getvalue() == ""
+        stop(proc)
+        report = agent.run_cycle()
+    finally:
+        stop(proc)
+    [finding] = report["findings"]
+    assert (finding["kind"], finding["severity"], finding["floor"]) == ("process_missing", "high",
+                                                                        "high")
+    assert report["verdict"]["severity"] == "high" and report["verdict"]["by"] == "rules"
+    assert report["alerts"] == [{"channel": "console", "purpose": "alert", "severity": "high",
+                                 "status": "sent", "findings": [finding["id"]]}]
+    assert name in out.getvalue() and "process_missing" in out.getvalue()
+
+
+def test_alert_fires_once_then_resolves_when_the_process_returns(
+        tmp_path: Path, make_settings: Any, store: Store) -> None:
+    name = unique_name()
+    settings = make_settings(COLLECTORS=["processes"], PROCESSES_TO_MONITOR=[name])
+    out = io.StringIO()
+    agent = make_agent(settings, store, out)
+    first = agent.run_cycle()
+    second = agent.run_cycle()
+    assert [a["status"] for a in first["alerts"]] == ["sent"]
+    assert [a["status"] for a in second["alerts"]] == ["suppressed"]  # within the cooldown
+    assert out.getvalue().count("[ALERT]") == 1
+    proc = start_named(tmp_path / "bin", name)
+    try:
+        third = agent.run_cycle()
+    finally:
+        stop(proc)
+    assert third["findings"] == []
+    assert [(a["purpose"], a["status"]) for a in third["alerts"]] == [("resolved", "sent")]
+    assert "[RESOLVED]" in out.getvalue()
+
+
+def test_cmdline_entries_match_a_substring_of_the_command_line(
+        tmp_path: Path, make_settings: Any, store: Store) -> None:
+    name = unique_name()
+    proc = start_named(tmp_path / "bin", name)
+    try:
+        settings = make_settings(COLLECTORS=["processes"],
+                                 PROCESSES_TO_MONITOR=["cmdline:import time; time.sleep(600)"])
+        report = make_agent(settings, store).run_cycle()
+    finally:
+        stop(proc)
+    watched = report["observations"]["processes"]["watched"]
+    assert proc.pid in watched["cmdline:import time; time.sleep(600)"]["pids"]
+
+
+@pytest.fixture
+def fake_collectors(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Register stand-in collector modules under real collector names for failure tests."""
+    behaviours: dict[str, Any] = {}
+
+    def install(name: str, collect: Any, timeout: float = 5.0) -> None:
+        module = types.ModuleType(f"fake_{name}")
+        module.collect = collect
+        module.timeout_s = lambda settings: timeout
+        detector = types.ModuleType(f"fake_detect_{name}")
+        detector.detect = lambda result, ctx: []
+        detector.KINDS = ()
+        sys.modules[f"tests.fake_{name}"] = module
+        sys.modules[f"tests.fake_detect_{name}"] = detector
+        monkeypatch.setitem(collectors.REGISTRY, name, f"tests.fake_{name}")
+        monkeypatch.setitem(detectors.DETECTORS, name, f"tests.fake_detect_{name}")
+        behaviours[name] = module
+
+    behaviours["install"] = install
+    return behaviours
+
+
+def test_a_failing_collector_is_reported_without_its_secret_and_the_cycle_goes_on(
+        make_settings: Any, store: Store, fake_collectors: dict[str, Any]) -> None:
+    secret = "hunter2-webhook-token-value"
+    register_secret(secret)
+
+    def explode(ctx: Any) -> CollectResult:
+        raise ConnectionError(f"could not reach https://x/api/webhooks/1/{secret}")
+
+    fake_collectors["install"]("ping", explode)
+    settings = make_settings(COLLECTORS=["ping", "processes"], PROCESSES_TO_MONITOR=[])
+    report = make_agent(settings, store).run_cycle()
+    ping = report["collectors"]["ping"]
+    assert ping["ok"] is False and "ConnectionError" in ping["error"]
+    assert secret not in ping["error"]
+    assert report["collectors"]["processes"]["ok"] is True
+    assert report["observations"]["processes"]["process_count"] > 0
+
+
+def test_an_overrunning_collector_times_out_and_does_not_pile_up(
+        make_settings: Any, store: Store, fake_collectors: dict[str, Any]) -> None:
+    release = threading.Event()
+    calls = []
+
+    def slow(ctx: Any) -> CollectResult:
+        calls.append(time.monotonic())
+        release.wait(30)
+        return CollectResult(observations={"late": True})
+
+    fake_collectors["install"]("nmap", slow, timeout=0.3)
+    settings = make_settings(COLLECTORS=["nmap", "processes"])
+    agent = make_agent(settings, store)
+    t0 = time.monotonic()
+    first = agent.run_cycle()
+    assert time.monotonic() - t0 < 3
+    assert "timed out" in first["collectors"]["nmap"]["error"]
+    second = agent.run_cycle()
+    assert "still running" in second["collectors"]["nmap"]["error"]
+    assert len(calls) == 1  # not started a second time while the first still runs
+    release.set()
+    time.sleep(0.1)
+    third = agent.run_cycle()
+    assert third["collectors"]["nmap"]["ok"] is True and len(calls) == 2
+
+
+def test_stop_mid_cycle_aborts_quickly_and_commits_nothing(
+        make_settings: Any, store: Store, fake_collectors: dict[str, Any]) -> None:
+    def slow(ctx: Any) -> CollectResult:
+        time.sleep(20)
+        return CollectResult(observations={}, samples=(Sample("never", 1.0),))
+
+    fake_collectors["install"]("sensors", slow, timeout=60)
+    stop_event = threading.Event()
+    agent = make_agent(make_settings(COLLECTORS=["sensors", "processes"]), store,
+                       stop_event=stop_event)
+    threading.Timer(0.3, stop_event.set).start()
+    t0 = time.monotonic()
+    with pytest.raises(CycleAborted):
+        agent.run_cycle()
+    assert time.monotonic() - t0 < 1.5
+    assert store.baseline("processes.count") is None and store.last_cycle() is None
+
+
+def test_samples_state_and_baselines_are_committed_with_the_cycle(
+        make_settings: Any, store: Store) -> None:
+    agent = make_agent(make_settings(COLLECTORS=["processes"]), store)
+    agent.run_cycle()
+    agent.run_cycle()
+    assert store.baseline("processes.count").n == 2
+    assert "cpu" in store.collector_state("processes")
+    assert store.last_cycle()["collectors"]["processes"]["ok"] is True
+    assert store.integrity_check() == "ok"

@@ -1,0 +1,62 @@
+"""The processes collector's matching and CPU accounting, on records and on the live process table."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from collectors.processes import ProcInfo, cpu_percent, matches, snapshot, summarize
+from tests.procs import start_named, stop, unique_name
+
+
+def proc(pid: int, name: str, cmdline: str, cpu: float = 0.0, rss: int = 0,
+         created: float = 0.0) -> ProcInfo:
+    argv0 = os.path.basename(cmdline.split(" ")[0]) if cmdline else ""
+    return ProcInfo(pid, name, argv0, cmdline, cpu, rss, created)
+
+
+def test_name_matching_is_exact_on_comm_or_argv0() -> None:
+    nginx = proc(10, "nginx", "nginx: master process /usr/sbin/nginx")
+    long_name = proc(11, "systemd-resolve", "/lib/systemd/systemd-resolved")
+    assert matches("nginx", nginx, own_pid=1)
+    assert not matches("ngin", nginx, own_pid=1)
+    assert matches("systemd-resolved", long_name, own_pid=1)  # comm is cut at 15 characters
+    assert not matches("resolved", long_name, own_pid=1)
+
+
+def test_cmdline_prefix_matches_substrings_but_never_the_agent_itself() -> None:
+    worker = proc(20, "python3", "python3 -m homeassistant --config /srv/ha")
+    me = proc(21, "python3", "python3 monitor_agent.py -m homeassistant")
+    assert matches("cmdline:-m homeassistant", worker, own_pid=21)
+    assert not matches("cmdline:-m homeassistant", me, own_pid=21)
+    assert not matches("homeassistant", worker, own_pid=21)
+
+
+def test_cpu_percent_uses_the_delta_since_last_cycle_for_the_same_process() -> None:
+    p = proc(5, "x", "x", cpu=30.0, created=1000.0)
+    previous = {"5": [1000.0, 20.0]}
+    assert cpu_percent(p, previous, now=1100.0, last_at=1050.0) == 20.0   # 10 s of 50 s
+    reused_pid = {"5": [999.0, 20.0]}                                     # another process
+    assert cpu_percent(p, reused_pid, now=1100.0, last_at=1050.0) == 30.0  # lifetime: 30 of 100
+
+
+def test_summary_counts_instances_and_ranks_consumers() -> None:
+    procs = [proc(1, "sshd", "sshd", cpu=1, rss=10 << 20, created=0),
+             proc(2, "sshd", "sshd: alice", cpu=2, rss=5 << 20, created=0),
+             proc(3, "ollama", "ollama serve", cpu=90, rss=4 << 30, created=0)]
+    obs, state = summarize(["sshd", "absent"], procs, {}, now=100.0, own_pid=99)
+    assert obs["watched"]["sshd"]["count"] == 2 and obs["watched"]["sshd"]["pids"] == [1, 2]
+    assert obs["watched"]["absent"] == {"running": False, "count": 0, "pids": [],
+                                        "cpu_percent": 0.0, "memory_rss_mb": 0.0}
+    assert obs["top_cpu"][0]["name"] == "ollama" and obs["top_memory"][0]["pid"] == 3
+    assert state["cpu"]["3"] == [0, 90] and state["at"] == 100.0
+
+
+def test_live_snapshot_sees_a_process_the_test_started(tmp_path: Path) -> None:
+    name = unique_name()
+    started = start_named(tmp_path / "bin", name)
+    try:
+        found = [p for p in snapshot() if p.pid == started.pid]
+    finally:
+        stop(started)
+    assert found and found[0].name == name and found[0].argv0 == name
+    assert found[0].rss_bytes > 0

@@ -1,0 +1,171 @@
+"""The SQLite store on real files: migrations, baselines, atomic cycles, outbox, findings, retention."""
+from __future__ import annotations
+
+import json
+import random
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from core.baseline import MIN_SAMPLES, Baseline
+from core.legacy import import_legacy
+from core.model import Sample
+from data_storage import ALL_HOURS, MIGRATIONS, Store, StoreError
+
+
+def test_new_store_is_migrated_wal_and_sound(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "a" / "monitor.db")
+    conn = sqlite3.connect(tmp_path / "a" / "monitor.db")
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store.integrity_check() == "ok"
+    store.close()
+    Store.open(tmp_path / "a" / "monitor.db").close()  # reopening migrates nothing
+
+
+def test_a_store_from_a_newer_agent_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "monitor.db"
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version={len(MIGRATIONS) + 1}")
+    conn.close()
+    with pytest.raises(StoreError, match="newer than this agent"):
+        Store.open(path)
+
+
+def test_a_file_that_is_not_sqlite_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "monitor.db"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreError, match="cannot open the store"):
+        Store.open(path)
+
+
+def test_baseline_is_robust_to_outliers_and_incremental(store: Store) -> None:
+    rng = random.Random(7)
+    values = [50 + rng.gauss(0, 2) for _ in range(400)]
+    values[200] = 5000.0  # one wild reading must not drag the centre
+    now = time.time() - 400 * 300
+    with store.transaction() as tx:
+        for i, value in enumerate(values):
+            tx.add_samples(now + i * 300, [Sample("cpu.temp", value, key="Package id 0")])
+    base = store.baseline("cpu.temp[Package id 0]")
+    assert base is not None and base.trusted and base.n == 400
+    assert 48 < base.centre < 52
+    assert 1.0 < base.spread < 4.0
+    assert base.maximum == 5000.0
+    assert base.deviation(80.0) > 5
+
+
+def test_hourly_baselines_are_kept_apart(store: Store) -> None:
+    day0 = time.mktime((2026, 11, 1, 0, 0, 0, 0, 0, -1))
+    with store.transaction() as tx:
+        for day in range(40):
+            for hour, value in ((3, 30.0), (15, 60.0)):
+                ts = day0 + day * 86400 + hour * 3600
+                tx.add_samples(ts, [Sample("gpu.temp", value, by_hour=True)])
+    assert store.baseline("gpu.temp", 3).centre == pytest.approx(30.0)
+    assert store.baseline("gpu.temp", 15).centre == pytest.approx(60.0)
+    overall = store.baseline("gpu.temp", ALL_HOURS)
+    assert 30 < overall.centre < 60 and overall.n == 80
+
+
+def test_baseline_update_is_constant_work() -> None:
+    base = Baseline()
+    for i in range(MIN_SAMPLES):
+        base = base.update(float(i % 3), 1000)
+    assert base.trusted and base.n == MIN_SAMPLES
+
+
+def test_a_failed_cycle_writes_nothing(store: Store) -> None:
+    with pytest.raises(RuntimeError):
+        with store.transaction() as tx:
+            tx.add_samples(time.time(), [Sample("x", 1.0)])
+            tx.set_collector_state("auth_log", {"offset": 10}, time.time())
+            raise RuntimeError("crash mid-cycle")
+    assert store.baseline("x") is None
+    assert store.collector_state("auth_log") == {}
+    with store.transaction() as tx:  # and the store still works, series ids included
+        tx.add_samples(time.time(), [Sample("x", 2.0)])
+    assert store.baseline("x").n == 1
+
+
+def test_collector_state_round_trips(store: Store) -> None:
+    state = {"cursor": {"dev": 1, "ino": 2, "offset": 3, "fp": "ab"}, "list": [1, 2]}
+    with store.transaction() as tx:
+        tx.set_collector_state("syslog", state, time.time())
+    assert store.collector_state("syslog") == state
+
+
+def test_outbox_queue_retry_and_send(store: Store) -> None:
+    now = 1_000_000.0
+    with store.transaction() as tx:
+        first = tx.enqueue(channel="discord", purpose="alert", severity="high",
+                           payload={"items": []}, now=now, dedupe_key="k1")
+        again = tx.enqueue(channel="discord", purpose="alert", severity="high",
+                           payload={"items": []}, now=now, dedupe_key="k1")
+    assert first is not None and again is None
+    assert [m.id for m in store.due_messages(now)] == [first]
+    store.mark_retry(first, now + 10, "HTTP 503")
+    assert store.due_messages(now + 5) == []
+    due = store.due_messages(now + 10)
+    assert due[0].attempts == 1
+    store.mark_sent(first, now + 11)
+    assert store.due_messages(now + 100) == []
+    assert store.outbox_counts() == {"sent": 1}
+
+
+def test_findings_keep_first_seen_while_open_and_reset_when_reopened(store: Store) -> None:
+    args = dict(source="processes", kind="process_missing", key="nginx", severity="high",
+                floor="high", summary="gone", details={})
+    with store.transaction() as tx:
+        tx.upsert_finding("fp1", now=100.0, **args)
+        tx.mark_alerted("fp1", "high", 100.0)
+    with store.transaction() as tx:
+        tx.upsert_finding("fp1", now=200.0, **args)
+    row = store.findings()["fp1"]
+    assert (row.first_seen, row.last_seen, row.alerted_severity) == (100.0, 200.0, "high")
+    with store.transaction() as tx:
+        tx.resolve_finding("fp1", 300.0)
+    assert store.findings() == {}
+    with store.transaction() as tx:
+        tx.upsert_finding("fp1", now=400.0, **args)
+    row = store.findings()["fp1"]
+    assert (row.first_seen, row.alerted_severity) == (400.0, None)
+    assert len(store.finding_events_since(0)) == 3
+
+
+def test_retention_trims_old_rows_only(store: Store) -> None:
+    now = time.time()
+    with store.transaction() as tx:
+        tx.add_samples(now - 40 * 86400, [Sample("old", 1.0)])
+        tx.add_samples(now - 1 * 86400, [Sample("old", 2.0)])
+    assert store.trim(now, 30) == 1
+    assert store.samples_since("old", 0) == [(pytest.approx(now - 86400), 2.0)]
+    assert store.baseline("old").n == 2  # the baseline keeps what it learned
+
+
+def test_legacy_json_is_imported_once(tmp_path: Path, store: Store) -> None:
+    legacy = tmp_path / "monitoring_data.json"
+    legacy.write_text(json.dumps({
+        "history": [
+            {"timestamp": "2026-11-01T10:00:00", "cpu_temp": 41.5, "ping": {"avg_ms": 1.2},
+             "note": "text is skipped", "ok": True},
+            {"timestamp": 1761991200, "cpu_temp": 43.0, "ping": {"avg_ms": 1.4}},
+        ],
+        "gpu_temp": [[1761991200, 55.0], [1761991500, 56.0], "junk"],
+    }))
+    note = import_legacy(store, tmp_path)
+    assert note is not None and "imported 6 samples in 3 series" in note
+    assert store.baseline("legacy.history.cpu_temp").n == 2
+    assert store.baseline("legacy.history.ping.avg_ms").n == 2
+    assert store.baseline("legacy.gpu_temp").centre == pytest.approx(55.5, abs=0.6)
+    assert not legacy.exists() and (tmp_path / "monitoring_data.json.imported").exists()
+    assert import_legacy(store, tmp_path) is None
+
+
+def test_unreadable_legacy_json_is_left_in_place(tmp_path: Path, store: Store) -> None:
+    legacy = tmp_path / "monitoring_data.json"
+    legacy.write_text("{not json")
+    note = import_legacy(store, tmp_path)
+    assert note is not None and "could not import" in note and legacy.exists()
