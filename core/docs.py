@@ -1,13 +1,17 @@
 """Markdown tables for the README, made from config.py's comments and the detectors' KINDS.
 
-Run: .venv/bin/python -m core.docs settings|kinds
+Run: .venv/bin/python -m core.docs readme   (rewrites README.md's generated tables in place)
+     .venv/bin/python -m core.docs settings|kinds   (prints one table)
 """
 from __future__ import annotations
 
 import re
 import sys
+from typing import Callable
 
-from core.settings import DEFAULT_CONFIG
+from core.settings import DEFAULT_CONFIG, PROJECT_DIR
+
+README = PROJECT_DIR / "README.md"
 
 _SECTION = re.compile(r"^# --- (.+?) -+$")
 _SETTING = re.compile(r"^([A-Z][A-Z0-9_]*) = (.+?)\s+# (.+)$")
@@ -39,5 +43,19 @@ def kinds_table() -> str:
     return "\n".join(rows) + "\n"
 
 
+TABLES: dict[str, Callable[[], str]] = {"settings": settings_table, "kinds": kinds_table}
+
+
+def render_readme(text: str) -> str:
+    """README text with every generated block (between its begin/end markers) made anew."""
+    for name, make in TABLES.items():
+        pattern = re.compile(rf"(<!-- {name}:begin -->\n).*?(<!-- {name}:end -->)", re.S)
+        text = pattern.sub(lambda m, make=make: m.group(1) + make() + m.group(2), text)
+    return text
+
+
 if __name__ == "__main__":
-    print({"settings": settings_table, "kinds": kinds_table}[sys.argv[1]]())
+    if sys.argv[1] == "readme":
+        README.write_text(render_readme(README.read_text(encoding="utf-8")), encoding="utf-8")
+    else:
+        print(TABLES[sys.argv[1]]())
