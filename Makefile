@@ -10,7 +10,11 @@ APT_TEST := $(APT_RUN) rsyslog logrotate systemd-journal-remote podman runc busy
             fail2ban systemd iproute2
 PYTEST_ARGS ?=
 
-.PHONY: run test bench faults apt-run apt-test venv venv-dev clean
+PREFIX ?= /opt/monitor-agent
+DESTDIR ?=
+SERVICE_USER ?= monitor-agent
+
+.PHONY: run test bench faults install apt-run apt-test venv venv-dev ha-venv clean
 
 define apt_install
 	@if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
@@ -43,14 +47,45 @@ $(VENV)/.dev: requirements-dev.txt requirements.txt | $(BIN)/python
 venv: $(VENV)/.runtime
 venv-dev: $(VENV)/.dev
 
+# Home Assistant for the text-to-speech tests, in its own venv (its pins clash with ours).
+HA_VERSION := 2024.3.3
+.venv-ha/.installed-$(HA_VERSION): scripts/setup_home_assistant.sh
+	PY=$(PY) bash scripts/setup_home_assistant.sh
+ha-venv: .venv-ha/.installed-$(HA_VERSION)
+
 run: apt-run venv
 	$(BIN)/python monitor_agent.py --once
 
-test: apt-test venv-dev
+test: apt-test venv-dev ha-venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+faults: apt-test venv-dev
+	$(BIN)/python -m pytest -m faults -v $(PYTEST_ARGS)
 
 bench: apt-test venv-dev
 	$(BIN)/python -m bench
 
+# Install as a service: the code and its own venv in PREFIX, the unit, an env file for secrets.
+# With DESTDIR set, everything lands below it and no user or unit is created or started.
+install: apt-run
+	install -d "$(DESTDIR)$(PREFIX)" "$(DESTDIR)/etc/monitor-agent" "$(DESTDIR)/etc/systemd/system"
+	git ls-files -z | grep -zv '^tests/\|^bench/\|^\.ci/' | \
+	  xargs -0 cp --parents -t "$(DESTDIR)$(PREFIX)"
+	$(PY) -m venv "$(DESTDIR)$(PREFIX)/.venv"
+	"$(DESTDIR)$(PREFIX)/.venv/bin/pip" install -q -r requirements.txt
+	sed 's#/opt/monitor-agent#$(PREFIX)#g' deploy/monitor-agent.service \
+	  > "$(DESTDIR)/etc/systemd/system/monitor-agent.service"
+	[ -f "$(DESTDIR)/etc/monitor-agent/env" ] || \
+	  install -m 0640 deploy/env.example "$(DESTDIR)/etc/monitor-agent/env"
+	@if [ -z "$(DESTDIR)" ]; then \
+	  id -u $(SERVICE_USER) >/dev/null 2>&1 || useradd --system --home-dir /var/lib/monitor-agent \
+	    --shell /usr/sbin/nologin $(SERVICE_USER); \
+	  chgrp $(SERVICE_USER) /etc/monitor-agent/env; \
+	  if [ -d /run/systemd/system ]; then \
+	    systemctl daemon-reload && systemctl enable --now monitor-agent.service && \
+	    echo "installed and started: journalctl -u monitor-agent -f"; \
+	  else echo "installed; systemd is not running here, so the service was not started"; fi; \
+	fi
+
 clean:
-	rm -rf $(VENV) data .pytest_cache
+	rm -rf $(VENV) .venv-ha data .pytest_cache

@@ -22,6 +22,7 @@ AUTH_LOG_BACKEND = "auto"              # "auto", "file" or "journal"
 LOG_START_AT = "end"                   # first run: "end" skips old lines, "start" reads files whole
 LOG_MAX_LINE_BYTES = 8192              # longer lines are cut to this and counted as malformed
 LOG_MAX_BYTES_PER_CYCLE = 268435456    # read at most this much per file per cycle; the rest next cycle
+JOURNAL_DIRECTORY = ""                  # "" reads the system journal; else a folder of journal files
 SSH_BRUTEFORCE_MAX_RETRY = 5           # failures from one address within the window make ssh_bruteforce
 SSH_BRUTEFORCE_FINDTIME_SECONDS = 600  # the window (fail2ban's defaults: 5 in 10 minutes)
 
@@ -48,6 +49,7 @@ DOCKER_HOST = ""                       # Docker API address; "" uses DOCKER_HOST
 
 # --- local LLM runtimes --------------------------------------------------------------------------
 LLM_CONNECTION_ALLOWLIST = ["registry.ollama.ai", "ollama.com"]  # hosts/networks LLMs may reach
+LLM_RDNS_TIMEOUT_SECONDS = 1.0         # reverse DNS of an LLM's external peers waits at most this
 
 # --- the Ollama judge ----------------------------------------------------------------------------
 OLLAMA_HOST = "http://127.0.0.1:11434"  # Ollama's address

@@ -83,12 +83,25 @@ class Runtime:
         from analysis.judge import make_judge
         from core.cycle import Agent
         from core.legacy import import_legacy
+        from core.systemd import Watchdog
         from data_storage import Store
 
         self.settings = settings
+        self.watchdog = Watchdog()
         self.store = Store.open(settings.db_path)
-        self.agent = Agent(settings, self.store, make_judge(settings),
-                           make_notifiers(settings, console), stop)
+        try:
+            self.agent = Agent(settings, self.store, make_judge(settings),
+                               make_notifiers(settings, console), stop,
+                               heartbeat=self.watchdog.feed)
+        except BaseException:
+            self.store.close()  # a bad known_issues.json must not leave the store open
+            raise
+        self.metrics = None
+        if settings.METRICS_PORT:
+            from core.metrics import MetricsExporter
+
+            self.metrics = MetricsExporter(settings.host_name)
+            self.metrics.start(settings.METRICS_PORT, settings.METRICS_BIND)
         note = import_legacy(self.store, settings.DATA_DIR)
         if note:
             log.info("%s", note)
@@ -98,6 +111,8 @@ class Runtime:
         """Kill commands still running and close the store cleanly."""
         from core.context import kill_children
 
+        if self.metrics is not None:
+            self.metrics.stop()
         killed = kill_children()
         if killed:
             log.info("stopped %d command(s) still running", killed)
@@ -109,22 +124,42 @@ def run_loop(runtime: Runtime, stop: threading.Event, on_cycle: Callable[[dict],
     import schedule
 
     from core.cycle import CycleAborted
+    from core.systemd import notify
 
     scheduler = schedule.Scheduler()
 
     def job() -> None:
         try:
-            on_cycle(runtime.agent.run_cycle())
+            report = runtime.agent.run_cycle()
+            if runtime.metrics is not None:
+                runtime.metrics.update(report, runtime.agent.last_samples)
+            on_cycle(report)
         except CycleAborted:
             log.info("cycle abandoned on stop; it will be replayed from its cursors")
+            return
+        recap_job()
+
+    def recap_job() -> None:
+        from alerts.recap import run_due
+        from data_storage import StoreError
+
+        try:  # after each cycle too: a recap missed while down goes out on start (grace hours)
+            run_due(runtime.store, runtime.settings, runtime.agent.notifiers, runtime.agent.clock)
+        except (StoreError, OSError, ValueError) as err:
+            log.warning("daily recap failed; tried again after the next cycle: %s", err)
 
     # schedule computes the next run after a job returns, so an overrunning cycle never piles up.
     scheduler.every(runtime.settings.MONITOR_INTERVAL_SECONDS).seconds.do(job)
+    scheduler.every().day.at(runtime.settings.DAILY_RECAP_TIME).do(recap_job)
+    notify("READY=1")
     job()
     while not stop.is_set():
+        runtime.watchdog.feed()
         scheduler.run_pending()
         idle = scheduler.idle_seconds
-        stop.wait(max(0.05, min(1.0, idle if idle is not None else 1.0)))
+        wake = min(1.0, idle if idle is not None else 1.0, runtime.watchdog.interval_s or 1.0)
+        stop.wait(max(0.05, wake))
+    notify("STOPPING=1")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -150,13 +185,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = sys.stderr if args.json else sys.stdout
 
     from core.cycle import CycleAborted
+    from core.metrics import MetricsError
     from data_storage import StoreError
 
     if args.command != "run":
         return run_command(args, settings)
     try:
         runtime = Runtime(settings, console, stop)
-    except StoreError as err:
+    except ConfigError as err:  # known_issues.json or CONSTRAINTS.md, validated as they load
+        print(f"configuration error: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    except (StoreError, MetricsError) as err:
         log.error("%s", err)
         return EXIT_FAILED
     try:
@@ -171,6 +210,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(summary_text(report))
         else:
             def on_cycle(report: dict) -> None:
+                from core.systemd import notify
+
+                notify(f"STATUS=last cycle {report['started_at']}: "
+                       f"{len(report['findings'])} finding(s), verdict {report['verdict']['severity']}")
                 log.info("cycle: %d finding(s), verdict %s by %s, %d alert(s), %.2f s",
                          len(report["findings"]), report["verdict"]["severity"],
                          report["verdict"]["by"], len(report["alerts"]), report["duration_s"])

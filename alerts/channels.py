@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import sys
-from typing import TextIO
+import time
+from typing import Any, Mapping, Sequence, TextIO
 
 from alerts.console import ConsoleNotifier
 from alerts.outbox import Notifier
@@ -36,3 +37,27 @@ def make_notifiers(settings: Settings, console_stream: TextIO | None = None
             from alerts.home_assistant import HomeAssistantNotifier  # noqa: PLC0415
             notifiers[channel] = HomeAssistantNotifier(settings)
     return notifiers
+
+
+def _quiet(spec: str, now: float) -> bool:
+    """True when local time ``now`` falls inside ``HH:MM-HH:MM`` (which may wrap midnight)."""
+    if not spec:
+        return False
+    start, end = ((int(h) * 60 + int(m)) for h, m in (p.strip().split(":") for p in spec.split("-")))
+    local = time.localtime(now)
+    minute = local.tm_hour * 60 + local.tm_min
+    return start <= minute < end if start <= end else (minute >= start or minute < end)
+
+
+def accepts(settings: Settings, channel: str, purpose: str, items: Sequence[Mapping[str, Any]],
+            now: float) -> bool:
+    """Whether a channel takes a message: speech only for alerts, and not in quiet hours unless a
+    finding has a high floor and TTS_QUIET_HOURS_FLOOR_OVERRIDE is set."""
+    if channel != "home_assistant":
+        return True
+    if purpose != "alert":
+        return False
+    if not _quiet(settings.TTS_QUIET_HOURS, now):
+        return True
+    return settings.TTS_QUIET_HOURS_FLOOR_OVERRIDE and any(
+        str(item.get("floor")) == "high" for item in items)

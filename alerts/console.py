@@ -21,6 +21,8 @@ def late_note(created_at: float, now: float) -> str:
 
 def render(payload: Mapping[str, Any], late: str = "") -> str:
     """Plain-text lines for an alert or resolved payload."""
+    if payload.get("purpose") == "recap":
+        return f"[RECAP]{late}\n{payload.get('text', '')}"
     items = payload.get("items", [])
     head = "RESOLVED" if payload.get("purpose") == "resolved" else "ALERT"
     lines = [f"[{head}] {payload.get('host', '')}: {len(items)} finding(s){late}"]

@@ -9,12 +9,14 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 
 import collectors
+from alerts.channels import accepts
 from alerts.outbox import Delivery, Notifier, deliver_due
-from alerts.policy import Decision, Judged, decide
+from alerts.policy import IMMEDIATE, Decision, Judged, decide
 from analysis import detectors
 from analysis.judge import Judge, final_severity, rules_verdict
+from analysis.known_issues import KnownMatch, load_known_issues, report_fields
 from core.context import CollectContext, DetectContext
-from core.model import CollectorStatus, CollectResult, Finding, Verdict
+from core.model import CollectorStatus, CollectResult, Finding, Sample, Verdict
 from core.redact import redact
 from core.settings import Settings
 from data_storage import Store
@@ -24,6 +26,7 @@ log = logging.getLogger(__name__)
 TRIM_EVERY_S = 3600.0
 JUDGE_GRACE_S = 5.0     # beyond the judge's own timeout, before the rules take over
 POLL_S = 0.05
+SUPPRESSED = 0        # outbox ids start at 1: this marks a message a channel did not take
 
 
 class CycleAborted(Exception):
@@ -48,7 +51,8 @@ def _error_text(err: BaseException) -> str:
     return redact(f"{type(err).__name__}: {text}" if str(err) else text)
 
 
-def _bounded(fn: Callable[[], Any], timeout_s: float, stop: threading.Event) -> tuple[bool, Any]:
+def _bounded(fn: Callable[[], Any], timeout_s: float, stop: threading.Event,
+             heartbeat: Callable[[], None] = lambda: None) -> tuple[bool, Any]:
     """Run fn in a daemon thread; (True, value) if it finished in time, (False, None) if not."""
     box: dict[str, Any] = {}
 
@@ -64,6 +68,7 @@ def _bounded(fn: Callable[[], Any], timeout_s: float, stop: threading.Event) -> 
     while thread.is_alive():
         if stop.is_set():
             raise CycleAborted("stop requested")
+        heartbeat()
         thread.join(min(POLL_S, max(0.0, deadline - time.monotonic())))
         if time.monotonic() >= deadline and thread.is_alive():
             return False, None
@@ -77,14 +82,18 @@ class Agent:
 
     def __init__(self, settings: Settings, store: Store, judge: Judge,
                  notifiers: Mapping[str, Notifier], stop: threading.Event | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 heartbeat: Callable[[], None] = lambda: None) -> None:
         self.settings = settings
         self.store = store
         self.judge = judge
         self.notifiers = dict(notifiers)
         self.stop = stop or threading.Event()
         self.clock = clock
+        self.heartbeat = heartbeat  # proves the cycle is alive (systemd watchdog) while it waits
         self.notes: list[str] = []           # said once in the next report (legacy import, ...)
+        self.last_samples: list[tuple[str, Sample]] = []  # (collector, sample) of the last cycle
+        self.known_issues = load_known_issues(settings.KNOWN_ISSUES_PATH)  # ConfigError if bad
         self._inflight: dict[str, _Slot] = {}
 
     # -- collect ----------------------------------------------------------------------------------
@@ -133,6 +142,7 @@ class Agent:
             while not slot.done.is_set():
                 if self.stop.is_set():
                     raise CycleAborted("stop requested")
+                self.heartbeat()
                 if time.monotonic() >= slot.deadline:
                     self._inflight[name] = slot
                     slot.status = CollectorStatus(
@@ -173,6 +183,7 @@ class Agent:
         observations = {n: s.result.observations for n, s in slots.items() if s.result is not None}
         verdict = self._judge(findings, observations, dctx)
         judged = [Judged(f, final_severity(f, verdict), _reason(f, verdict)) for f in findings]
+        judged, known = self.known_issues.apply(judged, now)  # the operator may mute or cap
         open_rows = self.store.findings(open_only=True)
         present = {j.finding.fingerprint for j in judged}
         resolved = [fp for fp, row in open_rows.items()
@@ -183,7 +194,7 @@ class Agent:
         deliveries = deliver_due(self.store, self.notifiers, self.clock(),
                                  self.settings.ALERT_RETRY_MAX_SECONDS, self.clock)
         report = self._report(now, time.monotonic() - t0, statuses, observations, judged, verdict,
-                              decisions, queued, deliveries)
+                              decisions, queued, deliveries, known)
         self._after(now, report)
         return report
 
@@ -194,7 +205,7 @@ class Agent:
         limit = self.settings.OLLAMA_TIMEOUT_SECONDS * 2 + JUDGE_GRACE_S
         try:
             finished, verdict = _bounded(lambda: self.judge.judge(findings, observations, dctx),
-                                         limit, self.stop)
+                                         limit, self.stop, self.heartbeat)
         except CycleAborted:
             raise
         except Exception as err:  # noqa: BLE001 - the judge must never cost the cycle
@@ -209,11 +220,13 @@ class Agent:
                 decisions: list[Decision], verdict: Verdict) -> dict[tuple[str, str], int | None]:
         by_fp = {j.finding.fingerprint: j for j in judged}
         queued: dict[tuple[str, str], int | None] = {}
+        samples: list[tuple[str, Sample]] = []
         with self.store.transaction() as tx:
             for name, slot in slots.items():
                 if slot.result is None or slot.status is None or not slot.status.ok:
                     continue
                 tx.add_samples(now, slot.result.samples)
+                samples.extend((name, sample) for sample in slot.result.samples)
                 if slot.result.state is not None:
                     tx.set_collector_state(name, slot.result.state, now)
             for name, state in dctx.states.items():
@@ -236,6 +249,9 @@ class Agent:
                 for channel in self.notifiers:
                     if purpose == "resolved" and channel == "home_assistant":
                         continue  # nobody needs to be woken to hear that a problem went away
+                    if not accepts(self.settings, channel, purpose, payload["items"], now):
+                        queued[(channel, purpose)] = SUPPRESSED  # quiet hours: no speech
+                        continue
                     queued[(channel, purpose)] = tx.enqueue(
                         channel=channel, purpose=purpose, severity=max(
                             (d.severity for d in chosen), key=lambda s: s.rank).value,
@@ -243,6 +259,7 @@ class Agent:
                 for d in chosen:
                     if purpose == "alert":
                         tx.mark_alerted(d.fingerprint, d.severity.value, now)
+        self.last_samples = samples
         return queued
 
     def _payload(self, purpose: str, chosen: list[Decision], by_fp: Mapping[str, Judged],
@@ -273,7 +290,7 @@ class Agent:
     def _report(self, now: float, duration: float, statuses: Mapping[str, CollectorStatus],
                 observations: Mapping[str, Any], judged: list[Judged], verdict: Verdict,
                 decisions: list[Decision], queued: Mapping[tuple[str, str], int | None],
-                deliveries: list[Delivery]) -> dict[str, Any]:
+                deliveries: list[Delivery], known: Mapping[str, KnownMatch]) -> dict[str, Any]:
         delivered = {d.id: d for d in deliveries}
         alerts = []
         for (channel, purpose), msg_id in queued.items():
@@ -281,12 +298,18 @@ class Agent:
             outcome = delivered.get(msg_id) if msg_id is not None else None
             alerts.append({"channel": channel, "purpose": purpose,
                            "severity": max((d.severity for d in chosen), key=lambda s: s.rank).value,
-                           "status": outcome.status if outcome else "queued",
+                           "status": outcome.status if outcome else (
+                               "suppressed" if msg_id == SUPPRESSED else "queued"),
                            "findings": [d.fingerprint for d in chosen]})
         for d in decisions:
             if d.why == "cooldown":
                 alerts.extend({"channel": c, "purpose": "alert", "severity": d.severity.value,
                                "status": "suppressed", "findings": [d.fingerprint]}
+                              for c in self.notifiers)
+        for fp, match in known.items():
+            if match.action == "mute" and match.before.rank >= IMMEDIATE.rank:
+                alerts.extend({"channel": c, "purpose": "alert", "severity": match.before.value,
+                               "status": "suppressed", "findings": [fp], "known_issue": match.id}
                               for c in self.notifiers)
         retried = [d for d in deliveries if d.id not in queued.values()]
         report = {
@@ -301,7 +324,8 @@ class Agent:
                           "kind": j.finding.kind, "severity": j.severity.value,
                           "floor": j.finding.floor.value,
                           "rule_severity": j.finding.severity.value,
-                          "summary": j.finding.summary, "reason": j.reason} for j in judged],
+                          "summary": j.finding.summary, "reason": j.reason,
+                          **report_fields(known, j.finding.fingerprint)} for j in judged],
             "verdict": {"severity": verdict.severity.value, "reason": verdict.reason,
                         "by": verdict.by, "model": verdict.model, "note": verdict.note},
             "alerts": alerts,

@@ -80,6 +80,7 @@ class Settings(BaseModel):
     LOG_START_AT: Literal["end", "start"]
     LOG_MAX_LINE_BYTES: int = Field(ge=256, le=1048576)
     LOG_MAX_BYTES_PER_CYCLE: int = Field(ge=65536)
+    JOURNAL_DIRECTORY: str
     SSH_BRUTEFORCE_MAX_RETRY: int = Field(ge=1, le=10000)
     SSH_BRUTEFORCE_FINDTIME_SECONDS: int = Field(ge=10, le=86400)
 
@@ -101,6 +102,7 @@ class Settings(BaseModel):
     DOCKER_HOST: str
 
     LLM_CONNECTION_ALLOWLIST: tuple[str, ...]
+    LLM_RDNS_TIMEOUT_SECONDS: float = Field(gt=0, le=10)
 
     OLLAMA_HOST: str
     OLLAMA_MODEL: str = Field(min_length=1)

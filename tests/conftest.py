@@ -47,3 +47,17 @@ def store(tmp_path: Path):
     opened = Store.open(tmp_path / "store" / "monitor.db")
     yield opened
     opened.close()
+
+
+@pytest.fixture(scope="session")
+def hass(tmp_path_factory: pytest.TempPathFactory):
+    """One real Home Assistant for the session, onboarded, with a google_translate tts entity."""
+    from tests.ha_server import HomeAssistant
+
+    server = HomeAssistant(Path(tmp_path_factory.mktemp("hass")) / "config")
+    try:
+        server.start()
+        server.tts_entity = server.add_tts_entity()
+        yield server
+    finally:
+        server.stop()

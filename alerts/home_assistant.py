@@ -1,0 +1,93 @@
+"""The Home Assistant notifier: a short spoken announcement on the Google Home speaker (tts.speak)."""
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping
+
+import requests
+
+from alerts.outbox import DeliveryError
+from alerts.text import speakable
+from core.model import Severity
+from core.redact import redact, register_secret
+from core.settings import Settings
+from data_storage import OutboxMessage
+
+log = logging.getLogger(__name__)
+
+TIMEOUT_S = 10.0
+SPOKEN_MAX = 200
+LATE_AFTER_S = 600.0
+PERMANENT = {400: "Home Assistant rejected the call (400): check HOME_ASSISTANT_TTS_ENTITY, "
+                  "GOOGLE_HOME_SPEAKER_ID and HOME_ASSISTANT_TTS_SERVICE",
+             401: "Home Assistant refused HOME_ASSISTANT_TOKEN (401): create a new long-lived "
+                  "access token in your Home Assistant profile",
+             403: "Home Assistant forbids this token (403): use an administrator's token",
+             404: "Home Assistant has no such service (404): check HOME_ASSISTANT_TTS_SERVICE and "
+                  "that the TTS integration is set up"}
+
+
+def announcement(payload: Mapping[str, Any], late_s: float = 0.0) -> str:
+    """A sentence made to be heard, e.g. "Alert on nas: 2 high findings. Process nginx is not running."."""
+    items = list(payload.get("items", []))
+    highs = [i for i in items if str(i.get("severity")) == Severity.HIGH.value]
+    host = speakable(payload.get("host", "this server"), 40) or "this server"
+    count = len(highs) or len(items)
+    level = "high " if highs else ""
+    head = f"Alert on {host}: {count} {level}finding{'s' if count != 1 else ''}."
+    if late_s >= LATE_AFTER_S:
+        head = f"Late alert, from {late_s / 60:.0f} minutes ago. " + head
+    first = (highs or items or [{}])[0]
+    detail = speakable(first.get("summary", ""), SPOKEN_MAX)
+    sentence = f"{head} {detail[:1].upper()}{detail[1:]}".strip()
+    if detail and not sentence.endswith((".", "!", "?")):
+        sentence += "."
+    return speakable(sentence, SPOKEN_MAX)
+
+
+class HomeAssistantNotifier:
+    """Calls Home Assistant's tts.speak (or the legacy tts.google_translate_say) over its REST API."""
+
+    channel = "home_assistant"
+
+    def __init__(self, settings: Settings, timeout_s: float = TIMEOUT_S) -> None:
+        self._base = settings.HOME_ASSISTANT_URL.rstrip("/")
+        self._token = settings.HOME_ASSISTANT_TOKEN.get_secret_value()
+        register_secret(self._token)
+        self._speaker = settings.GOOGLE_HOME_SPEAKER_ID
+        self._tts_entity = settings.HOME_ASSISTANT_TTS_ENTITY
+        self._service = settings.HOME_ASSISTANT_TTS_SERVICE
+        self._timeout_s = timeout_s
+
+    def request(self, message: str) -> tuple[str, dict[str, Any]]:
+        """The service URL and JSON body that speak ``message`` on the speaker."""
+        if self._service == "google_translate_say":
+            return (f"{self._base}/api/services/tts/google_translate_say",
+                    {"entity_id": self._speaker, "message": message})
+        return (f"{self._base}/api/services/tts/speak",
+                {"entity_id": self._tts_entity, "media_player_entity_id": self._speaker,
+                 "message": message})
+
+    def send(self, message: OutboxMessage, now: float) -> None:
+        """Speak the alert; 401/403/404/400 are permanent, 5xx and network errors are retried."""
+        url, body = self.request(announcement(message.payload, now - message.created_at))
+        try:
+            response = requests.post(url, json=body, timeout=self._timeout_s,
+                                     headers={"Authorization": f"Bearer {self._token}"})
+        except requests.Timeout as err:
+            raise DeliveryError(f"Home Assistant did not answer within {self._timeout_s:.0f} s"
+                                ) from err
+        except requests.RequestException as err:
+            raise DeliveryError(f"Home Assistant unreachable: {type(err).__name__}: "
+                                f"{redact(str(err))}") from err
+        status = response.status_code
+        if 200 <= status < 300:
+            log.debug("Home Assistant spoke message %d on %s", message.id, self._speaker)
+            return
+        detail = redact(response.text)[:200]
+        if status in PERMANENT:
+            raise DeliveryError(f"{PERMANENT[status]} ({detail})", permanent=True)
+        if 400 <= status < 500:
+            raise DeliveryError(f"Home Assistant refused the call ({status}): {detail}",
+                                permanent=True)
+        raise DeliveryError(f"Home Assistant server error ({status}); will retry")

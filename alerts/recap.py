@@ -1,0 +1,248 @@
+"""The daily recap: the day's findings by kind, key metrics against baselines, and a chart.
+
+Queued exactly once per day: the outbox inserts and the ``recaps`` row commit in one transaction,
+so a restart neither loses nor repeats it; a recap missed while the agent was down is queued on
+start within RECAP_GRACE_HOURS. Delivery goes through the same outbox as alerts.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import logging
+import time
+from collections import defaultdict
+from datetime import datetime, timedelta
+from statistics import fmean
+from typing import Any, Callable, Mapping, Sequence
+
+from alerts import chart
+from alerts.channels import accepts, make_notifiers
+from alerts.outbox import Notifier, deliver_due
+from core.model import Severity
+from core.settings import Settings
+from data_storage import Store, StoreError
+
+log = logging.getLogger(__name__)
+
+WINDOW_S = 86400.0
+MAX_GROUPS = 20
+MAX_METRICS = 15
+Summariser = Callable[[str], "str | None"]
+
+
+def _wants_key_metric(metric: str) -> bool:
+    return any(panel.wants(metric) for panel in chart.PANELS) or metric in KEY_METRICS
+
+
+KEY_METRICS = ("system.load1", "system.memory_percent", "syslog.errors", "containers.running",
+               "ollama.latency_ms")
+
+
+def recap_slot(settings: Settings, now: float) -> tuple[str, float]:
+    """The day (YYYY-MM-DD, local) and epoch of the latest DAILY_RECAP_TIME at or before ``now``."""
+    hour, minute = (int(p) for p in settings.DAILY_RECAP_TIME.split(":"))
+    local = datetime.fromtimestamp(now)
+    slot = local.replace(hour=hour, minute=minute, second=0, microsecond=0)
+    if slot > local:
+        slot -= timedelta(days=1)
+    return slot.date().isoformat(), slot.timestamp()
+
+
+def recap_due(store: Store, settings: Settings, now: float) -> str | None:
+    """The day whose recap should be queued now, or None (sent already, or missed for too long)."""
+    day, slot = recap_slot(settings, now)
+    window = max(settings.RECAP_GRACE_HOURS * 3600.0, 2.0 * settings.MONITOR_INTERVAL_SECONDS)
+    if now - slot > window or store.recap_sent(day):
+        return None
+    return day
+
+
+def finding_groups(events: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Finding events (low and above) grouped by kind: counts, worst severity, first/last seen."""
+    groups: dict[str, dict[str, Any]] = {}
+    fingerprints: dict[str, set[str]] = defaultdict(set)
+    for event in events:
+        severity = Severity.parse(event["severity"])
+        if severity is Severity.NONE:
+            continue
+        group = groups.setdefault(event["kind"], {
+            "kind": event["kind"], "source": event["source"], "count": 0,
+            "severity": severity.value, "first_seen": event["ts"], "last_seen": event["ts"],
+            "example": event["summary"]})
+        group["count"] += 1
+        group["last_seen"] = max(group["last_seen"], event["ts"])
+        group["first_seen"] = min(group["first_seen"], event["ts"])
+        if severity.rank >= Severity.parse(group["severity"]).rank:
+            group["severity"], group["example"] = severity.value, event["summary"]
+        fingerprints[event["kind"]].add(event["fingerprint"])
+    for kind, group in groups.items():
+        group["distinct"] = len(fingerprints[kind])
+    return sorted(groups.values(),
+                  key=lambda g: (-Severity.parse(g["severity"]).rank, -g["count"], g["kind"]))
+
+
+def metric_lines(store: Store, since: float) -> list[str]:
+    """The day's key metrics against their baselines, one line each."""
+    lines = []
+    for name in store.series_names():
+        if not _wants_key_metric(chart.metric_of(name)):
+            continue
+        values = [v for _, v in store.samples_since(name, since)]
+        if not values:
+            continue
+        text = f"{name}: avg {fmean(values):.4g} (min {min(values):.4g}, max {max(values):.4g})"
+        base = store.baseline(name)
+        if base is not None and base.n > 1:
+            text += f" vs usual {base.centre:.4g} ± {base.spread:.4g}"
+            if base.spread > 0 and max(values) > base.centre + 3 * base.spread:
+                text += ", peaked above usual"
+        lines.append(text)
+        if len(lines) >= MAX_METRICS:
+            lines.append("(more series in `monitor_agent.py status`)")
+            break
+    return lines
+
+
+def plain_summary(host: str, groups: Sequence[Mapping[str, Any]], open_count: int) -> str:
+    """A plain-language summary written without the LLM."""
+    if not groups:
+        return f"A quiet day on {host}: no findings in the last 24 hours."
+    counts = defaultdict(int)
+    for group in groups:
+        counts[group["severity"]] += group["distinct"]
+    parts = [f"{counts[s]} {s}" for s in ("high", "medium", "low") if counts[s]]
+    top = max(groups, key=lambda g: g["count"])
+    text = (f"{host} had {', '.join(parts)} finding(s) in the last 24 hours; the most frequent "
+            f"was {top['kind']} (seen in {top['count']} cycle(s)).")
+    if open_count:
+        text += f" {open_count} finding(s) are still open."
+    return text
+
+
+def _hhmm(ts: float) -> str:
+    return time.strftime("%H:%M", time.localtime(ts))
+
+
+def build(store: Store, settings: Settings, now: float,
+          summariser: Summariser | None = None) -> dict[str, Any]:
+    """The recap payload (text, sections, chart PNG as base64) for the 24 hours before ``now``."""
+    since = now - WINDOW_S
+    host = settings.host_name
+    groups = finding_groups(store.finding_events_since(since))
+    open_count = sum(1 for row in store.findings(open_only=True).values()
+                     if Severity.parse(row.severity) is not Severity.NONE)
+    finding_lines = [f"{g['severity'].upper()} {g['kind']}: {g['count']}× in {g['distinct']} "
+                     f"finding(s), {_hhmm(g['first_seen'])}–{_hhmm(g['last_seen'])}; e.g. "
+                     f"{g['example']}" for g in groups[:MAX_GROUPS]]
+    if len(groups) > MAX_GROUPS:
+        finding_lines.append(f"and {len(groups) - MAX_GROUPS} more kind(s)")
+    metrics = metric_lines(store, since)
+    names = store.series_names()
+    data = {p.title: {n: store.samples_since(n, since) for n in chart.panel_series(p, names)}
+            for p in chart.PANELS}
+    title = f"Daily recap for {host}, {time.strftime('%Y-%m-%d %H:%M', time.localtime(now))}"
+    png, notes = chart.render_png(data, title, since, now)
+    summary, by = plain_summary(host, groups, open_count), "plain"
+    if summariser is not None:
+        facts = "\n".join([summary, *finding_lines, *metrics])
+        try:
+            written = summariser(facts)
+        except Exception as err:  # noqa: BLE001 - the LLM must never cost the recap
+            log.warning("the LLM summary failed, using the plain one: %s", err)
+            written = None
+        if written:
+            summary, by = written.strip()[:1500], "llm"
+    worst = max((Severity.parse(g["severity"]) for g in groups), key=lambda s: s.rank,
+                default=Severity.NONE)
+    payload = {"purpose": "recap", "host": host, "created_at": now, "title": title,
+               "summary": summary, "summary_by": by, "severity": worst.value, "items": [],
+               "sections": [{"title": "Findings, last 24 hours", "lines": finding_lines or ["none"]},
+                            {"title": "Key metrics against baselines",
+                             "lines": metrics or ["no samples today"]},
+                            {"title": "Chart notes", "lines": notes or ["every panel has data"]}],
+               "chart_png_b64": base64.b64encode(png).decode("ascii"),
+               "chart_name": "recap.png"}
+    payload["text"] = recap_text(payload)
+    return payload
+
+
+def recap_text(payload: Mapping[str, Any]) -> str:
+    """The recap as plain text (console, --dry-run)."""
+    lines = [payload["title"], "", f"{payload['summary']} ({payload['summary_by']} summary)"]
+    for section in payload["sections"]:
+        lines += ["", section["title"] + ":"] + [f"  {line}" for line in section["lines"]]
+    return "\n".join(lines)
+
+
+def queue(store: Store, settings: Settings, channels: Sequence[str], payload: Mapping[str, Any],
+          now: float, day: str | None) -> list[int]:
+    """Queue the recap for each channel that takes it; with ``day``, mark that day's recap sent
+    in the same transaction (a repeated day is ignored)."""
+    ids = []
+    key = day or f"manual-{now!r}"
+    with store.transaction() as tx:
+        for channel in channels:
+            if not accepts(settings, channel, "recap", [], now):
+                continue
+            found = tx.enqueue(channel=channel, purpose="recap", severity=payload["severity"],
+                               payload=payload, now=now, dedupe_key=f"recap:{key}:{channel}")
+            if found is not None:
+                ids.append(found)
+        if day is not None:
+            tx.mark_recap(day, now, ids[0] if ids else None)
+    return ids
+
+
+def llm_summariser(settings: Settings) -> Summariser | None:
+    """``analysis.ollama_judge.summarise(settings, facts) -> str | None`` when this build has it."""
+    try:
+        from analysis import ollama_judge  # noqa: PLC0415 - optional part
+    except ImportError:
+        return None
+    summarise = getattr(ollama_judge, "summarise", None)
+    if summarise is None:
+        return None
+    return lambda facts: summarise(settings, facts)
+
+
+def run_due(store: Store, settings: Settings, notifiers: Mapping[str, Notifier],
+            clock: Callable[[], float] = time.time) -> list[int]:
+    """Queue and try to deliver today's recap when it is due (called after each cycle)."""
+    now = clock()
+    day = recap_due(store, settings, now)
+    if day is None:
+        return []
+    payload = build(store, settings, now, llm_summariser(settings))
+    ids = queue(store, settings, list(notifiers), payload, now, day)
+    log.info("daily recap for %s queued (%d message(s))", day, len(ids))
+    deliver_due(store, notifiers, clock(), settings.ALERT_RETRY_MAX_SECONDS, clock)
+    return ids
+
+
+def command(args: argparse.Namespace, settings: Settings) -> int:
+    """`monitor_agent.py recap [--dry-run] [--chart PATH]`: send (or print) a recap now."""
+    try:
+        store = Store.open(settings.db_path)
+    except StoreError as err:
+        print(f"recap: {err}")
+        return 1
+    try:
+        now = time.time()
+        payload = build(store, settings, now, llm_summariser(settings))
+        if args.dry_run:
+            print(payload["text"])
+            args.chart.write_bytes(base64.b64decode(payload["chart_png_b64"]))
+            print(f"\nchart written to {args.chart}")
+            return 0
+        notifiers = make_notifiers(settings)
+        ids = queue(store, settings, list(notifiers), payload, now, None)
+        results = deliver_due(store, notifiers, now, settings.ALERT_RETRY_MAX_SECONDS)
+        failed = [r for r in results if r.id in ids and r.status != "sent"]
+        for result in failed:
+            print(f"recap: {result.channel} not delivered yet ({result.error}); "
+                  f"the running agent retries it from the outbox")
+        if not failed:
+            print(f"recap sent to {', '.join(sorted({r.channel for r in results if r.id in ids}))}")
+        return 1 if failed else 0
+    finally:
+        store.close()

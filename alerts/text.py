@@ -1,0 +1,68 @@
+"""Text helpers shared by the notifiers: escaping untrusted text for Discord, truncation, speech."""
+from __future__ import annotations
+
+import re
+
+ELLIPSIS = "…"
+ZERO_WIDTH = "\u200b"
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+# Discord markdown: emphasis, code, spoilers, quotes, headers, lists, masked links, timestamps.
+_MARKDOWN = re.compile(r"([\\*_~`|>\[\]()#<])")
+_LINE_START = re.compile(r"(?m)^(\s*)([-+])")
+# @everyone, @here, <@id>, <@!id>, <@&role>, <#channel>: break the sigil so nothing can ping.
+_MENTION = re.compile(r"@")
+_URL = re.compile(r"(?i)\b(?:https?|ftp|file)://\S+|\bwww\.\S+")
+_IPV4 = re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b")
+_IPV6 = re.compile(r"(?<![\w:])(?:[0-9a-f]{0,4}(?::[0-9a-f]{1,4})*::(?:[0-9a-f]{1,4}:)*[0-9a-f]{0,4}"
+                   r"|(?:[0-9a-f]{1,4}:){4,7}[0-9a-f]{1,4})(?![\w:])", re.IGNORECASE)
+_LONG_NUMBER = re.compile(r"\d[\d,._]{5,}\d")
+_DECIMALS = re.compile(r"(\d+)\.(\d)\d+")
+_UNSPEAKABLE = re.compile(r"[^\w\s.,:;!?'%°-]")
+_SPACES = re.compile(r"\s+")
+
+
+def clean(text: object) -> str:
+    """Text without control or bidi-override characters (newlines and tabs are kept)."""
+    return _CONTROL.sub("", str(text))
+
+
+def escape(text: object) -> str:
+    """Untrusted text made inert for Discord: no mentions, no markdown, no control characters."""
+    escaped = _MARKDOWN.sub(r"\\\1", clean(text))
+    escaped = _LINE_START.sub(r"\1\\\2", escaped)
+    return _MENTION.sub("@" + ZERO_WIDTH, escaped)
+
+
+def truncate(text: str, limit: int) -> str:
+    """At most ``limit`` characters, ending with an ellipsis when cut (never on a lone backslash)."""
+    if len(text) <= limit:
+        return text
+    if limit <= 0:
+        return ""
+    cut = text[:limit - 1]
+    trailing = len(cut) - len(cut.rstrip("\\"))
+    if trailing % 2:
+        cut = cut[:-1]  # an escape cut in half would escape the ellipsis
+    return cut + ELLIPSIS
+
+
+def inline(text: object, limit: int) -> str:
+    """Escaped, single-line and truncated: for titles, field values and labels."""
+    return truncate(escape(_SPACES.sub(" ", clean(text)).strip()), limit)
+
+
+def speakable(text: object, limit: int = 200) -> str:
+    """A short sentence made to be heard: no URLs, no addresses or long numbers read digit by digit."""
+    said = clean(text)
+    said = _URL.sub("a link", said)
+    said = _IPV4.sub("an address", said)
+    said = _IPV6.sub("an address", said)
+    said = _DECIMALS.sub(r"\1.\2", said)
+    said = _LONG_NUMBER.sub("a long number", said)
+    said = _UNSPEAKABLE.sub(" ", said.replace("_", " "))
+    said = _SPACES.sub(" ", said).strip()
+    if len(said) <= limit:
+        return said
+    cut = said[:limit].rsplit(" ", 1)[0].rstrip(",;:")
+    return cut + "."

@@ -1,0 +1,87 @@
+"""Findings about watched containers: down, unhealthy, restarting."""
+from __future__ import annotations
+
+import signal
+from typing import Any, Callable, Mapping
+
+from analysis.kinds import KindSpec
+from core.context import DetectContext
+from core.model import CollectResult, Finding, Severity
+
+KINDS = (
+    KindSpec("container_down", "containers", Severity.HIGH, Severity.HIGH,
+             "A watched container is not running",
+             "`docker ps -a`, `docker logs NAME` and `docker inspect NAME` (exit code, OOMKilled); "
+             "fix the cause and `docker start NAME` (or `docker compose up -d`); remove it from "
+             "DOCKER_CONTAINERS_TO_MONITOR if it was retired on purpose."),
+    KindSpec("container_unhealthy", "containers", Severity.HIGH, Severity.HIGH,
+             "A watched container fails its health check",
+             "`docker inspect --format '{{json .State.Health}}' NAME` shows the failing check's "
+             "output; fix the service inside or restart the container."),
+    KindSpec("container_restarting", "containers", Severity.MEDIUM, Severity.NONE,
+             "A watched container restarted since the last cycle",
+             "A climbing restart count is a crash loop: read `docker logs NAME` from before the "
+             "restart, check memory limits (OOMKilled) and the container's dependencies."),
+)
+
+
+def _down(name: str, f: Mapping[str, Any]) -> str | None:
+    if not f["exists"]:
+        return f"watched container {name!r} does not exist"
+    if f["running"]:
+        return None
+    return f"watched container {name!r} is {f['status']}, {exit_text(f)}"
+
+
+def exit_text(f: Mapping[str, Any]) -> str:
+    """The exit code in words: 137 is SIGKILL, the usual end of an out-of-memory container."""
+    code = int(f["exit_code"])
+    text = f"exit code {code}"
+    if code > 128:
+        try:
+            text += f" (killed by {signal.Signals(code - 128).name})"
+        except ValueError:
+            pass
+    if f["oom_killed"]:
+        text += ", killed for lack of memory (OOMKilled)"
+    return text
+
+
+def _unhealthy(name: str, f: Mapping[str, Any]) -> str | None:
+    if f["running"] and f["health"] == "unhealthy":
+        return f"watched container {name!r} is unhealthy ({f['failing_streak']} failed checks)"
+    return None
+
+
+def _restarting(name: str, f: Mapping[str, Any]) -> str | None:
+    if f["restarts_since_last"] > 0:
+        return (f"watched container {name!r} restarted {f['restarts_since_last']} time(s) since "
+                f"the last cycle ({f['restart_count']} in all)")
+    return None
+
+
+# kind -> the test that gives a summary when it applies, the metric it is about, and its value
+RULES: tuple[tuple[str, Callable[[str, Mapping[str, Any]], str | None], str, str], ...] = (
+    ("container_down", _down, "container.up", "running"),
+    ("container_unhealthy", _unhealthy, "container.up", "running"),
+    ("container_restarting", _restarting, "container.restart_count", "restart_count"),
+)
+_SPECS = {k.kind: k for k in KINDS}
+
+
+def detect(result: CollectResult, ctx: DetectContext) -> list[Finding]:
+    """One finding per watched container and rule that applies."""
+    findings = []
+    for name, facts in result.observations["watched"].items():
+        for kind, rule, metric, field in RULES:
+            summary = rule(name, facts)
+            if summary is None:
+                continue
+            spec = _SPECS[kind]
+            findings.append(Finding(
+                source="containers", kind=kind, key=name, severity=spec.severity,
+                floor=spec.floor, summary=summary,
+                labels={"container": name, "image": facts.get("image", ""),
+                        "status": facts["status"]},
+                metric=f"{metric}[{name}]", value=float(facts[field])))
+    return findings

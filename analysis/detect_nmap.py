@@ -1,0 +1,143 @@
+"""Findings from finished nmap scans: what opened, closed, appeared or disappeared since known.
+
+Known sets: "nmap.hosts" (addresses up) and "nmap.open" ("ADDR:PORT/PROTO"). The first scan, and
+the first after NMAP_TARGETS or NMAP_SCAN_OPTIONS change, only learns. A new port or host is
+learnt at once (one alert, resolved by the next scan). A closed port or a vanished host stays
+reported on every scan while it is missing, and is forgotten after ``FORGET_AFTER_S``.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any, Mapping
+
+from analysis.kinds import KindSpec
+from collectors.nmap_parse import PortInfo, Scan, ScanDiff, diff, key_host
+from core.context import DetectContext
+from core.model import CollectResult, Finding, Severity
+
+HOSTS = "nmap.hosts"
+OPEN = "nmap.open"
+FORGET_AFTER_S = 7 * 86400  # a port or host missing this long is no longer expected
+
+KINDS = (
+    KindSpec("new_open_port", "nmap", Severity.HIGH, Severity.MEDIUM,
+             "A port is open that was not open before",
+             "Find the listener (`ss -ltnp 'sport = :PORT'` on that host) and make sure you "
+             "started it on purpose; stop it or firewall it if not. It is learnt as normal after "
+             "this alert."),
+    KindSpec("port_closed", "nmap", Severity.MEDIUM, Severity.NONE,
+             "A port that was open is no longer open",
+             "Check the service behind it (`systemctl status`, its logs) and restart it; if it was "
+             "retired on purpose, the finding ends by itself after 7 days."),
+    KindSpec("host_appeared", "nmap", Severity.MEDIUM, Severity.NONE,
+             "A new host answers in a scanned network",
+             "Identify the device (router's DHCP leases, `nmap -sV ADDR`); unknown devices on a "
+             "home network deserve a look."),
+    KindSpec("host_disappeared", "nmap", Severity.LOW, Severity.NONE,
+             "A host that answered before no longer does",
+             "Check that the device is powered and connected, if it should be; forgotten after 7 "
+             "days."),
+)
+
+
+def _scope(ctx: DetectContext) -> str:
+    """What was scanned and how: a change makes the next scan a learning one."""
+    return f"{' '.join(ctx.settings.NMAP_TARGETS)} | {ctx.settings.NMAP_SCAN_OPTIONS}"
+
+
+def scan_from_observation(obs: Mapping[str, Any]) -> Scan:
+    """Rebuild the Scan the collector reported: open ports, and other listed ports' states."""
+    ports = {}
+    for key, state in obs["other_ports"].items():
+        addr, rest = key_host(key), key.rsplit(":", 1)[1]
+        number, proto = rest.split("/", 1)
+        ports[key] = PortInfo(addr=addr, port=int(number), proto=proto, state=state)
+    for p in obs["open_ports"]:
+        info = PortInfo(addr=p["addr"], port=int(p["port"]), proto=p["proto"], state=p["state"],
+                        service=p["service"], product=p["product"], version=p["version"])
+        ports[info.key] = info
+    return Scan(hosts_up=tuple(obs["hosts_up"]), hosts_total=int(obs["hosts_total"]), ports=ports)
+
+
+def _learn(scan: Scan, ctx: DetectContext, memo: dict[str, Any], scope: str) -> None:
+    ctx.forget(HOSTS, *ctx.known(HOSTS))
+    ctx.forget(OPEN, *ctx.known(OPEN))
+    ctx.remember(HOSTS, *scan.hosts_up)
+    ctx.remember(OPEN, *scan.open_ports)
+    memo.update(scope=scope, missing={})
+
+
+_SPECS = {k.kind: k for k in KINDS}
+
+
+def _finding(kind: str, key: str, summary: str, labels: Mapping[str, str]) -> Finding:
+    spec = _SPECS[kind]
+    return Finding(source="nmap", kind=kind, key=key, severity=spec.severity, floor=spec.floor,
+                   summary=summary, labels=dict(labels))
+
+
+def _port_labels(key: str, info: PortInfo | None = None) -> dict[str, str]:
+    """Labels of a port finding; service, product and version are banner text (untrusted)."""
+    labels = {"address": key_host(key), "port": key.rsplit(":", 1)[1]}
+    if info is not None:
+        labels.update(service=info.service, product=info.product, version=info.version)
+    return labels
+
+
+def _new(changes: ScanDiff, scan: Scan, ctx: DetectContext) -> list[Finding]:
+    """Findings for what is new; it is learnt at once, so it alerts once."""
+    findings = []
+    for key in changes.opened:
+        info = scan.ports[key]
+        detail = f" ({info.service})" if info.service else ""
+        findings.append(_finding("new_open_port", key, f"new open port {key}{detail}",
+                                 _port_labels(key, info)))
+    for addr in changes.hosts_appeared:
+        findings.append(_finding("host_appeared", addr, f"new host {addr} is up",
+                                 {"address": addr}))
+    ctx.remember(OPEN, *changes.opened)
+    ctx.remember(HOSTS, *changes.hosts_appeared)
+    return findings
+
+
+def _gone(changes: ScanDiff, scan: Scan, ctx: DetectContext, missing: dict[str, float]
+          ) -> list[Finding]:
+    """Findings for what is missing, until it has been missing for FORGET_AFTER_S."""
+    present = set(scan.open_ports) | set(scan.hosts_up)
+    for key in [k for k in missing if k in present]:
+        del missing[key]
+    findings = []
+    for key, state in changes.closed.items():
+        if ctx.now - missing.setdefault(key, ctx.now) >= FORGET_AFTER_S:
+            ctx.forget(OPEN, key)
+            del missing[key]
+        else:
+            findings.append(_finding("port_closed", key,
+                                     f"port {key} is no longer open (now {state})",
+                                     dict(_port_labels(key), state=state)))
+    for addr in changes.hosts_disappeared:
+        if ctx.now - missing.setdefault(addr, ctx.now) >= FORGET_AFTER_S:
+            ctx.forget(HOSTS, addr)
+            ctx.forget(OPEN, *[k for k in ctx.known(OPEN) if key_host(k) == addr])
+            del missing[addr]
+        else:
+            findings.append(_finding("host_disappeared", addr, f"host {addr} no longer answers",
+                                     {"address": addr}))
+    return findings
+
+
+def detect(result: CollectResult, ctx: DetectContext) -> list[Finding]:
+    """Diff a finished scan against the known sets; nothing when this cycle had no finished scan."""
+    obs = result.observations.get("scan")
+    if obs is None:
+        return []
+    scan = scan_from_observation(obs)
+    memo = ctx.state("nmap")
+    scope = _scope(ctx)
+    if memo.get("scope") != scope:
+        _learn(scan, ctx, memo, scope)
+        return []
+    changes = diff(ctx.known(HOSTS), ctx.known(OPEN), scan)
+    if obs["truncated"]:  # a cut list cannot tell what closed; what opened is still true
+        changes = replace(changes, closed={}, hosts_disappeared=())
+    return _new(changes, scan, ctx) + _gone(changes, scan, ctx, memo.setdefault("missing", {}))

@@ -1,0 +1,171 @@
+"""Port scans of NMAP_TARGETS with nmap, in the background, at most once per NMAP_INTERVAL_SECONDS.
+
+A scan can take minutes (``-sV``, networks), so ``collect`` never waits for one: it starts
+``nmap ... -oX FILE`` as a tracked background command (``kill_children`` stops it on shutdown),
+waits at most ``GRACE_S`` (a loopback scan is done by then), and otherwise returns at once with
+``resolves=False``. A later cycle finds the scan finished and parses the XML with python-nmap, or
+kills it past NMAP_TIMEOUT_SECONDS. Only a cycle that parsed a finished scan has ``resolves=True``.
+"""
+from __future__ import annotations
+
+import logging
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any, Mapping
+
+from collectors.nmap_parse import NmapParseError, Scan, parse_scan
+from core.context import CollectContext, CommandError, release_child, start_background
+from core.model import CollectResult, Sample
+from core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+GRACE_S = 1.0            # how long collect may wait for a just-started scan to finish
+MAX_OPEN_PORTS = 1000    # bound on the open ports reported (a bigger scan is marked truncated)
+MAX_OTHER_PORTS = 200    # listed ports in other states (closed, filtered), for "now closed" texts
+MAX_HOSTS = 1024
+XML_NAME = "nmap-scan.xml"
+ERR_NAME = "nmap-scan.err"
+INSTALL_HINT = "nmap is not installed: install it (apt install nmap) or remove nmap from COLLECTORS"
+
+# pid -> the scan this process started; a pid in the saved state but not here belongs to an
+# earlier run of the agent (its scan was killed at shutdown), never to us.
+_RUNNING: dict[int, subprocess.Popen] = {}
+
+
+class NmapConfigError(Exception):
+    """NMAP_TARGETS or NMAP_SCAN_OPTIONS cannot be turned into a safe command line."""
+
+
+def timeout_s(settings: Settings) -> float:
+    """Starting or parsing a scan is quick; the scan itself runs in the background."""
+    return 30.0
+
+
+def build_command(nmap_path: str, settings: Settings, xml_path: Path) -> list[str]:
+    """The nmap command line: the operator's options, XML to a file, then the targets."""
+    try:
+        options = shlex.split(settings.NMAP_SCAN_OPTIONS)
+    except ValueError as err:
+        raise NmapConfigError(f"NMAP_SCAN_OPTIONS cannot be split: {err}") from err
+    owned = {"-oX", "-oN", "-oG", "-oA", "-oS", "-iL", "--resume"}
+    if owned & set(options):
+        raise NmapConfigError(f"NMAP_SCAN_OPTIONS must not set {sorted(owned & set(options))}: "
+                              "the agent chooses where the output goes")
+    bad = [t for t in settings.NMAP_TARGETS if t.startswith("-")]
+    if bad:
+        raise NmapConfigError(f"NMAP_TARGETS entries must be addresses or networks, not {bad}")
+    return [nmap_path, *options, "-oX", str(xml_path), *settings.NMAP_TARGETS]
+
+
+def summarize(scan: Scan, finished_at: float) -> dict[str, Any]:
+    """The bounded, JSON-able observation of a finished scan (what the detector diffs)."""
+    open_ports = sorted(scan.open_ports.values(), key=lambda p: (p.addr, p.proto, p.port))
+    others = sorted(k for k, p in scan.ports.items() if p.state != "open")[:MAX_OTHER_PORTS]
+    return {
+        "finished_at": finished_at, "elapsed_s": scan.elapsed_s,
+        "hosts_total": scan.hosts_total, "hosts_up": sorted(scan.hosts_up)[:MAX_HOSTS],
+        "open_ports": [p.as_json() for p in open_ports[:MAX_OPEN_PORTS]],
+        "other_ports": {k: scan.ports[k].state for k in others},
+        "truncated": len(open_ports) > MAX_OPEN_PORTS or len(scan.hosts_up) > MAX_HOSTS,
+    }
+
+
+def _tail(path: Path, limit: int = 300) -> str:
+    try:
+        data = path.read_bytes()[-limit:]
+    except OSError:
+        return ""
+    return " ".join(data.decode("utf-8", "replace").split())
+
+
+def _partial(status: str, state: Mapping[str, Any], note: str, **extra: Any) -> CollectResult:
+    """A cycle without a finished scan: no resolving, the last scan's counts for the report."""
+    observations = {"status": status, **extra, "last_scan": state.get("last")}
+    return CollectResult(observations=observations, state=dict(state), note=note, resolves=False)
+
+
+def _start(ctx: CollectContext, nmap_path: str, workdir: Path) -> subprocess.Popen:
+    workdir.mkdir(parents=True, exist_ok=True)
+    xml_path = workdir / XML_NAME
+    xml_path.unlink(missing_ok=True)
+    args = build_command(nmap_path, ctx.settings, xml_path)
+    with open(workdir / ERR_NAME, "wb") as err_file:
+        proc = start_background(args, stderr=err_file)
+    _RUNNING[proc.pid] = proc
+    log.info("nmap scan started (pid %d): %s", proc.pid, " ".join(args[1:]))
+    return proc
+
+
+def _finish(proc: subprocess.Popen, workdir: Path, now: float,
+            state: Mapping[str, Any]) -> CollectResult:
+    """Parse a finished scan into observations, samples and the next state."""
+    _RUNNING.pop(proc.pid, None)
+    release_child(proc)
+    base = {k: v for k, v in state.items() if k != "scan"}
+    xml_path = workdir / XML_NAME
+    try:
+        scan = parse_scan(xml_path.read_bytes())
+    except (OSError, NmapParseError) as err:
+        note = (f"nmap exited with {proc.returncode} and left no usable report: "
+                f"{_tail(workdir / ERR_NAME) or err}")
+        return _partial("scan failed", dict(base, scan=None), note, error=note)
+    finally:
+        xml_path.unlink(missing_ok=True)
+    result = summarize(scan, now)
+    last = {"finished_at": now, "hosts_up": len(scan.hosts_up), "hosts_total": scan.hosts_total,
+            "open_ports": len(scan.open_ports), "elapsed_s": scan.elapsed_s}
+    samples = (Sample("nmap.hosts_up", float(len(scan.hosts_up))),
+               Sample("nmap.open_ports", float(len(scan.open_ports))))
+    return CollectResult(observations={"status": "scan finished", "scan": result},
+                         samples=samples, state=dict(base, scan=None, last=last),
+                         note=f"scan finished in {scan.elapsed_s:g} s")
+
+
+def collect(ctx: CollectContext) -> CollectResult:
+    """Start a due scan, report a finished one, or kill one that overran; never wait long."""
+    nmap_path = shutil.which("nmap")
+    if nmap_path is None:
+        return CollectResult(observations={"status": "nmap not installed"}, available=False,
+                             note=INSTALL_HINT, resolves=False)
+    settings, state = ctx.settings, dict(ctx.state)
+    workdir = Path(settings.DATA_DIR)
+    running = state.get("scan")
+    proc = _RUNNING.get(running["pid"]) if running else None
+    if running and proc is None:
+        log.info("the nmap scan of an earlier run (pid %s) is gone; starting a new one",
+                 running["pid"])
+        state.update(scan=None, last_started_at=None)
+    if proc is not None and proc.poll() is None:
+        age = ctx.now - running["started_at"]
+        if age <= settings.NMAP_TIMEOUT_SECONDS:
+            return _partial("scan in progress", state, f"scan in progress ({age:.0f} s)",
+                            running_s=round(age, 1))
+        proc.kill()
+        proc.wait()
+        _RUNNING.pop(proc.pid, None)
+        release_child(proc)
+        note = (f"scan abandoned after {age:.0f} s "
+                f"(NMAP_TIMEOUT_SECONDS={settings.NMAP_TIMEOUT_SECONDS})")
+        log.warning("nmap %s", note)
+        return _partial("scan abandoned", dict(state, scan=None), note)
+    if proc is not None:
+        return _finish(proc, workdir, ctx.now, state)
+    last_started = state.get("last_started_at")
+    if last_started is not None and ctx.now - last_started < settings.NMAP_INTERVAL_SECONDS:
+        wait = settings.NMAP_INTERVAL_SECONDS - (ctx.now - last_started)
+        return _partial("no scan due", state, f"next scan in {wait:.0f} s",
+                        next_scan_in_s=round(wait))
+    try:
+        proc = _start(ctx, nmap_path, workdir)
+    except (NmapConfigError, CommandError) as err:
+        return CollectResult(observations={"status": "cannot start scan", "error": str(err)},
+                             state=state, available=False, note=str(err), resolves=False)
+    state.update(scan={"pid": proc.pid, "started_at": ctx.now}, last_started_at=ctx.now)
+    try:
+        proc.wait(timeout=GRACE_S)
+    except subprocess.TimeoutExpired:
+        return _partial("scan in progress", state, "scan in progress", running_s=0.0)
+    return _finish(proc, workdir, ctx.now, state)

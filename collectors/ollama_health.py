@@ -1,0 +1,136 @@
+"""Health of the Ollama this agent judges with: reachable, version, model present/loaded, latency.
+
+Three GETs with short timeouts (/api/version, /api/tags, /api/ps); when the first fails the others
+are skipped, so an absent Ollama costs one refused connection. Never calls /api/chat.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+
+from core.redact import redact
+
+log = logging.getLogger(__name__)
+
+TIMEOUT_S = 2.0
+INSTALL_HINT = ("Ollama does not seem to be installed here (no `ollama` on PATH): install it from "
+                "https://ollama.com/download, or point OLLAMA_HOST at the machine that runs it")
+
+Getter = Callable[[str, float], Any]   # (url, timeout) -> parsed JSON; raises OllamaError
+
+
+class OllamaError(Exception):
+    """Ollama could not be asked, or answered something that is not the expected JSON."""
+
+
+def public_host(url: str) -> str:
+    """OLLAMA_HOST without credentials, path or query: scheme://host:port."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    netloc = f"{host}:{port}" if port else host
+    return urlunsplit((parts.scheme, netloc, "", "", ""))
+
+
+def http_get_json(url: str, timeout_s: float) -> Any:
+    """GET a URL and parse its JSON body; OllamaError on any failure (message without secrets)."""
+    try:
+        with requests.Session() as session:
+            session.trust_env = False  # a proxy from the environment must not sit before Ollama
+            response = session.get(url, timeout=timeout_s)
+            response.raise_for_status()
+            return response.json()
+    except requests.RequestException as err:
+        raise OllamaError(redact(_describe(err))) from err
+    except ValueError as err:
+        raise OllamaError(f"answer is not JSON: {err}") from err
+
+
+def _describe(err: requests.RequestException) -> str:
+    if isinstance(err, requests.ConnectionError) and not isinstance(err, requests.Timeout):
+        return "connection refused or host unreachable"
+    if isinstance(err, requests.Timeout):
+        return "no answer in time"
+    if isinstance(err, requests.HTTPError) and err.response is not None:
+        return f"HTTP {err.response.status_code}"
+    return type(err).__name__
+
+
+def model_names(payload: Any) -> list[str]:
+    """Model names of an /api/tags or /api/ps answer ([] when it has none or is malformed)."""
+    models = payload.get("models") if isinstance(payload, Mapping) else None
+    names = []
+    for item in models if isinstance(models, list) else []:
+        if isinstance(item, Mapping):
+            name = item.get("name") or item.get("model")
+            if isinstance(name, str):
+                names.append(name)
+    return names
+
+
+def same_model(wanted: str, name: str) -> bool:
+    """True when an Ollama model name is the wanted one (a missing tag means ``:latest``)."""
+    def norm(text: str) -> str:
+        text = text.strip().lower()
+        return text if ":" in text.rsplit("/", 1)[-1] else text + ":latest"
+    return norm(wanted) == norm(name)
+
+
+def check(host: str, model: str, get: Getter = http_get_json, timeout_s: float = TIMEOUT_S,
+          clock: Callable[[], float] = time.monotonic,
+          which: Callable[[str], str | None] = shutil.which) -> dict[str, Any]:
+    """The health of Ollama at ``host`` for ``model``, as plain JSON-able facts."""
+    base = host.rstrip("/")
+    facts: dict[str, Any] = {
+        "host": public_host(host), "model": model, "reachable": False, "version": None,
+        "model_present": None, "model_loaded": None, "latency_ms": None, "error": None,
+        "installed": None}
+    started = clock()
+    try:
+        version = get(f"{base}/api/version", timeout_s)
+    except OllamaError as err:
+        facts["error"] = str(err)
+        if _is_local(facts["host"]):
+            facts["installed"] = which("ollama") is not None
+        return facts
+    facts["latency_ms"] = round((clock() - started) * 1000.0, 1)
+    facts["reachable"] = True
+    facts["installed"] = True
+    if isinstance(version, Mapping) and isinstance(version.get("version"), str):
+        facts["version"] = version["version"][:40]
+    for path, field in (("/api/tags", "model_present"), ("/api/ps", "model_loaded")):
+        try:
+            names = model_names(get(f"{base}{path}", timeout_s))
+        except OllamaError as err:
+            facts["error"] = f"{path}: {err}"
+            continue
+        facts[field] = any(same_model(model, n) for n in names)
+    return facts
+
+
+def _is_local(public: str) -> bool:
+    host = urlsplit(public).hostname or ""
+    return host in ("localhost", "127.0.0.1", "::1") or host.startswith("127.")
+
+
+def problem(facts: Mapping[str, Any]) -> str | None:
+    """Why the agent's LLM is unusable, in a sentence naming the fix; None when it is fine."""
+    host, model = facts["host"], facts["model"]
+    if not facts["reachable"]:
+        text = f"Ollama at {host} is not reachable ({facts['error']})"
+        if facts["installed"] is False:
+            return f"{text}; {INSTALL_HINT}"
+        return f"{text}: start it (`systemctl start ollama`) or fix OLLAMA_HOST"
+    if facts["model_present"] is False:
+        return f"model {model} is not present in Ollama at {host}: run `ollama pull {model}`"
+    return None

@@ -1,0 +1,154 @@
+"""The Home Assistant notifier against a real Home Assistant 2024.3.3 (from .venv-ha)."""
+from __future__ import annotations
+
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from alerts.channels import accepts
+from alerts.home_assistant import HomeAssistantNotifier, announcement
+from alerts.outbox import DeliveryError
+from data_storage import OutboxMessage
+from tests.ha_server import free_port
+
+SPEAKER = "media_player.living_room"
+NOW = 1_790_000_000.0
+
+
+def alert(summary: str, created_at: float = NOW, **extra: Any) -> OutboxMessage:
+    """An alert outbox message with one high finding."""
+    items = [{"fingerprint": "00ff", "source": "processes", "kind": "process_missing",
+              "severity": "high", "floor": "high", "summary": summary, **extra}]
+    return OutboxMessage(7, created_at, "home_assistant", "alert", None, "high",
+                         {"purpose": "alert", "host": "nas", "created_at": created_at,
+                          "items": items}, 0, "queued")
+
+
+def spoken(state: dict[str, Any]) -> tuple[str, str]:
+    """(TTS engine, message) of what a demo media player was last asked to play."""
+    media = urlsplit(state["attributes"]["media_content_id"])
+    assert media.scheme == "media-source" and media.netloc == "tts"
+    return media.path.lstrip("/"), parse_qs(media.query)["message"][0]
+
+
+def test_tts_speak_announces_on_the_speaker(hass, make_settings):
+    settings = make_settings(HOME_ASSISTANT_URL=hass.url, HOME_ASSISTANT_TOKEN=hass.token,
+                             GOOGLE_HOME_SPEAKER_ID=SPEAKER,
+                             HOME_ASSISTANT_TTS_ENTITY=hass.tts_entity)
+    before = hass.state(SPEAKER)["attributes"]["media_content_id"]
+    HomeAssistantNotifier(settings).send(
+        alert("watched process 'nginx' is not running; last seen on 192.168.1.20 at "
+              "https://nas.local/status " + "very long detail " * 40), NOW + 5)
+    state = hass.state(SPEAKER)
+    engine, message = spoken(state)
+    assert state["attributes"]["media_content_id"] != before
+    assert state["state"] == "playing"
+    assert engine == hass.tts_entity
+    assert message.startswith("Alert on nas: 1 high finding. Watched process 'nginx' is not running")
+    assert "192.168" not in message and "http" not in message and "an address" in message
+    assert len(message) <= 200
+
+
+def test_legacy_google_translate_say(hass, make_settings):
+    settings = make_settings(HOME_ASSISTANT_URL=hass.url, HOME_ASSISTANT_TOKEN=hass.token,
+                             GOOGLE_HOME_SPEAKER_ID="media_player.bedroom",
+                             HOME_ASSISTANT_TTS_SERVICE="google_translate_say")
+    HomeAssistantNotifier(settings).send(alert("disk temperature 71.25 C", NOW - 3600), NOW)
+    engine, message = spoken(hass.state("media_player.bedroom"))
+    assert engine == "google_translate"
+    assert message.startswith("Late alert, from 60 minutes ago. Alert on nas")
+    assert "71.2 C" in message
+
+
+def test_a_wrong_token_is_a_permanent_error_naming_the_token(hass, make_settings):
+    settings = make_settings(HOME_ASSISTANT_URL=hass.url, HOME_ASSISTANT_TOKEN="not-a-token-123",
+                             GOOGLE_HOME_SPEAKER_ID=SPEAKER)
+    with pytest.raises(DeliveryError) as caught:
+        HomeAssistantNotifier(settings).send(alert("x"), NOW)
+    assert caught.value.permanent and "HOME_ASSISTANT_TOKEN (401)" in str(caught.value)
+    assert "not-a-token-123" not in str(caught.value)
+
+
+def test_an_unknown_tts_entity_is_a_permanent_error(hass, make_settings):
+    settings = make_settings(HOME_ASSISTANT_URL=hass.url, HOME_ASSISTANT_TOKEN=hass.token,
+                             GOOGLE_HOME_SPEAKER_ID=SPEAKER,
+                             HOME_ASSISTANT_TTS_ENTITY="tts.does_not_exist")
+    before = hass.state(SPEAKER)["attributes"]["media_content_id"]
+    try:
+        HomeAssistantNotifier(settings).send(alert("x"), NOW)
+    except DeliveryError as err:
+        assert err.permanent
+    # Either way (HA 2024.3 answers 200 for a target matching no entity), nothing was played.
+    assert hass.state(SPEAKER)["attributes"]["media_content_id"] == before
+
+
+def test_home_assistant_down_is_retried(make_settings):
+    settings = make_settings(HOME_ASSISTANT_URL=f"http://127.0.0.1:{free_port()}",
+                             HOME_ASSISTANT_TOKEN="secret-token-abc",
+                             GOOGLE_HOME_SPEAKER_ID=SPEAKER)
+    started = time.monotonic()
+    with pytest.raises(DeliveryError) as caught:
+        HomeAssistantNotifier(settings, timeout_s=2).send(alert("x"), NOW)
+    assert not caught.value.permanent and "unreachable" in str(caught.value)
+    assert "secret-token-abc" not in str(caught.value)
+    assert time.monotonic() - started < 3
+
+
+def test_announcement_is_short_and_speakable():
+    said = announcement({"host": "nas", "items": [
+        {"severity": "high", "summary": "5 failed logins from 203.0.113.7 then success for root"},
+        {"severity": "high", "summary": "second"}, {"severity": "low", "summary": "third"}]})
+    assert said == ("Alert on nas: 2 high findings. 5 failed logins from an address then "
+                    "success for root.")
+
+
+@pytest.mark.parametrize("spec,hour,floor,override,expected", [
+    ("", 3, "none", False, True),                  # no quiet hours
+    ("22:00-07:00", 3, "none", True, False),       # quiet, wrapping midnight
+    ("22:00-07:00", 23, "medium", True, False),
+    ("22:00-07:00", 3, "high", True, True),        # a high floor breaks through
+    ("22:00-07:00", 3, "high", False, False),      # unless the override is off
+    ("22:00-07:00", 12, "none", False, True),      # daytime
+    ("01:00-05:00", 3, "none", False, False),      # not wrapping
+    ("01:00-05:00", 5, "none", False, True),       # the end is exclusive
+])
+def test_quiet_hours(make_settings, spec, hour, floor, override, expected):
+    settings = make_settings(TTS_QUIET_HOURS=spec, TTS_QUIET_HOURS_FLOOR_OVERRIDE=override)
+    local = time.mktime((2026, 6, 15, hour, 30, 0, 0, 0, -1))
+    items = [{"floor": floor}]
+    assert accepts(settings, "home_assistant", "alert", items, local) is expected
+    assert accepts(settings, "discord", "alert", items, local) is True
+    assert accepts(settings, "home_assistant", "resolved", items, local) is False
+    assert accepts(settings, "home_assistant", "recap", items, local) is False
+
+
+def test_a_proxy_502_while_home_assistant_restarts_is_retried(make_settings):
+    """A reverse proxy in front of Home Assistant answers 502 while HA restarts."""
+    class Proxy(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(502)
+            self.send_header("Content-Length", "11")
+            self.end_headers()
+            self.wfile.write(b"Bad Gateway")
+
+        def log_message(self, *args: Any) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        settings = make_settings(HOME_ASSISTANT_URL=f"http://127.0.0.1:{server.server_port}",
+                                 HOME_ASSISTANT_TOKEN="tok-proxy-1",
+                                 GOOGLE_HOME_SPEAKER_ID=SPEAKER)
+        with pytest.raises(DeliveryError) as caught:
+            HomeAssistantNotifier(settings).send(alert("x"), NOW)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert not caught.value.permanent and "server error (502)" in str(caught.value)
