@@ -1,0 +1,133 @@
+"""sudo, su and account events (useradd, groupadd, passwd, chpasswd, usermod) from auth log chunks.
+
+A mixin of collectors.auth_patterns.AuthScanner: the same chunk, scanned for the lines of these
+programs, which are rare, so each found line may cost a little Python.
+"""
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collectors.auth_patterns import AuthCounts
+
+MAX_EVENTS = 50          # accepted logins, sudo commands, ... kept per kind and cycle
+MAX_LINE_KEPT = 512      # bytes of a raw line kept as evidence
+
+# sudo and su (the literal "su" starts both); useradd, groupadd, passwd, chpasswd ("d[")
+SU = re.compile(rb"su(?<![\w-]su)(do)?(?:\(pam_unix\))?(?:\[(\d+)\])?: +([^\r\n]*)")
+ADMIN = re.compile(rb"d\[(?:(?<=useradd\[)|(?<=groupadd\[)|(?<=passwd\[)|(?<=usermod\[))"
+                   rb"\d+\]: ([^\r\n]*)")
+
+SUDO_CMD = re.compile(rb"^(\S+) : (?:((?:(?!TTY=|PWD=)[^;])*?) ; )?(?:TTY=\S* ; )?(?:PWD=.*? ; )?"
+                      rb"USER=(\S+) ;.*?COMMAND=(.*)$")
+SUDO_FAIL_REASONS = (b"incorrect password attempt", b"NOT in sudoers", b"command not allowed")
+PAM_AUTH_FAIL = re.compile(rb"pam_unix\((sudo|sudo-i):auth\): authentication failure;"
+                           rb".*?ruser=(\S*).*?user=(\S+)")
+SU_FAILED = re.compile(rb"^FAILED SU \(to (\S+)\) (\S+)")
+# util-linux su ("(to T) U on"), and the old pam_unix form "su(pam_unix)[pid]: session opened ..."
+SU_OK = re.compile(rb"^(?:\(to (\S+)\) (\S+) on|session opened for user ([^\s(]+)"
+                   rb"(?:\(uid=\d+\))? by ([^\s(]*))")
+NEW_USER = re.compile(rb"^new user: name=([^,\s]+)")
+NEW_GROUP = re.compile(rb"^new group: name=([^,\s]+)")
+PASSWORD_CHANGED = re.compile(rb"^(?:pam_unix\([\w-]+:chauthtok\): password changed for "
+                              rb"|change user ')([^\s']+)(?:' password$)?")
+
+
+def safe_text(raw: bytes, limit: int = 128) -> str:
+    """Untrusted bytes as bounded text (invalid UTF-8 replaced, control characters dropped)."""
+    text = raw[:limit].decode("utf-8", "replace")
+    return text if text.isprintable() else "".join(ch for ch in text if ch.isprintable())
+
+
+def keep(items: list[dict[str, Any]], item: dict[str, Any]) -> None:
+    """Append an event unless the list already holds MAX_EVENTS."""
+    if len(items) < MAX_EVENTS:
+        items.append(item)
+
+
+class AdminEvents:
+    """The sudo, su and account-administration part of the scanner (see AuthScanner)."""
+
+    counts: "AuthCounts"
+    _chunk: bytes
+
+    def stamp(self, start: int) -> float | None:
+        """Epoch seconds of the line starting at ``start`` (AuthScanner's)."""
+        raise NotImplementedError
+
+    def _line_at(self, pos: int) -> tuple[int, int]:
+        raise NotImplementedError
+
+    def _scan_su(self, chunk: bytes) -> None:
+        c = self.counts
+        for m in SU.finditer(chunk):
+            is_sudo, _pid, message = m.groups()
+            if is_sudo:
+                self._sudo(m.start(), message)
+                continue
+            failed = SU_FAILED.match(message)      # su's own verdict (PAM's line is a duplicate)
+            ok = None if failed else SU_OK.match(message)
+            if failed is None and ok is None:
+                continue
+            start, end = self._line_at(m.start())
+            event = {"ts": self.stamp(start),
+                     "line": safe_text(chunk[start:end].rstrip(b"\r"), MAX_LINE_KEPT)}
+            if failed:
+                event.update(user=safe_text(failed.group(2), 64),
+                             target=safe_text(failed.group(1), 64))
+                keep(c.su_failures, event)
+            elif ok:
+                target, user = ok.group(1, 2) if ok.group(1) else ok.group(3, 4)
+                event.update(user=safe_text(user or b"", 64), target=safe_text(target or b"", 64))
+                keep(c.su_sessions, event)
+
+    def _sudo(self, pos: int, message: bytes) -> None:
+        """A sudo line: a command (counted; a few kept) or a refusal (all counted, kept)."""
+        c = self.counts
+        if message.startswith(b"pam_"):
+            pam = PAM_AUTH_FAIL.match(message)
+            if pam is None:
+                return                            # sessions, limits: not events
+            user, reason = pam.group(2), b"authentication failure"
+        else:
+            if b"COMMAND=" not in message:
+                return
+            refused = any(r in message for r in SUDO_FAIL_REASONS)
+            if not refused and len(c.sudo_commands) >= MAX_EVENTS:
+                c.sudo_command_count += 1         # the common case: count, parse nothing
+                return
+            cmd = SUDO_CMD.match(message.strip())
+            if cmd is None:
+                return
+            if not refused:
+                c.sudo_command_count += 1
+                keep(c.sudo_commands, {"user": safe_text(cmd.group(1), 64),
+                                       "run_as": safe_text(cmd.group(3), 64),
+                                       "command": safe_text(cmd.group(4), 200),
+                                       "ts": self.stamp(self._line_at(pos)[0])})
+                return
+            user, reason = cmd.group(1), cmd.group(2) or b"refused"
+        start, end = self._line_at(pos)
+        c.sudo_failure_count += 1
+        keep(c.sudo_failures, {"user": safe_text(user, 64), "reason": safe_text(reason, 80),
+                               "ts": self.stamp(start),
+                               "line": safe_text(self._chunk[start:end].rstrip(b"\r"),
+                                                 MAX_LINE_KEPT)})
+
+    def _scan_admin(self, chunk: bytes) -> None:
+        c = self.counts
+        table = ((NEW_USER, c.users_created), (NEW_GROUP, c.groups_created),
+                 (PASSWORD_CHANGED, c.password_changes))
+        for m in ADMIN.finditer(chunk):
+            message = m.group(1)
+            for pattern, items in table:
+                found = pattern.match(message)
+                if found:
+                    start, end = self._line_at(m.start())
+                    program = chunk[chunk.rfind(b" ", start, m.start() + 1) + 1:m.start() + 1]
+                    keep(items, {"name": safe_text(found.group(1), 64),
+                                 "program": safe_text(program, 16), "ts": self.stamp(start),
+                                 "line": safe_text(chunk[start:end].rstrip(b"\r"),
+                                                   MAX_LINE_KEPT)})
+                    break

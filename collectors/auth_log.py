@@ -1,0 +1,216 @@
+"""The auth_log collector: SSH logins and failures, sudo, su, accounts (auth log or journal).
+
+Reading (file or journal, cursors, rotation) is collectors.logsource's; extraction is
+collectors.auth_patterns'. This module keeps the brute-force window across cycles: the failure
+times per address within the last SSH_BRUTEFORCE_FINDTIME_SECONDS of the log's own clock, bounded,
+in the collector state that commits with the log cursor (a replayed cycle sees the same window).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from collectors.auth_patterns import AuthCounts, AuthScanner, safe_text
+from collectors.logsource import LogSource
+from core.context import CollectContext
+from core.model import CollectResult, Sample
+from core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+JOURNAL_MATCHES = ("SYSLOG_FACILITY=4", "SYSLOG_FACILITY=10")   # auth, authpriv
+STATE_KEY = "auth"
+TOP_ADDRESSES = 20
+MAX_WINDOW_HOSTS = 2000      # addresses whose recent failures are carried to the next cycle
+MAX_WINDOW_TIMES = 50        # failure times carried per address
+MAX_ACCEPTED = 50            # accepted logins listed per cycle (suspicious ones up to twice that)
+MAX_SOURCES = 500            # distinct user@address pairs listed per cycle
+
+
+def timeout_s(settings: Settings) -> float:
+    """A cycle reads at most LOG_MAX_BYTES_PER_CYCLE; allow ~20 MB/s on a slow, busy machine."""
+    return max(30.0, settings.LOG_MAX_BYTES_PER_CYCLE / 20e6)
+
+
+class FailureWindow:
+    """Failure times per address in a sliding window of the log's time, across chunks and cycles."""
+
+    def __init__(self, carried: Mapping[str, Iterable[float]] | None, max_retry: int,
+                 findtime: float) -> None:
+        self.max_retry = max_retry
+        self.findtime = float(findtime)
+        self.carry: dict[bytes, list[float]] = {
+            str(host).encode(): sorted(float(t) for t in times)
+            for host, times in (carried or {}).items()}
+        self.hits: dict[bytes, dict[str, Any]] = {}
+        self._index: dict[bytes, int] = {}
+        self._keys = np.zeros(0)
+        self._t0 = 0.0
+        self._span = 1.0
+
+    def add(self, times: list[float], hosts: list[bytes]) -> None:
+        """Add one chunk's failure events (with the carried ones) and note every window crossing."""
+        carried_hosts = [h for h, ts in self.carry.items() for _ in ts]
+        all_t = np.array([t for ts in self.carry.values() for t in ts] + times, dtype=np.float64)
+        all_h = carried_hosts + hosts
+        n_old = len(carried_hosts)
+        index: dict[bytes, int] = {}
+        ids = np.fromiter((index.setdefault(h, len(index)) for h in all_h), np.int64, len(all_h))
+        self._index = index
+        if not len(all_t):
+            self._keys = np.zeros(0)
+            return
+        order = np.lexsort((all_t, ids))
+        t, i = all_t[order], ids[order]
+        new = order >= n_old
+        self._t0 = float(t.min())
+        self._span = float(t.max()) - self._t0 + self.findtime + 1.0
+        keys = i * self._span + (t - self._t0)
+        self._keys = keys
+        inside = np.arange(len(keys)) - np.searchsorted(keys, keys - self.findtime, "left") + 1
+        self._note_hits(t, i, inside, new)
+        self._carry_over(t, i)
+
+    def _note_hits(self, t: np.ndarray, i: np.ndarray, inside: np.ndarray, new: np.ndarray) -> None:
+        fired = new & (inside >= self.max_retry)
+        if not fired.any():
+            return
+        names = list(self._index)
+        f_ids, f_t, f_in = i[fired], t[fired], inside[fired]
+        firsts = np.flatnonzero(np.r_[True, f_ids[1:] != f_ids[:-1]])
+        peaks = np.maximum.reduceat(f_in, firsts)
+        lasts = np.r_[firsts[1:], len(f_ids)] - 1
+        for first, last, peak in zip(firsts, lasts, peaks):
+            host = names[int(f_ids[first])]
+            hit = self.hits.setdefault(host, {"peak": 0, "first_at": float(f_t[first])})
+            hit["peak"] = max(hit["peak"], int(peak))
+            hit["last_at"] = float(f_t[last])
+
+    def _carry_over(self, t: np.ndarray, i: np.ndarray) -> None:
+        keep = t >= float(t.max()) - self.findtime
+        names = list(self._index)
+        carry: dict[bytes, list[float]] = {}
+        for host_id, ts in zip(i[keep].tolist(), t[keep].tolist()):
+            carry.setdefault(names[host_id], []).append(ts)
+        if len(carry) > MAX_WINDOW_HOSTS:
+            recent = sorted(carry, key=lambda h: carry[h][-1], reverse=True)[:MAX_WINDOW_HOSTS]
+            carry = {h: carry[h] for h in recent}
+        self.carry = {h: ts[-MAX_WINDOW_TIMES:] for h, ts in carry.items()}
+
+    def failures_before(self, logins: list[tuple[bytes, float]]) -> list[int]:
+        """Failures from each (address, time) within the window ending then (as of the last add)."""
+        if not logins or not len(self._keys):
+            return [0] * len(logins)
+        ids = np.array([self._index.get(host, -1) for host, _ in logins], dtype=np.float64)
+        at = np.array([ts for _, ts in logins], dtype=np.float64)
+        hi = ids * self._span + np.minimum(at - self._t0, self._span - 1.0)
+        lo = ids * self._span + np.maximum(at - self.findtime - self._t0, 0.0)
+        counts = (np.searchsorted(self._keys, hi, "right")
+                  - np.searchsorted(self._keys, lo, "left"))
+        counts[(ids < 0) | (at < self._t0)] = 0
+        return [int(n) for n in counts]
+
+    def state(self) -> dict[str, list[float]]:
+        """The carried window as JSON-able data."""
+        return {safe_text(h, 200): ts for h, ts in self.carry.items()}
+
+
+def _top(counter: Mapping[bytes, int], n: int = TOP_ADDRESSES
+         ) -> tuple[dict[str, int], dict[str, int]]:
+    ranked = sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))
+    top = {safe_text(k): v for k, v in ranked[:n]}
+    rest = ranked[n:]
+    return top, {"addresses": len(rest), "count": sum(v for _, v in rest)}
+
+
+def observe(counts: AuthCounts, window: FailureWindow, accepted: list[dict[str, Any]],
+            sources: set[str], info: Mapping[str, Any]) -> dict[str, Any]:
+    """The observations of one cycle (bounded, JSON-able)."""
+    by_ip, by_ip_rest = _top(counts.failed_by_ip)
+    names, _ = _top(counts.invalid_user_names, 10)
+    brute = sorted(window.hits.items(), key=lambda kv: (-kv[1]["peak"], kv[0]))[:TOP_ADDRESSES]
+    return {
+        **info,
+        "lines_read": counts.lines,
+        "malformed_lines": counts.malformed + int(info.get("long_lines", 0)),
+        "failed_logins": counts.failed_logins,
+        "failed_by_ip": by_ip,
+        "failed_by_ip_rest": by_ip_rest,
+        "publickey_failures": counts.publickey_failures,
+        "none_probes": counts.none_probes,
+        "other_method_failures": counts.other_failures,
+        "failure_events": counts.failures,
+        "invalid_users": counts.invalid_users,
+        "invalid_user_names": names,
+        "accepted_count": counts.accepted_count,
+        "accepted_logins": accepted,
+        "login_sources": sorted(sources),
+        "sudo_commands": counts.sudo_command_count,
+        "sudo_command_samples": counts.sudo_commands[:10],
+        "sudo_failures": counts.sudo_failure_count,
+        "sudo_failure_events": counts.sudo_failures,
+        "su_sessions": counts.su_sessions,
+        "su_failures": counts.su_failures,
+        "users_created": counts.users_created,
+        "groups_created": counts.groups_created,
+        "password_changes": counts.password_changes,
+        "bruteforce": [{"address": safe_text(host), "failures_in_window": hit["peak"],
+                        "first_at": hit["first_at"], "last_at": hit["last_at"],
+                        "evidence": counts.evidence.get(safe_text(host), [])}
+                       for host, hit in brute],
+        "window": {"max_retry": window.max_retry, "findtime_s": window.findtime},
+    }
+
+
+def _check_logins(logins: list[dict[str, Any]], window: FailureWindow, counts: AuthCounts,
+                  accepted: list[dict[str, Any]], sources: set[str]) -> None:
+    """Count the failures before each login; keep them (suspicious ones always, up to a bound)."""
+    stamped = [login for login in logins if login["ts"] is not None]
+    befores = window.failures_before([(login["address"].encode(), login["ts"])
+                                      for login in stamped])
+    for login, before in zip(stamped, befores):
+        if len(sources) < MAX_SOURCES:
+            sources.add(f"{login['user']}@{login['address']}")
+        suspicious = before >= window.max_retry
+        if len(accepted) < MAX_ACCEPTED or (suspicious and len(accepted) < 2 * MAX_ACCEPTED):
+            accepted.append({**login, "failures_before": before,
+                             "failure_evidence": counts.evidence.get(login["address"], [])
+                             if before else []})
+
+
+def collect(ctx: CollectContext) -> CollectResult:
+    """Read what the auth log gained since the last cycle and extract its events."""
+    settings = ctx.settings
+    src = LogSource(ctx, settings.AUTH_LOG_PATH, settings.AUTH_LOG_BACKEND, JOURNAL_MATCHES)
+    if not src.available:
+        return CollectResult(observations={"backend": src.backend_used}, available=False,
+                             note=src.note)
+    previous = ctx.state.get(STATE_KEY) if ctx.state else None
+    previous = previous if isinstance(previous, Mapping) else {}
+    scanner = AuthScanner(ctx.now, pending=previous.get("pending"))
+    window = FailureWindow(previous.get("window"), settings.SSH_BRUTEFORCE_MAX_RETRY,
+                           settings.SSH_BRUTEFORCE_FINDTIME_SECONDS)
+    accepted: list[dict[str, Any]] = []
+    sources: set[str] = set()
+    for chunk in src.chunks():
+        scanner.feed(chunk)
+        window.add(scanner.fail_times, scanner.fail_hosts)
+        scanner.fail_times, scanner.fail_hosts = [], []
+        _check_logins(scanner.accepted, window, scanner.counts, accepted, sources)
+        scanner.accepted = []
+    if not src.available:
+        return CollectResult(observations={"backend": src.backend_used}, available=False,
+                             note=src.note)
+    counts = scanner.counts
+    log.debug("auth_log: %d lines, %d failed logins, %d addresses over the window",
+              counts.lines, counts.failed_logins, len(window.hits))
+    observations = observe(counts, window, accepted, sources, src.info())
+    samples = (Sample("auth.failed_logins", float(counts.failed_logins), by_hour=True),
+               Sample("auth.accepted_logins", float(counts.accepted_count), by_hour=True),
+               Sample("auth.invalid_users", float(counts.invalid_users), by_hour=True),
+               Sample("auth.sudo_failures", float(counts.sudo_failure_count)))
+    state = {**src.new_state(), STATE_KEY: {"window": window.state(),
+                                            "pending": scanner.pending}}
+    return CollectResult(observations=observations, samples=samples, state=state)

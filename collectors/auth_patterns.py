@@ -1,0 +1,396 @@
+"""Authentication events extracted from whole chunks of auth log lines (bytes), not line by line.
+
+Speed comes from scanning a chunk with a few compiled regexes that start with a literal (the
+regex engine skips to the literal), so only lines that matter cost Python work; the line count is
+``chunk.count(b"\\n")`` and timestamps are parsed only for those lines, cached per minute.
+
+Counting rules (issue 3, fail2ban's default ``normal`` mode):
+- ``failed_logins``: password and keyboard-interactive attempts, ``message repeated N times:
+  [ Failed password ...]`` counting N. Failed public-key offers and the ``none`` probe are
+  counted apart (``publickey_failures``, ``none_probes``), other methods in ``other_failures``.
+- ``failures`` (the brute-force window's events): what fail2ban's sshd filter counts in normal
+  mode: failed attempts except public keys of valid users, invalid users, PAM authentication
+  failures for a user from a host, root login refused, maximum authentication attempts,
+  users not allowed, refused connects, and the multi-line cases linked by sshd's pid.
+"""
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from collectors.auth_admin import MAX_LINE_KEPT, AdminEvents, safe_text
+from collectors.logformats import MONTHS, parse_timestamp
+
+MAX_EVIDENCE_HOSTS = 200  # addresses for which sample failure lines are kept
+EVIDENCE_PER_HOST = 3
+MAX_NAMES = 1000         # invalid user names counted per cycle
+MAX_PENDING = 256        # sshd pids waiting for their address (multi-line failures)
+PENDING_TTL_S = 600.0
+
+LOGIN_METHODS = (b"password", b"keyboard-interactive", b"keyboard-interactive/pam")
+_HOST = rb"(?:::ffff:)?([0-9A-Za-z][\w.:%-]*)"
+_TAIL = rb"(?: port \d+)?(?: on \S+)?(?: ssh\d*)?(?=: |\]|[ \t\r]*$)"
+_SUFFIX = rb"(?: via \S+)?(?: (?:port \d+|on \S+|\[preauth\])){0,3}\s*$"
+# the user is a single word for real accounts; an invalid user's name is whatever the client
+# sent, so the lazy fallback finds the first " from HOST port N ssh2" that ends the message
+FAILED = re.compile(rb"Failed (\S+) for (invalid user )?(\S+|.*?) from " + _HOST + _TAIL, re.M)
+INVALID = re.compile(rb"Invalid user (\S*|.*?) from " + _HOST +
+                     rb"(?: port \d+)?[ \t\r]*$", re.M)
+# "sshd[pid]: " (also sshd-session), or "[sshd]: " / "[sshd] " without a pid
+_SSHD_HEAD = rb"sshd(?:-session)?(?:\[(\d+)\]:|\]:?) (?:(?:error|fatal): (?:PAM: )?)?"
+SSHD = re.compile(_SSHD_HEAD + rb"(?:"
+                  rb"message repeated (\d+) times: \[ Failed (\S+) for "
+                  rb"|pam_unix\(sshd:auth\): authentication failure;[^\n]*? ruser=(\S*) "
+                  rb"rhost=(\S+)(?:[ \t]+user=(\S*))?"
+                  rb"|(Accepted|ROOT LOGIN REFUSED|maximum authentication attempts exceeded"
+                  rb"|[aA]uthentication (?:failure|error|failed) for|User not known to"
+                  rb"|User \S+ (?:from \S+ )?not allowed because|refused connect from"
+                  rb"|Received disconnect from \S+(?: port \d+)?:\s*3: "
+                  rb"|Disconnecting: Too many authentication failures"
+                  rb"|Disconnecting(?= (?:from )?(?:invalid|authenticating) user [^\r\n]*: "
+                  rb"Change of username))([^\r\n]*))", re.M)
+# One row per rare sshd message: the address it names (the last group), tried in order
+RARE_MESSAGES = (
+    re.compile(rb"ROOT LOGIN REFUSED FROM " + _HOST),
+    re.compile(rb"maximum authentication attempts exceeded for (?:invalid user )?(.*?) from "
+               + _HOST + rb"(?: port \d+)?(?: on \S+)?(?: ssh\d*)?" + _SUFFIX),
+    re.compile(rb"[aA]uthentication (?:failure|error|failed) for (.*?) (?:from )?" + _HOST
+               + _SUFFIX),
+    re.compile(rb"User not known to the underlying authentication module for (.*?) (?:from )?"
+               + _HOST + _SUFFIX),
+    re.compile(rb"Disconnecting(?: from)? (?:invalid|authenticating) user \S+ " + _HOST),
+    re.compile(rb"User (\S+|.*?) (?:from )?" + _HOST + rb" not allowed because"),
+    re.compile(rb"refused connect from \S+ \((?:::ffff:)?([^)\s]+)\)"),
+    re.compile(rb"Received disconnect from " + _HOST),
+)
+ACCEPTED_REST = re.compile(rb" (\S+) for (\S+) from " + _HOST)
+RESOLVES = re.compile(rb"(?:Connection (?:closed|reset)|Disconnect(?:ed|ing)|Received disconnect)"
+                      rb"(?: (?:by|from))?(?: (?:invalid|authenticating) user \S+)? " + _HOST)
+ADDRESS_IN_LINE = re.compile(rb"(?:from|by|rhost=) " + _HOST)
+@dataclass
+class AuthCounts:
+    """Everything extracted from the chunks of one cycle; bounded lists, plain counters."""
+
+    lines: int = 0
+    malformed: int = 0
+    failed_logins: int = 0
+    failed_by_ip: Counter = field(default_factory=Counter)        # address (bytes) -> count
+    publickey_failures: int = 0
+    none_probes: int = 0
+    other_failures: int = 0
+    invalid_users: int = 0
+    invalid_user_names: Counter = field(default_factory=Counter)  # name (bytes) -> count
+    failures: int = 0                     # fail2ban normal-mode failure events (window input)
+    pam_failures: int = 0
+    accepted_count: int = 0
+    sudo_commands: list[dict[str, Any]] = field(default_factory=list)
+    sudo_command_count: int = 0
+    sudo_failures: list[dict[str, Any]] = field(default_factory=list)
+    sudo_failure_count: int = 0
+    su_sessions: list[dict[str, Any]] = field(default_factory=list)
+    su_failures: list[dict[str, Any]] = field(default_factory=list)
+    users_created: list[dict[str, Any]] = field(default_factory=list)
+    groups_created: list[dict[str, Any]] = field(default_factory=list)
+    password_changes: list[dict[str, Any]] = field(default_factory=list)
+    evidence: dict[str, list[str]] = field(default_factory=dict)
+    unstamped: int = 0                    # events whose line had no readable timestamp
+
+
+class AuthScanner(AdminEvents):
+    """Feeds chunks of whole lines; collects counts, events and (time, address) failure events."""
+
+    def __init__(self, now: float, pending: dict[str, Any] | None = None) -> None:
+        self.now = now
+        self.counts = AuthCounts()
+        self.pending: dict[str, dict[str, Any]] = dict(pending or {})   # sshd pid -> {"ts"}
+        self._minutes: dict[bytes, float | None] = {}
+        self.fail_times: list[float] = []
+        self.fail_hosts: list[bytes] = []       # addresses as logged (bytes, decoded at the end)
+        self._starts: list[int] = []            # this chunk's failure lines (start offsets)
+        self._hosts: list[bytes] = []
+        self._evidence_full: set[bytes] = set()
+        self.accepted: list[dict[str, Any]] = []   # every accepted login; the caller drains it
+        self._chunk = b""
+
+    # --- timestamps ------------------------------------------------------------------------------
+    def _line_at(self, pos: int) -> tuple[int, int]:
+        chunk = self._chunk
+        start = chunk.rfind(b"\n", 0, pos) + 1
+        end = chunk.find(b"\n", pos)
+        return start, len(chunk) if end < 0 else end
+
+    def stamp(self, start: int) -> float | None:
+        """Epoch seconds of the line starting at ``start`` (per-minute cache for syslog stamps)."""
+        chunk = self._chunk
+        if chunk[start:start + 1] == b"<":                  # <PRI> before the stamp
+            start = chunk.find(b">", start, start + 6) + 1
+        head = chunk[start:start + 15]
+        if head[3:4] == b" " and head[:3] in MONTHS:          # "Nov 23 10:00:01"
+            if head[5:6] == b" ":                            # "Feb 7 16:01:07": one space
+                head = head[:4] + b" " + chunk[start + 4:start + 14]
+            minute = head[:12]
+            if minute in self._minutes:
+                base = self._minutes[minute]
+            else:
+                base = self._minutes[minute] = parse_timestamp(minute + b":00", self.now)
+            if base is None or not head[13:15].isdigit():
+                return None
+            return base + int(head[13:15])
+        end = chunk.find(b" ", start, start + 40)
+        return parse_timestamp(chunk[start:end], self.now) if end > start else None
+
+    def _failure(self, pos: int, host: bytes) -> None:
+        """One failure event of the brute-force window; its time is read when the chunk ends."""
+        self._starts.append(self._chunk.rfind(b"\n", 0, pos) + 1)
+        self._hosts.append(host)
+
+    def _flush(self) -> None:
+        """Stamp this chunk's failure events (in bulk) and keep sample lines per address."""
+        starts, hosts = self._starts, self._hosts
+        self._starts, self._hosts = [], []
+        c = self.counts
+        c.failures += len(starts)
+        if not starts:
+            return
+        stamps = self._stamps(starts)
+        kept = [(t, h) for t, h in zip(stamps, hosts) if t is not None]
+        c.unstamped += len(starts) - len(kept)
+        self.fail_times.extend(t for t, _ in kept)
+        self.fail_hosts.extend(h for _, h in kept)
+        full = self._evidence_full
+        firsts = dict(zip(reversed(hosts), reversed(starts)))
+        for host, start in {**firsts, **dict(zip(hosts, starts))}.items():
+            if host not in full:
+                self._evidence(host, firsts[host])
+                if host not in full and firsts[host] != start:
+                    self._evidence(host, start)
+
+    def _stamps(self, starts: list[int]) -> list[float | None]:
+        """Times of the lines at ``starts``: syslog stamps vectorised, others one by one."""
+        chunk = self._chunk
+        arr = np.frombuffer(chunk, dtype=np.uint8)
+        at = np.asarray(starts, dtype=np.int64)
+        heads = arr[np.minimum(at[:, None] + np.arange(15), len(arr) - 1)]
+        digits = heads[:, [4, 5, 7, 8, 10, 11, 13, 14]]
+        plain = ((heads[:, 3] == 32) & (heads[:, 6] == 32) & (heads[:, 9] == 58)
+                 & (heads[:, 12] == 58) & np.all((digits >= 48) & (digits <= 57)
+                                                 | ((digits == 32) & (np.arange(8) == 0)), 1))
+        out: list[float | None] = [None] * len(starts)
+        if plain.any():
+            rows = np.flatnonzero(plain)
+            minutes = heads[rows, :12]
+            change = np.r_[True, np.any(minutes[1:] != minutes[:-1], axis=1)]
+            run = np.cumsum(change) - 1
+            bases = np.array([self._minute(bytes(minutes[i])) for i in np.flatnonzero(change)],
+                             dtype=np.float64)
+            secs = (heads[rows, 13].astype(np.float64) - 48) * 10 + heads[rows, 14] - 48
+            values = bases[run] + secs
+            for row, value in zip(rows.tolist(), values.tolist()):
+                out[row] = None if value != value else value
+        for row in np.flatnonzero(~plain).tolist():
+            out[row] = self.stamp(starts[row])
+        return out
+
+    def _minute(self, minute: bytes) -> float:
+        if minute not in self._minutes:
+            self._minutes[minute] = parse_timestamp(minute + b":00", self.now)
+        base = self._minutes[minute]
+        return float("nan") if base is None else base
+
+    def _evidence(self, host: bytes, start: int) -> None:
+        evidence = self.counts.evidence
+        addr = safe_text(host)
+        lines = evidence.get(addr)
+        if lines is None:
+            if len(evidence) >= MAX_EVIDENCE_HOSTS:
+                self._evidence_full.add(host)
+                return
+            lines = evidence[addr] = []
+        end = self._chunk.find(b"\n", start)
+        lines.append(safe_text(self._chunk[start:end].rstrip(b"\r"), MAX_LINE_KEPT))
+        if len(lines) >= EVIDENCE_PER_HOST:
+            self._evidence_full.add(host)
+
+    # --- the scan --------------------------------------------------------------------------------
+    def feed(self, chunk: bytes) -> None:
+        """Scan one chunk of whole lines (each ending in a newline)."""
+        self._chunk = chunk
+        c = self.counts
+        c.lines += chunk.count(b"\n")
+        c.malformed += _malformed(chunk)
+        if b"Failed " in chunk:
+            self._scan_failed(chunk)
+        if b"Invalid user " in chunk:
+            self._scan_invalid(chunk)
+        if b"sshd" in chunk:
+            self._scan_sshd(chunk)
+        if b"su" in chunk:
+            self._scan_su(chunk)
+        if b"d[" in chunk:
+            self._scan_admin(chunk)
+        self._flush()
+        self._chunk = b""
+
+    def _scan_failed(self, chunk: bytes) -> None:
+        c = self.counts
+        starts, hosts, rfind = self._starts, self._hosts, chunk.rfind
+        logins: list[bytes] = []
+        for m in FAILED.finditer(chunk):
+            method, invalid, _user, host = m.groups()
+            if method in LOGIN_METHODS:
+                logins.append(host)
+            elif method == b"publickey":
+                c.publickey_failures += 1
+                if not invalid:
+                    continue                  # a key offer of a real user: not a failure
+            elif method == b"none":
+                c.none_probes += 1
+            else:
+                c.other_failures += 1
+            starts.append(rfind(b"\n", 0, m.start()) + 1)
+            hosts.append(host)
+        c.failed_logins += len(logins)
+        c.failed_by_ip.update(logins)
+
+    def _scan_invalid(self, chunk: bytes) -> None:
+        c = self.counts
+        starts, hosts, rfind = self._starts, self._hosts, chunk.rfind
+        users: list[bytes] = []
+        for m in INVALID.finditer(chunk):
+            user, host = m.groups()
+            users.append(user[:64])
+            starts.append(rfind(b"\n", 0, m.start()) + 1)
+            hosts.append(host)
+        c.invalid_users += len(users)
+        names = c.invalid_user_names
+        names.update(users if len(names) < MAX_NAMES else [u for u in users if u in names])
+        if len(names) > 2 * MAX_NAMES:
+            c.invalid_user_names = Counter(dict(names.most_common(MAX_NAMES)))
+
+    def _scan_sshd(self, chunk: bytes) -> None:
+        pam_users: dict[bytes, set[bytes]] = {}
+        for m in SSHD.finditer(chunk):
+            pid, rep, rep_method, ruser, rhost, puser, keyword, rest = m.groups()
+            if rhost is not None:
+                self._pam(m, pid, ruser or b"", rhost, puser or b"", pam_users)
+            elif rep is not None:
+                self._repeated(m, int(rep), rep_method)
+            elif keyword == b"Accepted":
+                self._accepted(m, pid, rest, pam_users)
+            elif keyword is not None:
+                self._rare(m, pid, keyword, rest)
+        if self.pending:
+            self._resolve_pending(chunk)
+
+    def _repeated(self, m: re.Match[bytes], times: int, method: bytes) -> None:
+        """``message repeated N times: [ Failed ...]``: the inner line was counted once already."""
+        _, end = self._line_at(m.start())
+        inner = FAILED.search(self._chunk, m.start(), end)
+        if inner is None or times < 2 or (method == b"publickey" and not inner.group(2)):
+            return
+        c, host = self.counts, inner.group(4)
+        if method in LOGIN_METHODS:
+            c.failed_logins += times - 1
+            c.failed_by_ip[host] += times - 1
+        for _ in range(times - 1):
+            self._failure(m.start(), host)
+
+    def _pam(self, m: re.Match[bytes], pid: bytes | None, ruser: bytes, rhost: bytes,
+             puser: bytes, pam_users: dict[bytes, set[bytes]]) -> None:
+        """A PAM failure counts (as in fail2ban) once the same connection tries another user."""
+        self.counts.pam_failures += 1
+        user = puser or ruser
+        if pid is None or not user:
+            return
+        seen = pam_users.setdefault(pid, set())
+        if seen and user not in seen:
+            self._failure(m.start(), rhost)
+        seen.add(user)
+
+    def _accepted(self, m: re.Match[bytes], pid: bytes | None, rest: bytes,
+                  pam_users: dict[bytes, set[bytes]]) -> None:
+        parts = ACCEPTED_REST.match(rest)
+        if parts is None:
+            return
+        method, user, host = parts.groups()
+        start, end = self._line_at(m.start())
+        c = self.counts
+        c.accepted_count += 1
+        earlier = pam_users.get(pid or b"", set())
+        if earlier - {user}:                 # failed as other users in the same connection
+            self._failure(m.start(), host)
+        self.accepted.append({"user": safe_text(user, 64), "address": safe_text(host),
+                              "method": safe_text(method, 32), "ts": self.stamp(start),
+                              "line": safe_text(self._chunk[start:end].rstrip(b"\r"),
+                                                MAX_LINE_KEPT)})
+
+    def _rare(self, m: re.Match[bytes], pid: bytes | None, keyword: bytes, rest: bytes) -> None:
+        """A rarer failure message; without an address, an earlier or later line of the pid."""
+        message = keyword + rest
+        host: bytes | None = None
+        if keyword != b"Disconnecting: Too many authentication failures":
+            for pattern in RARE_MESSAGES:
+                found = pattern.match(message)
+                if found:
+                    host = found.groups()[-1]
+                    break
+        if host is None:
+            host = self._earlier_address(m.start(), pid)
+        if host:
+            self._failure(m.start(), host.rstrip(b":"))
+        elif pid is not None and len(self.pending) < MAX_PENDING:
+            start, _ = self._line_at(m.start())
+            self.pending[pid.decode()] = {"ts": self.stamp(start) or self.now, "after": m.end()}
+
+    def _earlier_address(self, pos: int, pid: bytes | None) -> bytes | None:
+        """The address on an earlier line of the same sshd connection in this chunk."""
+        if pid is None:
+            return None
+        tag, chunk = b"[" + pid + b"]: ", self._chunk
+        end = chunk.rfind(b"\n", 0, pos)
+        for _ in range(50):
+            at = chunk.rfind(tag, 0, end)
+            if at < 0:
+                return None
+            start, stop = self._line_at(at)
+            found = ADDRESS_IN_LINE.search(chunk, at, stop)
+            if found:
+                return found.group(1)
+            end = start
+        return None
+
+    def _resolve_pending(self, chunk: bytes) -> None:
+        for pid, info in list(self.pending.items()):
+            tag, pos = f"[{pid}]: ".encode(), int(info.pop("after", 0))
+            while True:
+                at = chunk.find(tag, pos)
+                if at < 0:
+                    break
+                start, end = self._line_at(at)
+                found = RESOLVES.search(chunk, at, end)
+                if found:
+                    self._failure(at, found.group(1).rstrip(b":"))
+                    del self.pending[pid]
+                    break
+                pos = end
+        for pid in [p for p, i in self.pending.items() if self.now - i["ts"] > PENDING_TTL_S]:
+            del self.pending[pid]
+
+def _malformed(chunk: bytes) -> int:
+    """Lines with NUL bytes or invalid UTF-8 (cheap when the chunk is clean)."""
+    if chunk.isascii() and b"\x00" not in chunk:
+        return 0
+    bad = 0
+    for line in chunk.split(b"\n"):
+        if b"\x00" in line:
+            bad += 1
+            continue
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError:
+            bad += 1
+    return bad
