@@ -14,6 +14,7 @@ MAX_ID_CHARS = 64
 MAX_FINDINGS = 500
 MAX_REPLY_CHARS = 200_000     # beyond this the answer is not parsed at all
 MAX_CANDIDATES = 20           # JSON objects tried inside prose
+MAX_STARTS = 1000             # "{" tried at most: each failed try costs O(offset) (json's message)
 
 SEVERITIES = [s.value for s in Severity]
 
@@ -89,7 +90,9 @@ def _candidates(text: str) -> Iterator[Any]:
             continue
     decoder = json.JSONDecoder()
     start = text.find("{")
-    while start != -1 and seen < MAX_CANDIDATES:
+    tries = 0
+    while start != -1 and seen < MAX_CANDIDATES and tries < MAX_STARTS:
+        tries += 1
         try:
             value, end = decoder.raw_decode(text, start)
         except (ValueError, RecursionError):

@@ -61,11 +61,11 @@ def render_entry(entry: Mapping[str, Any]) -> bytes | None:
     message = _message(entry.get("MESSAGE"))
     try:
         usec = int(entry["__REALTIME_TIMESTAMP"])
-    except (KeyError, TypeError, ValueError):
+        stamp = datetime.fromtimestamp(usec / 1e6, timezone.utc).isoformat(timespec="microseconds")
+    except (KeyError, TypeError, ValueError, OverflowError, OSError):  # absent or out of range
         return None
     if message is None:
         return None
-    stamp = datetime.fromtimestamp(usec / 1e6, timezone.utc).isoformat(timespec="microseconds")
     program = _token(entry.get("SYSLOG_IDENTIFIER") or entry.get("_COMM"), "unknown")
     pid = entry.get("SYSLOG_PID") or entry.get("_PID")
     pid_part = f"[{pid}]" if isinstance(pid, str) and pid.isdigit() else ""

@@ -89,7 +89,7 @@ def _raw_parse(xml: str) -> dict[str, Any]:
     scanner._nmap_last_output = ""  # the only attribute analyse_nmap_xml_scan reads
     try:
         return scanner.analyse_nmap_xml_scan(nmap_xml_output=xml)
-    except (nmap.PortScannerError, AttributeError, ValueError) as err:
+    except (nmap.PortScannerError, AttributeError, ValueError, TypeError, KeyError) as err:
         raise NmapParseError(f"not a complete nmap XML report: {str(err)[:200]}") from err
 
 
@@ -103,7 +103,7 @@ def parse_scan(xml: str | bytes) -> Scan:
     hosts_up: list[str] = []
     ports: dict[str, PortInfo] = {}
     for addr, host in raw["scan"].items():
-        if host.get("status", {}).get("state") != "up":
+        if host.get("status", {}).get("state") != "up" or not isinstance(addr, str):
             continue
         hosts_up.append(addr)
         for proto in PROTOCOLS:

@@ -47,8 +47,9 @@ def parse_ping_output(text: str) -> PingStats:
     """Parse ping's output (iputils, BusyBox, macOS, Windows); PingParseError when incomplete."""
     try:
         stats = pingparsing.PingParsing().parse(text)
-    except pingparsing.ParseError as err:
-        reason = getattr(err.reason, "value", None) or "unrecognised output"
+    # damaged lines also raise ValueError (rtt), TypeError (typepy: timestamps), OverflowError
+    except (pingparsing.ParseError, ValueError, TypeError, OverflowError) as err:
+        reason = getattr(getattr(err, "reason", None), "value", None) or "unrecognised output"
         first = next((line.strip() for line in text.splitlines() if line.strip()), "")
         raise PingParseError(f"not a complete ping output ({reason}): {first[:120]!r}") from err
     if stats.packet_transmit is None or stats.packet_receive is None:

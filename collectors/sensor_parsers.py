@@ -56,7 +56,7 @@ class SensorsJsonResult:
 def _float(value: Any) -> float | None:
     try:
         return float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):   # OverflowError: a JSON integer past 1e308
         return None
 
 
@@ -134,7 +134,7 @@ def parse_sensors_json(text: str) -> SensorsJsonResult:
         return SensorsJsonResult((), len(errors), tuple(errors[:MAX_ERROR_LINES]))
     try:
         tree = json.loads(clean)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):   # bad JSON, a 5000-digit number, nesting too deep
         tree, skipped = _scan_lines(clean.splitlines())
         errors.extend(skipped)
         return SensorsJsonResult(tuple(_temps_of_tree(tree)), len(errors),
