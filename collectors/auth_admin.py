@@ -8,20 +8,27 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
+from collectors.chunkscan import matches_at, pair_positions
+
 if TYPE_CHECKING:
     from collectors.auth_patterns import AuthCounts
 
 MAX_EVENTS = 50          # accepted logins, sudo commands, ... kept per kind and cycle
 MAX_LINE_KEPT = 512      # bytes of a raw line kept as evidence
 
-# sudo and su (the literal "su" starts both); useradd, groupadd, passwd, chpasswd ("d[")
+# sudo and su (the literal "su" starts both); useradd, groupadd, passwd, chpasswd ("d["); both
+# are tried only where their first two bytes occur (collectors.chunkscan)
 SU = re.compile(rb"su(?<![\w-]su)(do)?(?:\(pam_unix\))?(?:\[(\d+)\])?: +([^\r\n]*)")
+ADMIN_LAST_LETTERS = np.frombuffer(b"dwo", dtype=np.uint8)   # the letter before their "d["
 ADMIN = re.compile(rb"d\[(?:(?<=useradd\[)|(?<=groupadd\[)|(?<=passwd\[)|(?<=usermod\[))"
                    rb"\d+\]: ([^\r\n]*)")
 
 SUDO_CMD = re.compile(rb"^(\S+) : (?:((?:(?!TTY=|PWD=)[^;])*?) ; )?(?:TTY=\S* ; )?(?:PWD=.*? ; )?"
                       rb"USER=(\S+) ;.*?COMMAND=(.*)$")
 SUDO_FAIL_REASONS = (b"incorrect password attempt", b"NOT in sudoers", b"command not allowed")
+SUDO_REFUSED = re.compile(b"|".join(map(re.escape, SUDO_FAIL_REASONS)))   # one search, not three
 PAM_AUTH_FAIL = re.compile(rb"pam_unix\((sudo|sudo-i):auth\): authentication failure;"
                            rb".*?ruser=(\S*).*?user=(\S+)")
 SU_FAILED = re.compile(rb"^FAILED SU \(to (\S+)\) (\S+)")
@@ -32,6 +39,13 @@ NEW_USER = re.compile(rb"^new user: name=([^,\s]+)")
 NEW_GROUP = re.compile(rb"^new group: name=([^,\s]+)")
 PASSWORD_CHANGED = re.compile(rb"^(?:pam_unix\([\w-]+:chauthtok\): password changed for "
                               rb"|change user ')([^\s']+)(?:' password$)?")
+
+
+def _admin_starts(chunk: bytes) -> list[int]:
+    """Where ADMIN can start: a "d[" after "d", "w" or "o" (useradd, passwd, usermod), not sshd's."""
+    at = pair_positions(chunk, b"d[")
+    before = np.frombuffer(chunk, dtype=np.uint8)[np.maximum(at - 1, 0)]
+    return at[(at > 0) & np.isin(before, ADMIN_LAST_LETTERS)].tolist()
 
 
 def safe_text(raw: bytes, limit: int = 128) -> str:
@@ -61,7 +75,7 @@ class AdminEvents:
 
     def _scan_su(self, chunk: bytes) -> None:
         c = self.counts
-        for m in SU.finditer(chunk):
+        for m in matches_at(SU, chunk, pair_positions(chunk, b"su").tolist()):
             is_sudo, _pid, message = m.groups()
             if is_sudo:
                 self._sudo(m.start(), message)
@@ -93,7 +107,7 @@ class AdminEvents:
         else:
             if b"COMMAND=" not in message:
                 return
-            refused = any(r in message for r in SUDO_FAIL_REASONS)
+            refused = SUDO_REFUSED.search(message) is not None
             if not refused and len(c.sudo_commands) >= MAX_EVENTS:
                 c.sudo_command_count += 1         # the common case: count, parse nothing
                 return
@@ -119,7 +133,7 @@ class AdminEvents:
         c = self.counts
         table = ((NEW_USER, c.users_created), (NEW_GROUP, c.groups_created),
                  (PASSWORD_CHANGED, c.password_changes))
-        for m in ADMIN.finditer(chunk):
+        for m in matches_at(ADMIN, chunk, _admin_starts(chunk)):
             message = m.group(1)
             for pattern, items in table:
                 found = pattern.match(message)

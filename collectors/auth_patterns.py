@@ -1,8 +1,9 @@
 """Authentication events extracted from whole chunks of auth log lines (bytes), not line by line.
 
 Speed comes from scanning a chunk with a few compiled regexes that start with a literal (the
-regex engine skips to the literal), so only lines that matter cost Python work; the line count is
-``chunk.count(b"\\n")`` and timestamps are parsed only for those lines, cached per minute.
+regex engine skips to the literal), so only lines that matter cost Python work; lines are counted
+with numpy and only the lines of events are stamped, in bulk (collectors.auth_times). Where the
+time goes and what was tried: docs/auth_log.md, "Speed".
 
 Counting rules (issue 3, fail2ban's default ``normal`` mode):
 - ``failed_logins``: password and keyboard-interactive attempts, ``message repeated N times:
@@ -17,17 +18,20 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from itertools import compress
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from collectors.auth_admin import MAX_LINE_KEPT, AdminEvents, safe_text
-from collectors.logformats import MONTHS, parse_timestamp
+from collectors.auth_times import LineClock
+from collectors.chunkscan import count_lines
 
 MAX_EVIDENCE_HOSTS = 200  # addresses for which sample failure lines are kept
 EVIDENCE_PER_HOST = 3
 MAX_NAMES = 1000         # invalid user names counted per cycle
+MAX_REPEAT_EVENTS = 10_000  # window events from one "message repeated N times" line
 MAX_PENDING = 256        # sshd pids waiting for their address (multi-line failures)
 PENDING_TTL_S = 600.0
 
@@ -105,9 +109,9 @@ class AuthScanner(AdminEvents):
 
     def __init__(self, now: float, pending: dict[str, Any] | None = None) -> None:
         self.now = now
+        self.clock = LineClock(now)
         self.counts = AuthCounts()
         self.pending: dict[str, dict[str, Any]] = dict(pending or {})   # sshd pid -> {"ts"}
-        self._minutes: dict[bytes, float | None] = {}
         self.fail_times: list[float] = []
         self.fail_hosts: list[bytes] = []       # addresses as logged (bytes, decoded at the end)
         self._starts: list[int] = []            # this chunk's failure lines (start offsets)
@@ -116,7 +120,6 @@ class AuthScanner(AdminEvents):
         self.accepted: list[dict[str, Any]] = []   # every accepted login; the caller drains it
         self._chunk = b""
 
-    # --- timestamps ------------------------------------------------------------------------------
     def _line_at(self, pos: int) -> tuple[int, int]:
         chunk = self._chunk
         start = chunk.rfind(b"\n", 0, pos) + 1
@@ -124,24 +127,8 @@ class AuthScanner(AdminEvents):
         return start, len(chunk) if end < 0 else end
 
     def stamp(self, start: int) -> float | None:
-        """Epoch seconds of the line starting at ``start`` (per-minute cache for syslog stamps)."""
-        chunk = self._chunk
-        if chunk[start:start + 1] == b"<":                  # <PRI> before the stamp
-            start = chunk.find(b">", start, start + 6) + 1
-        head = chunk[start:start + 15]
-        if head[3:4] == b" " and head[:3] in MONTHS:          # "Nov 23 10:00:01"
-            if head[5:6] == b" ":                            # "Feb 7 16:01:07": one space
-                head = head[:4] + b" " + chunk[start + 4:start + 14]
-            minute = head[:12]
-            if minute in self._minutes:
-                base = self._minutes[minute]
-            else:
-                base = self._minutes[minute] = parse_timestamp(minute + b":00", self.now)
-            if base is None or not head[13:15].isdigit():
-                return None
-            return base + int(head[13:15])
-        end = chunk.find(b" ", start, start + 40)
-        return parse_timestamp(chunk[start:end], self.now) if end > start else None
+        """Epoch seconds of the line of the current chunk starting at ``start``."""
+        return self.clock.stamp(self._chunk, start)
 
     def _failure(self, pos: int, host: bytes) -> None:
         """One failure event of the brute-force window; its time is read when the chunk ends."""
@@ -156,50 +143,21 @@ class AuthScanner(AdminEvents):
         c.failures += len(starts)
         if not starts:
             return
-        stamps = self._stamps(starts)
-        kept = [(t, h) for t, h in zip(stamps, hosts) if t is not None]
-        c.unstamped += len(starts) - len(kept)
-        self.fail_times.extend(t for t, _ in kept)
-        self.fail_hosts.extend(h for _, h in kept)
+        stamps = self.clock.stamps(self._chunk, starts)
+        stamped = ~np.isnan(stamps)
+        kept = int(np.count_nonzero(stamped))
+        c.unstamped += len(starts) - kept
+        self.fail_times.extend(stamps[stamped].tolist())
+        self.fail_hosts.extend(hosts if kept == len(hosts) else compress(hosts, stamped.tolist()))
         full = self._evidence_full
+        if full.issuperset(hosts):          # every address has its samples (or no slot left)
+            return
         firsts = dict(zip(reversed(hosts), reversed(starts)))
         for host, start in {**firsts, **dict(zip(hosts, starts))}.items():
             if host not in full:
                 self._evidence(host, firsts[host])
                 if host not in full and firsts[host] != start:
                     self._evidence(host, start)
-
-    def _stamps(self, starts: list[int]) -> list[float | None]:
-        """Times of the lines at ``starts``: syslog stamps vectorised, others one by one."""
-        chunk = self._chunk
-        arr = np.frombuffer(chunk, dtype=np.uint8)
-        at = np.asarray(starts, dtype=np.int64)
-        heads = arr[np.minimum(at[:, None] + np.arange(15), len(arr) - 1)]
-        digits = heads[:, [4, 5, 7, 8, 10, 11, 13, 14]]
-        plain = ((heads[:, 3] == 32) & (heads[:, 6] == 32) & (heads[:, 9] == 58)
-                 & (heads[:, 12] == 58) & np.all((digits >= 48) & (digits <= 57)
-                                                 | ((digits == 32) & (np.arange(8) == 0)), 1))
-        out: list[float | None] = [None] * len(starts)
-        if plain.any():
-            rows = np.flatnonzero(plain)
-            minutes = heads[rows, :12]
-            change = np.r_[True, np.any(minutes[1:] != minutes[:-1], axis=1)]
-            run = np.cumsum(change) - 1
-            bases = np.array([self._minute(bytes(minutes[i])) for i in np.flatnonzero(change)],
-                             dtype=np.float64)
-            secs = (heads[rows, 13].astype(np.float64) - 48) * 10 + heads[rows, 14] - 48
-            values = bases[run] + secs
-            for row, value in zip(rows.tolist(), values.tolist()):
-                out[row] = None if value != value else value
-        for row in np.flatnonzero(~plain).tolist():
-            out[row] = self.stamp(starts[row])
-        return out
-
-    def _minute(self, minute: bytes) -> float:
-        if minute not in self._minutes:
-            self._minutes[minute] = parse_timestamp(minute + b":00", self.now)
-        base = self._minutes[minute]
-        return float("nan") if base is None else base
 
     def _evidence(self, host: bytes, start: int) -> None:
         evidence = self.counts.evidence
@@ -220,18 +178,15 @@ class AuthScanner(AdminEvents):
         """Scan one chunk of whole lines (each ending in a newline)."""
         self._chunk = chunk
         c = self.counts
-        c.lines += chunk.count(b"\n")
+        c.lines += count_lines(chunk)
         c.malformed += _malformed(chunk)
-        if b"Failed " in chunk:
-            self._scan_failed(chunk)
-        if b"Invalid user " in chunk:
-            self._scan_invalid(chunk)
+        # no "in" test before a literal-led scan: when absent it costs more than the scan
+        self._scan_failed(chunk)
+        self._scan_invalid(chunk)
         if b"sshd" in chunk:
             self._scan_sshd(chunk)
-        if b"su" in chunk:
-            self._scan_su(chunk)
-        if b"d[" in chunk:
-            self._scan_admin(chunk)
+        self._scan_su(chunk)
+        self._scan_admin(chunk)
         self._flush()
         self._chunk = b""
 
@@ -296,7 +251,8 @@ class AuthScanner(AdminEvents):
         if method in LOGIN_METHODS:
             c.failed_logins += times - 1
             c.failed_by_ip[host] += times - 1
-        for _ in range(times - 1):
+        # N comes from the log: anyone who can write to syslog can claim 10**12 repeats
+        for _ in range(min(times, MAX_REPEAT_EVENTS) - 1):
             self._failure(m.start(), host)
 
     def _pam(self, m: re.Match[bytes], pid: bytes | None, ruser: bytes, rhost: bytes,
@@ -320,8 +276,8 @@ class AuthScanner(AdminEvents):
         start, end = self._line_at(m.start())
         c = self.counts
         c.accepted_count += 1
-        earlier = pam_users.get(pid or b"", set())
-        if earlier - {user}:                 # failed as other users in the same connection
+        earlier = pam_users.get(pid or b"")
+        if earlier and (len(earlier) > 1 or user not in earlier):   # failed as other users
             self._failure(m.start(), host)
         self.accepted.append({"user": safe_text(user, 64), "address": safe_text(host),
                               "method": safe_text(method, 32), "ts": self.stamp(start),

@@ -1,0 +1,88 @@
+"""Times of auth log lines, read from their own stamps, in bulk (numpy) with a per-hour cache.
+
+Only the lines that are failure events or kept events are stamped. A traditional stamp has no
+year and is local time, so turning it into epoch seconds (collectors.logformats.parse_timestamp)
+costs ~16 µs; a 1 GiB log spans tens of thousands of minutes, so the base of each hour is parsed
+once (minute 00 and minute 59: when they are 59 minutes apart, the hour is linear, no DST change or
+year boundary inside it) and every minute of it is that base plus whole minutes.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from collectors.logformats import MONTHS, parse_timestamp
+
+_WIDTH = 15                                    # "Nov 23 10:00:01"
+_DIGITS = np.array([4, 5, 7, 8, 10, 11, 13, 14])
+
+
+class LineClock:
+    """Epoch seconds of log lines (traditional stamps cached per minute, others parsed)."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+        self._minutes: dict[bytes, float | None] = {}
+        self._hours: dict[bytes, float | None] = {}
+
+    def minute(self, minute: bytes) -> float | None:
+        """Epoch seconds of ``b"Nov 23 10:00"`` (12 bytes) at second 0; None when invalid."""
+        if minute in self._minutes:
+            return self._minutes[minute]
+        base: float | None = None
+        mm = minute[10:12]
+        if minute[9:10] == b":" and len(mm) == 2 and mm.isdigit() and int(mm) < 60:
+            hour = minute[:9]
+            if hour not in self._hours:
+                first = parse_timestamp(hour + b":00:00", self.now)
+                last = parse_timestamp(hour + b":59:00", self.now)
+                linear = first is not None and last is not None and last - first == 3540.0
+                self._hours[hour] = first if linear else None
+            if self._hours[hour] is not None:
+                base = self._hours[hour] + 60.0 * int(mm)
+        if base is None:
+            base = parse_timestamp(minute + b":00", self.now)
+        self._minutes[minute] = base
+        return base
+
+    def stamp(self, chunk: bytes, start: int) -> float | None:
+        """Epoch seconds of the line of ``chunk`` starting at ``start``."""
+        if chunk[start:start + 1] == b"<":                  # <PRI> before the stamp
+            start = chunk.find(b">", start, start + 6) + 1
+        head = chunk[start:start + _WIDTH]
+        if head[3:4] == b" " and head[:3] in MONTHS:          # "Nov 23 10:00:01"
+            if head[5:6] == b" ":                            # "Feb 7 16:01:07": one space
+                head = head[:4] + b" " + chunk[start + 4:start + 14]
+            base = self.minute(head[:12])
+            if base is None or not head[13:15].isdigit():
+                return None
+            return base + int(head[13:15])
+        end = chunk.find(b" ", start, start + 40)
+        return parse_timestamp(chunk[start:end], self.now) if end > start else None
+
+    def stamps(self, chunk: bytes, starts: list[int]) -> np.ndarray:
+        """Times of the lines at ``starts`` (NaN where unreadable): syslog stamps vectorised."""
+        arr = np.frombuffer(chunk, dtype=np.uint8)
+        at = np.asarray(starts, dtype=np.int64)
+        heads = arr[np.minimum(at[:, None] + np.arange(_WIDTH), len(arr) - 1)]
+        digits = heads[:, _DIGITS]
+        plain = ((heads[:, 3] == 32) & (heads[:, 6] == 32) & (heads[:, 9] == 58)
+                 & (heads[:, 12] == 58) & np.all((digits >= 48) & (digits <= 57)
+                                                 | ((digits == 32) & (np.arange(8) == 0)), 1))
+        out = np.full(len(starts), np.nan)
+        rows = np.flatnonzero(plain)
+        if len(rows):
+            minutes = heads[rows, :12]
+            change = np.r_[True, np.any(minutes[1:] != minutes[:-1], axis=1)]
+            run = np.cumsum(change) - 1
+            bases = np.array([self._base(bytes(minutes[i])) for i in np.flatnonzero(change)],
+                             dtype=np.float64)
+            secs = (heads[rows, 13].astype(np.float64) - 48) * 10 + heads[rows, 14] - 48
+            out[rows] = bases[run] + secs
+        for row in np.flatnonzero(~plain).tolist():
+            value = self.stamp(chunk, starts[row])
+            out[row] = np.nan if value is None else value
+        return out
+
+    def _base(self, minute: bytes) -> float:
+        base = self.minute(minute)
+        return float("nan") if base is None else base
