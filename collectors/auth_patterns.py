@@ -3,7 +3,7 @@
 Speed comes from scanning a chunk with a few compiled regexes that start with a literal (the
 regex engine skips to the literal), so only lines that matter cost Python work; lines are counted
 with numpy and only the lines of events are stamped, in bulk (collectors.auth_times). Where the
-time goes and what was tried: docs/auth_log.md, "Speed".
+time goes and what was tried: the README, auth_log section, "Speed".
 
 Counting rules (issue 3, fail2ban's default ``normal`` mode):
 - ``failed_logins``: password and keyboard-interactive attempts, ``message repeated N times:

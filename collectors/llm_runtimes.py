@@ -3,7 +3,7 @@ the Ollama this agent judges with is healthy.
 
 Cost: one cheap pass over the process table (name, command line, memory); only candidates (a name or
 command-line hit, a model file named on the command line, a large resident set, or a runtime seen
-last cycle) get their memory maps and open files read. Scoring: docs/llm_runtimes.md.
+last cycle) get their memory maps and open files read. Scoring: the README, "Local LLM runtimes".
 """
 from __future__ import annotations
 

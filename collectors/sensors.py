@@ -1,6 +1,6 @@
 """Temperatures: psutil (hwmon, amdgpu included), `sensors -j` for chips psutil misses, nvidia-smi.
 
-Plausibility (why a reading may be kept out of alerts, see docs/sensors_ping.md):
+Plausibility (why a reading may be kept out of alerts, see the README, "Temperatures"):
 - at or below MIN_PLAUSIBLE_C: unconnected Super-I/O inputs read -1, 0 or -128 °C;
 - past the sensor's critical mark by more than OVERSHOOT_C (or past NO_MARK_CEILING_C when the
   chip reports no critical mark): hardware throttles or trips at its critical mark, while floating

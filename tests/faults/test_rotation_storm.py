@@ -6,7 +6,7 @@ leaves it missing for a while, and aborts reads half-way (a crash: the cursor is
 random between reads and between the chunks of one read. The cursor goes through JSON after every
 read, as the store keeps it. The lines read must be the lines written, each exactly once.
 
-What the tailer cannot survive is not done (docs/reliability.md says so): deleting a file while
+What the tailer cannot survive is not done (the README's Reliability section says so): deleting a file while
 any line is unread, more than MAX_ROTATIONS rotations between two reads, rotating a re-created file
 before it was read once (it may carry the deleted file's inode number), and a copytruncate while a
 line is half-written or before anything of the file was read (the cursor has no fingerprint).
