@@ -41,10 +41,13 @@ def decide(judged: Iterable[Judged], open_rows: Mapping[str, object], resolved: 
         row = open_rows.get(fp)
         alerted = getattr(row, "alerted_severity", None)
         alerted_at = getattr(row, "alerted_at", None)
+        prior = getattr(row, "severity", None)
         if item.severity.rank < IMMEDIATE.rank:
             out.append(Decision(fp, "below_threshold", item.severity, False))
         elif alerted is None:
-            out.append(Decision(fp, "new", item.severity, True))
+            # open before at a lower severity (recap only) and now high: it worsened
+            worse = prior is not None and Severity.parse(prior).rank < item.severity.rank
+            out.append(Decision(fp, "worse" if worse else "new", item.severity, True))
         elif item.severity.rank > Severity.parse(alerted).rank:
             out.append(Decision(fp, "worse", item.severity, True))
         elif alerted_at is None or now - alerted_at >= cooldown_s:

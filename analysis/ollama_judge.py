@@ -22,7 +22,7 @@ import ollama
 
 from analysis.judge import rules_verdict
 from analysis.known_issues import KnownIssues, load_known_issues
-from analysis.prompt import REMINDER, Prompt, build_prompt, sanitise
+from analysis.prompt import REMINDER, Prompt, build_prompt, sanitise, summary_messages
 from analysis.reply import VERDICT_SCHEMA, ParsedReply, ReplyError, parse_reply
 from core.context import DetectContext
 from core.model import Finding, FindingVerdict, Verdict, max_severity
@@ -269,3 +269,22 @@ class OllamaJudge:
             self._cache.pop(min(self._cache, key=lambda k: self._cache[k][0]))
         self._cache[key] = (self._clock(), verdict)
 
+
+SUMMARY_MAX_CHARS = 800
+
+
+def summarise(settings: Settings, facts: str, client_factory: ClientFactory | None = None
+              ) -> str | None:
+    """A short recap summary written by the LLM, made inert for Discord; None when it fails."""
+    factory = client_factory or (lambda timeout: ollama.Client(host=settings.OLLAMA_HOST,
+                                                               timeout=timeout))
+    try:
+        response = factory(settings.OLLAMA_TIMEOUT_SECONDS).chat(
+            model=settings.OLLAMA_MODEL, messages=summary_messages(facts, secrets.token_hex(16)),
+            options={"temperature": 0, "num_ctx": settings.OLLAMA_NUM_CTX},
+            keep_alive=settings.OLLAMA_KEEP_ALIVE, stream=False)
+    except (ollama.ResponseError, httpx.HTTPError, ConnectionError, OSError) as err:
+        log.warning("no LLM summary for the recap: %s", redact(str(err)))
+        return None
+    text = str(getattr(getattr(response, "message", None), "content", "") or "")
+    return sanitise(text, SUMMARY_MAX_CHARS) or None

@@ -9,11 +9,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 os.chdir(ROOT)  # the tests run the agent as an operator would, from the project folder
+for _name in [n for n in os.environ if n.startswith("MONITOR_")]:
+    del os.environ[_name]  # an operator's own MONITOR_* settings must not leak into the tests
 
 
 def corpus_dir() -> Path:
-    """../shared/data, or $MONITOR_TEST_DATA."""
-    return Path(os.environ.get("MONITOR_TEST_DATA", ROOT.parent / "shared" / "data"))
+    """../shared/data, or $AGENT_TEST_DATA."""
+    return Path(os.environ.get("AGENT_TEST_DATA", ROOT.parent / "shared" / "data"))
 
 
 @pytest.fixture(scope="session")
@@ -21,9 +23,9 @@ def corpus() -> Path:
     """The shared third-party captures; skipped (never in CI) when absent."""
     path = corpus_dir()
     if not path.is_dir():
-        if os.environ.get("MONITOR_REQUIRE_CORPUS"):
+        if os.environ.get("AGENT_REQUIRE_CORPUS"):
             pytest.fail(f"the shared corpus is required but missing at {path}")
-        pytest.skip(f"the shared corpus is not present at {path} (set MONITOR_TEST_DATA)")
+        pytest.skip(f"the shared corpus is not present at {path} (set AGENT_TEST_DATA)")
     return path
 
 
