@@ -17,9 +17,11 @@ RESULTS = ROOT / "bench" / "results"
 BENCHMARKS: dict[str, str] = {
     "history": "cycle cost with 1 day and with 1 year of history",
     "cycle_collectors": "each collector's time and the agent's CPU per cycle",
+    "cycle_scaling": "cycle CPU and peak memory with 10, 100 and 1,000 watched processes/containers",
     "prompt_size": "prompt tokens against new log volume",
     "syslog_parse": "syslog parsing lines/s against grep and a Python loop",
     "auth_ingest": "auth.log extraction on 1 GiB against grep -c and fail2ban-regex",
+    "time_to_alert": "loop mode: a login after a brute force written to auth.log -> Discord",
 }
 
 

@@ -62,6 +62,15 @@ def matches(entry: str, proc: ProcInfo, own_pid: int) -> bool:
     return entry in (proc.name, proc.argv0)
 
 
+def name_index(procs: list[ProcInfo]) -> dict[str, list[ProcInfo]]:
+    """Processes by name and by argv[0] base name, each process once per key, in table order."""
+    index: dict[str, list[ProcInfo]] = {}
+    for proc in procs:
+        for key in {proc.name, proc.argv0}:
+            index.setdefault(key, []).append(proc)
+    return index
+
+
 def cpu_percent(proc: ProcInfo, previous: Mapping[str, Any], now: float, last_at: float | None
                 ) -> float:
     """CPU % since the last cycle, or over the process lifetime the first time it is seen."""
@@ -79,9 +88,13 @@ def summarize(watch: Iterable[str], procs: list[ProcInfo], previous: Mapping[str
     last_at = previous.get("at")
     prev_cpu = previous.get("cpu", {})
     cpu = {p.pid: cpu_percent(p, prev_cpu, now, last_at) for p in procs}
+    by_name = name_index(procs)
     watched = {}
     for entry in watch:
-        hits = [p for p in procs if matches(entry, p, own_pid)]
+        if entry.startswith(CMDLINE_PREFIX):
+            hits = [p for p in procs if matches(entry, p, own_pid)]
+        else:   # an exact entry: one look-up, not a scan of the table per entry
+            hits = by_name.get(entry, [])
         watched[entry] = {
             "running": bool(hits), "count": len(hits), "pids": sorted(p.pid for p in hits)[:20],
             "cpu_percent": round(sum(cpu[p.pid] for p in hits), 2),

@@ -4,6 +4,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from collectors.processes import ProcInfo, cpu_percent, matches, snapshot, summarize
 from tests.procs import start_named, stop, unique_name
 
@@ -60,3 +63,20 @@ def test_live_snapshot_sees_a_process_the_test_started(tmp_path: Path) -> None:
         stop(started)
     assert found and found[0].name == name and found[0].argv0 == name
     assert found[0].rss_bytes > 0
+
+
+NAMES = ["sshd", "nginx", "ollama", "python3", "systemd-resolve", "systemd-resolved", ""]
+
+
+@given(st.lists(st.tuples(st.sampled_from(NAMES), st.sampled_from(NAMES)), max_size=40),
+       st.lists(st.sampled_from([n for n in NAMES if n] + ["cmdline:serve", "cmdline:a"]),
+                unique=True, max_size=6))
+@settings(max_examples=300, deadline=None)
+def test_indexed_matching_equals_checking_every_process(table, watch) -> None:
+    procs = [proc(pid, name, f"/usr/bin/{argv0} serve --flag a" if argv0 else "")
+             for pid, (name, argv0) in enumerate(table, start=100)]
+    own_pid = 100
+    obs, _ = summarize(watch, procs, {}, now=1000.0, own_pid=own_pid)
+    for entry in watch:
+        expected = sorted(p.pid for p in procs if matches(entry, p, own_pid))[:20]
+        assert obs["watched"][entry]["pids"] == expected, entry
