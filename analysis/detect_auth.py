@@ -26,19 +26,19 @@ KINDS = (
     KindSpec("login_after_failures", SOURCE, Severity.HIGH, Severity.HIGH,
              "A successful login from an address that had just failed repeatedly",
              "Treat as a possible break-in: check `last`/`who`, the user's sessions and processes, "
-             "change that user's password or keys, and block the address."),
+             "change that user's password or keys, and block the address.", event=True),
     KindSpec("new_login_source", SOURCE, Severity.MEDIUM, Severity.NONE,
              "A user logged in from an address never seen before",
              "Confirm with the user that the login was theirs (travel, new network); if not, "
-             "treat as a compromised account."),
+             "treat as a compromised account.", event=True),
     KindSpec("sudo_failure", SOURCE, Severity.MEDIUM, Severity.NONE,
              "sudo refused a user (wrong password, not in sudoers, command not allowed)",
              "Ask the user; repeated refusals for an account that should not use sudo suggest "
-             "someone is trying to escalate privileges."),
+             "someone is trying to escalate privileges.", event=True),
     KindSpec("user_created", SOURCE, Severity.MEDIUM, Severity.NONE,
              "A user account was created",
              "Confirm the account was created on purpose (a package install or an admin); an "
-             "unexpected account is a classic persistence step: lock it and investigate."),
+             "unexpected account is a classic persistence step: lock it and investigate.", event=True),
 )
 
 

@@ -29,10 +29,10 @@ KINDS = (
              "OOM kill: find what ate the memory (`journalctl -k | grep -i oom`), add RAM/swap or "
              "limit the service. Segfault: update or restart the program. I/O error: check the disk "
              "now (`smartctl -a`, backups). Thermal throttling: clean fans, check cooling. Link "
-             "down: check the cable, switch port and `ip link`."),
+             "down: check the cable, switch port and `ip link`.", event=True),
     KindSpec("novel_log_message", SOURCE, Severity.LOW, Severity.NONE,
              "A log message never seen before on this machine",
-             "Read the sample line; if it is harmless it is learned and will not be reported again."),
+             "Read the sample line; if it is harmless it is learned and will not be reported again.", event=True),
 )
 
 

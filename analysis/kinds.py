@@ -16,8 +16,11 @@ class KindSpec:
     floor: Severity              # the lowest final severity any LLM answer can give
     title: str                   # a short human name
     action: str                  # what the operator should do about it
+    event: bool = False          # a one-off event: when it stops recurring it closes silently,
+                                 # with no "resolved" message (a break-in is not "resolved")
 
     def describe(self) -> str:
         """One Markdown table row for the README."""
+        clears = "one-off event" if self.event else "resolved message"
         return (f"| `{self.kind}` | {self.source} | {self.severity.value} | {self.floor.value} | "
-                f"{self.title} | {self.action} |")
+                f"{clears} | {self.title} | {self.action} |")

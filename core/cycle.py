@@ -165,13 +165,16 @@ class Agent:
         findings: list[Finding] = []
         statuses: dict[str, CollectorStatus] = {}
         resolving: set[str] = set()
+        events: set[str] = set()   # one-off kinds: they close silently, never "resolved"
         for name, slot in slots.items():
             status = slot.status
             result = slot.result if status is not None and status.ok else None
             if result is not None and result.available:
                 try:
-                    found = detectors.load(name).detect(result, dctx)
+                    module = detectors.load(name)
+                    found = module.detect(result, dctx)
                     findings.extend(found)
+                    events.update(k.kind for k in module.KINDS if k.event)
                     if result.resolves:
                         resolving.add(name)
                 except Exception as err:  # noqa: BLE001 - a detector bug degrades its source only
@@ -188,7 +191,8 @@ class Agent:
         present = {j.finding.fingerprint for j in judged}
         resolved = [fp for fp, row in open_rows.items()
                     if fp not in present and row.source in resolving]
-        decisions = decide(judged, open_rows, resolved, now,
+        decisions = decide(judged, open_rows,
+                           [fp for fp in resolved if open_rows[fp].kind not in events], now,
                            self.settings.ALERT_COOLDOWN_MINUTES * 60)
         queued = self._commit(now, slots, dctx, judged, open_rows, resolved, decisions, verdict)
         deliveries = deliver_due(self.store, self.notifiers, self.clock(),

@@ -37,8 +37,8 @@ def kinds_table() -> str:
     """Every finding kind: source, rule severity, floor, meaning, what to do."""
     from analysis.detectors import all_kinds
 
-    rows = ["| kind | source | rule severity | floor | meaning | what to do |",
-            "|---|---|---|---|---|---|"]
+    rows = ["| kind | source | rule severity | floor | when it clears | meaning | what to do |",
+            "|---|---|---|---|---|---|---|"]
     rows.extend(k.describe() for k in all_kinds())
     return "\n".join(rows) + "\n"
 

@@ -62,3 +62,41 @@ def test_a_medium_finding_that_turns_high_alerts_once_as_worse(
     assert [(a["purpose"], a["status"]) for a in second["alerts"]] == [("alert", "sent")]
     assert [a["status"] for a in third["alerts"]] == ["suppressed"]  # cooldown
     assert out.getvalue().count("[ALERT]") == 1
+
+
+def test_a_one_off_event_alerts_once_and_closes_without_a_resolved_message(
+        make_settings: Any, store: Any, monkeypatch: Any) -> None:
+    from analysis.kinds import KindSpec
+
+    present = iter([True, False, False])
+    collector = types.ModuleType("tests.fake_event")
+    collector.collect = lambda ctx: CollectResult(observations={"seen": next(present)})
+    collector.timeout_s = lambda settings: 5.0
+    detector = types.ModuleType("tests.fake_detect_event")
+    detector.detect = lambda result, ctx: [Finding(
+        "auth_log", "login_after_failures", "203.0.113.9", Severity.HIGH, "login after 6 failures",
+        floor=Severity.HIGH)] if result.observations["seen"] else []
+    detector.KINDS = (KindSpec("login_after_failures", "auth_log", Severity.HIGH, Severity.HIGH,
+                               "t", "a", event=True),)
+    monkeypatch.setitem(sys.modules, collector.__name__, collector)
+    monkeypatch.setitem(sys.modules, detector.__name__, detector)
+    monkeypatch.setitem(collectors.REGISTRY, "auth_log", collector.__name__)
+    monkeypatch.setitem(detectors.DETECTORS, "auth_log", detector.__name__)
+    out = io.StringIO()
+    agent = Agent(make_settings(COLLECTORS=["auth_log"]), store, RulesJudge(),
+                  {"console": ConsoleNotifier(out)})
+    first, second = agent.run_cycle(), agent.run_cycle()
+    assert [a["purpose"] for a in first["alerts"]] == ["alert"]
+    assert second["alerts"] == []                          # no "resolved" for a break-in
+    assert store.findings() == {}                          # but it is closed
+    assert "[RESOLVED]" not in out.getvalue()
+
+
+def test_every_shipped_one_off_kind_is_marked() -> None:
+    kinds = {k.kind: k for k in detectors.all_kinds()}
+    for kind in ("login_after_failures", "new_login_source", "sudo_failure", "user_created",
+                 "new_open_port", "host_appeared", "kernel_event", "novel_log_message"):
+        assert kinds[kind].event, kind
+    for kind in ("process_missing", "container_down", "host_unreachable", "temperature_high",
+                 "llm_external_connection"):
+        assert not kinds[kind].event, kind
