@@ -1,8 +1,9 @@
 """`make bench`: run every benchmark in its own interpreter and keep what each printed.
 
 Each benchmark prints its figures with ratios against a reference measured in the same run and
-writes bench/results/<name>.json; this runner also writes bench/results/latest.txt, the text that
-the README's Performance section quotes.
+writes bench/results/<name>.json; this runner also writes bench/results/latest.txt (everything
+they printed) and bench/results/RESULTS.md (a table of their headline figures), which the README's
+Performance section quotes.
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ def main() -> int:
     names = sys.argv[1:] or list(BENCHMARKS)
     RESULTS.mkdir(parents=True, exist_ok=True)
     report = [f"make bench, {time.strftime('%Y-%m-%d %H:%M')} on this machine ({ROOT.name})\n"]
+    rows: list[tuple[str, str, str, float, str]] = []
     failed = 0
     for name in names:
         if not (ROOT / "bench" / f"{name}.py").exists():
@@ -44,8 +46,32 @@ def main() -> int:
         failed += proc.returncode != 0
         report.append(f"== {name} ({BENCHMARKS.get(name, '')}): {status}, "
                       f"{time.monotonic() - t0:.0f} s\n{proc.stdout}\n")
+        rows.append((name, BENCHMARKS.get(name, ""), status, time.monotonic() - t0,
+                     headline(proc.stdout)))
     (RESULTS / "latest.txt").write_text("".join(report))
+    (RESULTS / "RESULTS.md").write_text(results_table(rows))
     return 1 if failed else 0
+
+
+HEADLINE = ("ratio", " / ", "bar", "x tokens", "lines/s", "median")
+
+
+def headline(output: str) -> str:
+    """The lines of a benchmark's output that carry its figures and ratios."""
+    lines = [ln.strip() for ln in output.splitlines()
+             if ln.strip() and not ln.lower().startswith(("wrote", "written", "generated"))]
+    picked = [ln for ln in lines if any(word in ln for word in HEADLINE)]
+    return "<br>".join((picked or lines[-1:])[:6]).replace("|", "\\|")
+
+
+def results_table(rows: list[tuple[str, str, str, float, str]]) -> str:
+    """The Markdown results table of one `make bench` run."""
+    out = [f"# make bench, {time.strftime('%Y-%m-%d %H:%M')}", "",
+           "| benchmark | measures | status | seconds | figures (against the same run's reference) |",
+           "|---|---|---|---|---|"]
+    out += [f"| `{n}` | {what} | {status} | {secs:.0f} | {head} |"
+            for n, what, status, secs, head in rows]
+    return "\n".join(out) + "\n"
 
 
 if __name__ == "__main__":
