@@ -72,7 +72,7 @@ def measure(db: Path, cycles: int) -> dict[str, float]:
 def main() -> None:
     """Fill both stores, measure each in a child, print figures and the ratio."""
     parser = argparse.ArgumentParser()
-    parser.add_argument("--cycles", type=int, default=15)
+    parser.add_argument("--cycles", type=int, default=60)
     parser.add_argument("--child", nargs=2, metavar=("DB", "CYCLES"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
