@@ -63,3 +63,36 @@ def hass(tmp_path_factory: pytest.TempPathFactory):
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def fake_collectors(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Register stand-in collector and detector modules under real collector names.
+
+    ``install(name, collect, timeout=5.0, detect=None, kinds=())``: the detector finds nothing
+    unless ``detect(result, ctx)`` is given.
+    """
+    import sys
+    import types
+
+    import collectors
+    from analysis import detectors
+
+    behaviours: dict[str, Any] = {}
+
+    def install(name: str, collect: Any, timeout: float = 5.0, detect: Any = None,
+                kinds: tuple = ()) -> None:
+        module = types.ModuleType(f"tests.fake_{name}")
+        module.collect = collect
+        module.timeout_s = lambda settings: timeout
+        detector = types.ModuleType(f"tests.fake_detect_{name}")
+        detector.detect = detect or (lambda result, ctx: [])
+        detector.KINDS = kinds
+        monkeypatch.setitem(sys.modules, module.__name__, module)
+        monkeypatch.setitem(sys.modules, detector.__name__, detector)
+        monkeypatch.setitem(collectors.REGISTRY, name, module.__name__)
+        monkeypatch.setitem(detectors.DETECTORS, name, detector.__name__)
+        behaviours[name] = module
+
+    behaviours["install"] = install
+    return behaviours

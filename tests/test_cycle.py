@@ -2,18 +2,14 @@
 from __future__ import annotations
 
 import io
-import sys
 import threading
 import time
-import types
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-import collectors
 from alerts.console import ConsoleNotifier
-from analysis import detectors
 from analysis.judge import RulesJudge
 from core.cycle import Agent, CycleAborted
 from core.model import CollectResult, Sample
@@ -86,28 +82,6 @@ def test_cmdline_entries_match_a_substring_of_the_command_line(
         stop(proc)
     watched = report["observations"]["processes"]["watched"]
     assert proc.pid in watched["cmdline:import time; time.sleep(600)"]["pids"]
-
-
-@pytest.fixture
-def fake_collectors(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    """Register stand-in collector modules under real collector names for failure tests."""
-    behaviours: dict[str, Any] = {}
-
-    def install(name: str, collect: Any, timeout: float = 5.0) -> None:
-        module = types.ModuleType(f"fake_{name}")
-        module.collect = collect
-        module.timeout_s = lambda settings: timeout
-        detector = types.ModuleType(f"fake_detect_{name}")
-        detector.detect = lambda result, ctx: []
-        detector.KINDS = ()
-        sys.modules[f"tests.fake_{name}"] = module
-        sys.modules[f"tests.fake_detect_{name}"] = detector
-        monkeypatch.setitem(collectors.REGISTRY, name, f"tests.fake_{name}")
-        monkeypatch.setitem(detectors.DETECTORS, name, f"tests.fake_detect_{name}")
-        behaviours[name] = module
-
-    behaviours["install"] = install
-    return behaviours
 
 
 def test_a_failing_collector_is_reported_without_its_secret_and_the_cycle_goes_on(

@@ -2,12 +2,9 @@
 from __future__ import annotations
 
 import io
-import sys
-import types
 from dataclasses import dataclass
 from typing import Any
 
-import collectors
 from alerts.console import ConsoleNotifier
 from alerts.policy import Judged, decide
 from analysis import detectors
@@ -41,19 +38,12 @@ def test_transitions() -> None:
 
 
 def test_a_medium_finding_that_turns_high_alerts_once_as_worse(
-        make_settings: Any, store: Any, monkeypatch: Any) -> None:
+        make_settings: Any, store: Any, fake_collectors: Any) -> None:
     levels = iter([Severity.MEDIUM, Severity.HIGH, Severity.HIGH])
-    collector = types.ModuleType("tests.fake_escalating")
-    collector.collect = lambda ctx: CollectResult(observations={"level": next(levels).value})
-    collector.timeout_s = lambda settings: 5.0
-    detector = types.ModuleType("tests.fake_detect_escalating")
-    detector.detect = lambda result, ctx: [Finding(
-        "ping", "host_unreachable", "gw", Severity.parse(result.observations["level"]), "gw down")]
-    detector.KINDS = ()
-    monkeypatch.setitem(sys.modules, collector.__name__, collector)
-    monkeypatch.setitem(sys.modules, detector.__name__, detector)
-    monkeypatch.setitem(collectors.REGISTRY, "ping", collector.__name__)
-    monkeypatch.setitem(detectors.DETECTORS, "ping", detector.__name__)
+    fake_collectors["install"](
+        "ping", lambda ctx: CollectResult(observations={"level": next(levels).value}),
+        detect=lambda result, ctx: [Finding("ping", "host_unreachable", "gw", Severity.parse(
+            result.observations["level"]), "gw down")])
     out = io.StringIO()
     agent = Agent(make_settings(COLLECTORS=["ping"]), store, RulesJudge(),
                   {"console": ConsoleNotifier(out)})
@@ -65,23 +55,17 @@ def test_a_medium_finding_that_turns_high_alerts_once_as_worse(
 
 
 def test_a_one_off_event_alerts_once_and_closes_without_a_resolved_message(
-        make_settings: Any, store: Any, monkeypatch: Any) -> None:
+        make_settings: Any, store: Any, fake_collectors: Any) -> None:
     from analysis.kinds import KindSpec
 
     present = iter([True, False, False])
-    collector = types.ModuleType("tests.fake_event")
-    collector.collect = lambda ctx: CollectResult(observations={"seen": next(present)})
-    collector.timeout_s = lambda settings: 5.0
-    detector = types.ModuleType("tests.fake_detect_event")
-    detector.detect = lambda result, ctx: [Finding(
-        "auth_log", "login_after_failures", "203.0.113.9", Severity.HIGH, "login after 6 failures",
-        floor=Severity.HIGH)] if result.observations["seen"] else []
-    detector.KINDS = (KindSpec("login_after_failures", "auth_log", Severity.HIGH, Severity.HIGH,
-                               "t", "a", event=True),)
-    monkeypatch.setitem(sys.modules, collector.__name__, collector)
-    monkeypatch.setitem(sys.modules, detector.__name__, detector)
-    monkeypatch.setitem(collectors.REGISTRY, "auth_log", collector.__name__)
-    monkeypatch.setitem(detectors.DETECTORS, "auth_log", detector.__name__)
+    fake_collectors["install"](
+        "auth_log", lambda ctx: CollectResult(observations={"seen": next(present)}),
+        detect=lambda result, ctx: [Finding(
+            "auth_log", "login_after_failures", "203.0.113.9", Severity.HIGH,
+            "login after 6 failures", floor=Severity.HIGH)] if result.observations["seen"] else [],
+        kinds=(KindSpec("login_after_failures", "auth_log", Severity.HIGH, Severity.HIGH, "t", "a",
+                        event=True),))
     out = io.StringIO()
     agent = Agent(make_settings(COLLECTORS=["auth_log"]), store, RulesJudge(),
                   {"console": ConsoleNotifier(out)})

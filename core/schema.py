@@ -1,0 +1,43 @@
+"""The store's schema as versioned migrations (text only: data_storage.py runs them)."""
+from __future__ import annotations
+
+# Each entry migrates from version i to i+1; never edit a released one, append a new one.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE series (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,
+                         by_hour INTEGER NOT NULL DEFAULT 0);
+    CREATE TABLE samples (series_id INTEGER NOT NULL, ts REAL NOT NULL, value REAL NOT NULL);
+    CREATE INDEX samples_series_ts ON samples (series_id, ts);
+    CREATE INDEX samples_ts ON samples (ts);
+    CREATE TABLE baselines (series_id INTEGER NOT NULL, hour INTEGER NOT NULL, n INTEGER NOT NULL,
+                            centre REAL NOT NULL, spread REAL NOT NULL, minimum REAL NOT NULL,
+                            maximum REAL NOT NULL, last REAL NOT NULL, updated_at REAL NOT NULL,
+                            PRIMARY KEY (series_id, hour)) WITHOUT ROWID;
+    CREATE TABLE collector_state (name TEXT PRIMARY KEY, state TEXT NOT NULL,
+                                  updated_at REAL NOT NULL);
+    CREATE TABLE seen (namespace TEXT NOT NULL, key TEXT NOT NULL, first_seen REAL NOT NULL,
+                       last_seen REAL NOT NULL, PRIMARY KEY (namespace, key)) WITHOUT ROWID;
+    CREATE TABLE findings (fingerprint TEXT PRIMARY KEY, source TEXT NOT NULL, kind TEXT NOT NULL,
+                           key TEXT NOT NULL, severity TEXT NOT NULL, floor TEXT NOT NULL,
+                           summary TEXT NOT NULL, first_seen REAL NOT NULL, last_seen REAL NOT NULL,
+                           open INTEGER NOT NULL, resolved_at REAL, alerted_severity TEXT,
+                           alerted_at REAL, details TEXT NOT NULL DEFAULT '{}');
+    CREATE INDEX findings_open ON findings (open);
+    CREATE TABLE finding_events (id INTEGER PRIMARY KEY, ts REAL NOT NULL,
+                                 fingerprint TEXT NOT NULL, source TEXT NOT NULL,
+                                 kind TEXT NOT NULL, severity TEXT NOT NULL, summary TEXT NOT NULL);
+    CREATE INDEX finding_events_ts ON finding_events (ts);
+    CREATE TABLE outbox (id INTEGER PRIMARY KEY, created_at REAL NOT NULL, channel TEXT NOT NULL,
+                         purpose TEXT NOT NULL, fingerprint TEXT, severity TEXT NOT NULL,
+                         payload TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'queued',
+                         attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at REAL NOT NULL,
+                         sent_at REAL, last_error TEXT, dedupe_key TEXT UNIQUE);
+    CREATE INDEX outbox_due ON outbox (status, next_attempt_at);
+    CREATE TABLE recaps (day TEXT PRIMARY KEY, created_at REAL NOT NULL, outbox_id INTEGER);
+    CREATE TABLE cycles (id INTEGER PRIMARY KEY, started_at REAL NOT NULL,
+                         duration_s REAL NOT NULL, severity TEXT NOT NULL, by TEXT NOT NULL,
+                         report TEXT NOT NULL);
+    CREATE INDEX cycles_started ON cycles (started_at);
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
+)
