@@ -150,15 +150,6 @@ class Store:
             (series, hour)).fetchone()
         return Baseline(*row) if row else None
 
-    def baselines_json(self, series: Iterable[str]) -> dict[str, dict[str, float]]:
-        """Compact all-hours baselines of the named series, for the LLM prompt."""
-        out = {}
-        for name in series:
-            found = self.baseline(name)
-            if found is not None:
-                out[name] = found.as_json()
-        return out
-
     def samples_since(self, series: str, since: float) -> list[tuple[float, float]]:
         """(ts, value) of one series since a time, oldest first (for recaps and charts)."""
         return self._conn.execute(
@@ -244,11 +235,6 @@ class Store:
             conn.execute("UPDATE outbox SET status=?, attempts=attempts+1, next_attempt_at=?, "
                          "last_error=? WHERE id=?",
                          ("failed" if give_up else "queued", next_at, error[:500], message_id))
-
-    def enqueue(self, **message: Any) -> int | None:
-        """Queue one message outside a cycle (a recap sent by command); see CycleWrite.enqueue."""
-        with self.transaction() as tx:
-            return tx.enqueue(**message)
 
     def trim(self, now: float, retention_days: int) -> int:
         """Delete samples, finding events and old cycles/outbox rows past retention; rows deleted."""

@@ -81,6 +81,7 @@ class Runtime:
     def __init__(self, settings: Any, console: TextIO, stop: threading.Event) -> None:
         from alerts.channels import make_notifiers
         from analysis.judge import make_judge
+        from analysis.known_issues import load_known_issues
         from core.cycle import Agent
         from core.legacy import import_legacy
         from core.systemd import Watchdog
@@ -90,9 +91,10 @@ class Runtime:
         self.watchdog = Watchdog()
         self.store = Store.open(settings.db_path)
         try:
-            self.agent = Agent(settings, self.store, make_judge(settings),
+            known = load_known_issues(settings.KNOWN_ISSUES_PATH)  # once: judge and cycle share it
+            self.agent = Agent(settings, self.store, make_judge(settings, known),
                                make_notifiers(settings, console), stop,
-                               heartbeat=self.watchdog.feed)
+                               heartbeat=self.watchdog.feed, known_issues=known)
         except BaseException:
             self.store.close()  # a bad known_issues.json must not leave the store open
             raise
@@ -232,12 +234,7 @@ def run_command(args: argparse.Namespace, settings: Any) -> int:
 
     module_name = {"recap": "alerts.recap", "check": "core.check", "status": "core.status"}[
         args.command]
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError:
-        print(f"{args.command}: not available in this build yet", file=sys.stderr)
-        return EXIT_FAILED
-    return int(module.command(args, settings))
+    return int(importlib.import_module(module_name).command(args, settings))
 
 
 if __name__ == "__main__":

@@ -193,15 +193,10 @@ def queue(store: Store, settings: Settings, channels: Sequence[str], payload: Ma
     return ids
 
 
-def llm_summariser(settings: Settings) -> Summariser | None:
-    """``analysis.ollama_judge.summarise(settings, facts) -> str | None`` when this build has it."""
-    try:
-        from analysis import ollama_judge  # noqa: PLC0415 - optional part
-    except ImportError:
-        return None
-    summarise = getattr(ollama_judge, "summarise", None)
-    if summarise is None:
-        return None
+def llm_summariser(settings: Settings) -> Summariser:
+    """The LLM's summary (``analysis.ollama_judge.summarise``); None from it means the plain one."""
+    from analysis.ollama_judge import summarise  # noqa: PLC0415 - imports the ollama client
+
     return lambda facts: summarise(settings, facts)
 
 

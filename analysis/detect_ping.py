@@ -5,7 +5,7 @@ from typing import Any, Mapping
 
 from analysis.kinds import KindSpec
 from core.context import DetectContext
-from core.model import CollectResult, Finding, Severity
+from core.model import CollectResult, Finding, Severity, series_name
 
 STATE = "ping"                 # the detector's own state: consecutive unreachable cycles per target
 CONFIRM_CYCLES = 2             # unreachable this many cycles in a row: high, not medium
@@ -30,10 +30,6 @@ KINDS = (
 )
 
 
-def _series(target: str) -> str:
-    return f"ping.rtt_avg_ms[{target}]"
-
-
 def _unreachable(target: str, r: Mapping[str, Any], streaks: dict[str, int]) -> Finding:
     streak = streaks.get(target, 0) + 1
     streaks[target] = streak
@@ -42,7 +38,8 @@ def _unreachable(target: str, r: Mapping[str, Any], streaks: dict[str, int]) -> 
     return Finding(source="ping", kind="host_unreachable", key=target, severity=severity,
                    summary=f"{target} answered none of {r['transmitted']} pings "
                            f"({streak} cycle(s) in a row){why}",
-                   labels={"target": target}, metric=f"ping.loss_percent[{target}]", value=100.0)
+                   labels={"target": target}, metric=series_name("ping.loss_percent", target),
+                   value=100.0)
 
 
 def _loss(target: str, r: Mapping[str, Any], threshold: float) -> Finding | None:
@@ -52,12 +49,13 @@ def _loss(target: str, r: Mapping[str, Any], threshold: float) -> Finding | None
     return Finding(source="ping", kind="ping_loss", key=target, severity=Severity.MEDIUM,
                    summary=f"{target} lost {loss:.1f} % of {r['transmitted']} pings "
                            f"(threshold {threshold:g} %)",
-                   labels={"target": target}, metric=f"ping.loss_percent[{target}]", value=loss)
+                   labels={"target": target}, metric=series_name("ping.loss_percent", target),
+                   value=loss)
 
 
 def _rtt(target: str, r: Mapping[str, Any], ctx: DetectContext) -> Finding | None:
     avg = r["rtt_avg_ms"]
-    base = ctx.baseline(_series(target))
+    base = ctx.baseline(series_name("ping.rtt_avg_ms", target))
     if avg is None or base is None or not base.trusted:
         return None
     deviation = base.deviation(avg, RTT_SPREAD_FLOOR_MS)
@@ -71,7 +69,8 @@ def _rtt(target: str, r: Mapping[str, Any], ctx: DetectContext) -> Finding | Non
     return Finding(source="ping", kind="rtt_high", key=target, severity=severity,
                    summary=f"{target} round trip {avg:.1f} ms (max {r['rtt_max_ms']}), usually "
                            f"{base.centre:.1f} ms: {deviation:.1f} spreads above",
-                   labels={"target": target}, metric=_series(target), value=float(avg),
+                   labels={"target": target}, metric=series_name("ping.rtt_avg_ms", target),
+                   value=float(avg),
                    baseline=base.as_json())
 
 

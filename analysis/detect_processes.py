@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from analysis.kinds import KindSpec
 from core.context import DetectContext
-from core.model import CollectResult, Finding, Severity
+from core.model import CollectResult, Finding, Severity, series_name
 
 KINDS = (
     KindSpec("process_missing", "processes", Severity.HIGH, Severity.HIGH,
@@ -21,5 +21,5 @@ def detect(result: CollectResult, ctx: DetectContext) -> list[Finding]:
             findings.append(Finding(
                 source="processes", kind="process_missing", key=entry, severity=Severity.HIGH,
                 floor=Severity.HIGH, summary=f"watched process {entry!r} is not running",
-                labels={"process": entry}, metric=f"process.count[{entry}]", value=0.0))
+                labels={"process": entry}, metric=series_name("process.count", entry), value=0.0))
     return findings

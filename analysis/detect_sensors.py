@@ -8,7 +8,7 @@ from analysis.kinds import KindSpec
 from collectors.sensors import METRIC
 from core.baseline import Baseline
 from core.context import DetectContext
-from core.model import CollectResult, Finding, Severity, max_severity
+from core.model import CollectResult, Finding, Severity, max_severity, series_name
 
 BASELINE_MIN_DEVIATION = 6.0   # spreads above the centre of this sensor at this hour
 BASELINE_MIN_RISE_C = 15.0     # and at least this many degrees above it: idle jitter never alerts
@@ -69,7 +69,7 @@ def detect(result: CollectResult, ctx: DetectContext) -> list[Finding]:
     for key, reading in result.observations["readings"].items():
         if not reading["plausible"]:
             continue  # unconnected or stuck inputs: see collectors/sensors.py
-        series = f"{METRIC}[{key}]"
+        series = series_name(METRIC, key)
         base = ctx.baseline(series, by_hour=True)
         held = [(rule, why) for rule in RULES if (why := rule.test(reading, base)) is not None]
         if not held:

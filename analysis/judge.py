@@ -1,11 +1,14 @@
 """The judge seam: a cycle's findings in, one Verdict out. The rules judge decides when no LLM does."""
 from __future__ import annotations
 
-from typing import Any, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
 
 from core.context import DetectContext
 from core.model import Finding, FindingVerdict, Severity, Verdict, max_severity
 from core.settings import Settings
+
+if TYPE_CHECKING:
+    from analysis.known_issues import KnownIssues
 
 
 class Judge(Protocol):
@@ -40,13 +43,11 @@ def rules_verdict(findings: Sequence[Finding], note: str | None = None) -> Verdi
                    note=note)
 
 
-def make_judge(settings: Settings) -> Judge:
-    """The judge for these settings: the Ollama judge when present in this build, else rules."""
-    try:
-        from analysis.ollama_judge import OllamaJudge  # noqa: PLC0415 - optional part
-    except ModuleNotFoundError:
-        return RulesJudge()
-    return OllamaJudge(settings)
+def make_judge(settings: Settings, known: KnownIssues | None = None) -> Judge:
+    """The Ollama judge (which falls back to the rules by itself), sharing the loaded known issues."""
+    from analysis.ollama_judge import OllamaJudge  # noqa: PLC0415 - imports the ollama client
+
+    return OllamaJudge(settings, known=known)
 
 
 def final_severity(finding: Finding, verdict: Verdict) -> Severity:

@@ -115,10 +115,11 @@ class OllamaJudge:
     """Asks Ollama for a verdict; the rules decide whenever it cannot answer well in time."""
 
     def __init__(self, settings: Settings, client_factory: ClientFactory | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 known: KnownIssues | None = None) -> None:
         self.settings = settings
         self.model = settings.OLLAMA_MODEL
-        self.known: KnownIssues = load_known_issues(settings.KNOWN_ISSUES_PATH)
+        self.known = known if known is not None else load_known_issues(settings.KNOWN_ISSUES_PATH)
         self.constraints = load_constraints(settings.CONSTRAINTS_PATH)
         self._factory = client_factory or self._client
         self._clock = clock

@@ -14,9 +14,9 @@ from alerts.outbox import Delivery, Notifier, deliver_due
 from alerts.policy import IMMEDIATE, Decision, Judged, decide
 from analysis import detectors
 from analysis.judge import Judge, final_severity, rules_verdict
-from analysis.known_issues import KnownMatch, load_known_issues, report_fields
+from analysis.known_issues import KnownIssues, KnownMatch, load_known_issues, report_fields
 from core.context import CollectContext, DetectContext
-from core.model import CollectorStatus, CollectResult, Finding, Sample, Verdict
+from core.model import CollectorStatus, CollectResult, Finding, Sample, Verdict, max_severity
 from core.redact import redact
 from core.settings import Settings
 from data_storage import Store
@@ -83,7 +83,8 @@ class Agent:
     def __init__(self, settings: Settings, store: Store, judge: Judge,
                  notifiers: Mapping[str, Notifier], stop: threading.Event | None = None,
                  clock: Callable[[], float] = time.time,
-                 heartbeat: Callable[[], None] = lambda: None) -> None:
+                 heartbeat: Callable[[], None] = lambda: None,
+                 known_issues: KnownIssues | None = None) -> None:
         self.settings = settings
         self.store = store
         self.judge = judge
@@ -93,7 +94,8 @@ class Agent:
         self.heartbeat = heartbeat  # proves the cycle is alive (systemd watchdog) while it waits
         self.notes: list[str] = []           # said once in the next report (legacy import, ...)
         self.last_samples: list[tuple[str, Sample]] = []  # (collector, sample) of the last cycle
-        self.known_issues = load_known_issues(settings.KNOWN_ISSUES_PATH)  # ConfigError if bad
+        self.known_issues = (known_issues if known_issues is not None  # ConfigError if bad
+                             else load_known_issues(settings.KNOWN_ISSUES_PATH))
         self._inflight: dict[str, _Slot] = {}
 
     # -- collect ----------------------------------------------------------------------------------
@@ -246,19 +248,18 @@ class Agent:
             for fp in resolved:
                 tx.resolve_finding(fp, now)
             for purpose in ("alert", "resolved"):
-                chosen = [d for d in decisions if d.alert and (d.why == "resolved") == (purpose == "resolved")]
+                chosen = _chosen(decisions, purpose)
                 if not chosen:
                     continue
                 payload = self._payload(purpose, chosen, by_fp, open_rows, verdict, now)
                 for channel in self.notifiers:
-                    if purpose == "resolved" and channel == "home_assistant":
-                        continue  # nobody needs to be woken to hear that a problem went away
                     if not accepts(self.settings, channel, purpose, payload["items"], now):
-                        queued[(channel, purpose)] = SUPPRESSED  # quiet hours: no speech
+                        if purpose == "alert":  # an alert held back (quiet hours) is reported
+                            queued[(channel, purpose)] = SUPPRESSED
                         continue
                     queued[(channel, purpose)] = tx.enqueue(
-                        channel=channel, purpose=purpose, severity=max(
-                            (d.severity for d in chosen), key=lambda s: s.rank).value,
+                        channel=channel, purpose=purpose,
+                        severity=max_severity(*(d.severity for d in chosen)).value,
                         payload=payload, now=now, dedupe_key=f"{channel}:{purpose}:{now!r}")
                 for d in chosen:
                     if purpose == "alert":
@@ -298,10 +299,10 @@ class Agent:
         delivered = {d.id: d for d in deliveries}
         alerts = []
         for (channel, purpose), msg_id in queued.items():
-            chosen = [d for d in decisions if d.alert and (d.why == "resolved") == (purpose == "resolved")]
+            chosen = _chosen(decisions, purpose)
             outcome = delivered.get(msg_id) if msg_id is not None else None
             alerts.append({"channel": channel, "purpose": purpose,
-                           "severity": max((d.severity for d in chosen), key=lambda s: s.rank).value,
+                           "severity": max_severity(*(d.severity for d in chosen)).value,
                            "status": outcome.status if outcome else (
                                "suppressed" if msg_id == SUPPRESSED else "queued"),
                            "findings": [d.fingerprint for d in chosen]})
@@ -352,6 +353,11 @@ class Agent:
                              self.settings.HISTORY_RETENTION_DAYS)
         except Exception as err:  # noqa: BLE001 - bookkeeping must not fail a committed cycle
             log.warning("cycle bookkeeping failed: %s", _error_text(err))
+
+
+def _chosen(decisions: list[Decision], purpose: str) -> list[Decision]:
+    """The decisions that go into this cycle's message of a purpose ("alert" or "resolved")."""
+    return [d for d in decisions if d.alert and (d.why == "resolved") == (purpose == "resolved")]
 
 
 def _unique(findings: list[Finding]) -> list[Finding]:

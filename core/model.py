@@ -34,6 +34,11 @@ def max_severity(*values: Severity) -> Severity:
     return max(values, key=lambda s: s.rank, default=Severity.NONE)
 
 
+def series_name(metric: str, key: str = "") -> str:
+    """The stored series of a metric for one instance: "metric[key]", or the metric alone."""
+    return f"{metric}[{key}]" if key else metric
+
+
 @dataclass(frozen=True)
 class Sample:
     """One numeric measurement to store and baseline, e.g. ("ping.rtt_avg_ms", "127.0.0.1", 0.04)."""
@@ -46,7 +51,7 @@ class Sample:
     @property
     def series(self) -> str:
         """The stored series name: metric, plus the key when there is one."""
-        return f"{self.metric}[{self.key}]" if self.key else self.metric
+        return series_name(self.metric, self.key)
 
 
 @dataclass(frozen=True)
