@@ -6,7 +6,7 @@ programs, which are rare, so each found line may cost a little Python.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 
@@ -73,9 +73,19 @@ class AdminEvents:
     def _line_at(self, pos: int) -> tuple[int, int]:
         raise NotImplementedError
 
-    def _scan_su(self, chunk: bytes) -> None:
-        c = self.counts
-        for m in matches_at(SU, chunk, pair_positions(chunk, b"su").tolist()):
+    @staticmethod
+    def su_matches(chunk: bytes) -> list[re.Match[bytes]]:
+        """SU's matches in a chunk (tried only where "su" occurs)."""
+        return matches_at(SU, chunk, pair_positions(chunk, b"su").tolist())
+
+    @staticmethod
+    def admin_matches(chunk: bytes) -> list[re.Match[bytes]]:
+        """ADMIN's matches in a chunk (tried only where its "d[" can start)."""
+        return matches_at(ADMIN, chunk, _admin_starts(chunk))
+
+    def _su(self, matches: Iterable[re.Match[bytes]]) -> None:
+        c, chunk = self.counts, self._chunk
+        for m in matches:
             is_sudo, _pid, message = m.groups()
             if is_sudo:
                 self._sudo(m.start(), message)
@@ -129,11 +139,11 @@ class AdminEvents:
                                "line": safe_text(self._chunk[start:end].rstrip(b"\r"),
                                                  MAX_LINE_KEPT)})
 
-    def _scan_admin(self, chunk: bytes) -> None:
-        c = self.counts
+    def _admin(self, matches: Iterable[re.Match[bytes]]) -> None:
+        c, chunk = self.counts, self._chunk
         table = ((NEW_USER, c.users_created), (NEW_GROUP, c.groups_created),
                  (PASSWORD_CHANGED, c.password_changes))
-        for m in matches_at(ADMIN, chunk, _admin_starts(chunk)):
+        for m in matches:
             message = m.group(1)
             for pattern, items in table:
                 found = pattern.match(message)

@@ -166,26 +166,31 @@ def observe(counts: AuthCounts, window: FailureWindow, accepted: list[dict[str, 
     }
 
 
-def _check_logins(logins: list[dict[str, Any]], window: FailureWindow, counts: AuthCounts,
-                  accepted: list[dict[str, Any]], sources: set[str]) -> None:
-    """Count the failures before each login; keep them (suspicious ones always, up to a bound)."""
-    stamped = [login for login in logins if login["ts"] is not None]
-    befores = window.failures_before([(login["address"].encode(), login["ts"])
-                                      for login in stamped])
+def _check_logins(scanner: AuthScanner, window: FailureWindow, accepted: list[dict[str, Any]],
+                  sources: dict[tuple[bytes, bytes], str]) -> None:
+    """Count the failures before each login of the last chunk; keep them (suspicious ones
+    always, up to a bound) as records, and the distinct user@address pairs."""
+    stamped = [login for login in scanner.accepted if login.ts is not None]
+    befores = window.failures_before([(login.host, login.ts) for login in stamped])
+    evidence = scanner.counts.evidence
     for login, before in zip(stamped, befores):
-        if len(sources) < MAX_SOURCES:
-            sources.add(f"{login['user']}@{login['address']}")
+        pair = (login.user, login.host)
+        if pair not in sources and len(sources) < MAX_SOURCES:
+            sources[pair] = f"{safe_text(login.user, 64)}@{safe_text(login.host)}"
         suspicious = before >= window.max_retry
         if len(accepted) < MAX_ACCEPTED or (suspicious and len(accepted) < 2 * MAX_ACCEPTED):
-            accepted.append({**login, "failures_before": before,
-                             "failure_evidence": counts.evidence.get(login["address"], [])
-                             if before else []})
+            address = safe_text(login.host)
+            accepted.append({"user": safe_text(login.user, 64), "address": address,
+                             "method": safe_text(login.method, 32), "ts": login.ts,
+                             "line": scanner.login_line(login), "failures_before": before,
+                             "failure_evidence": evidence.get(address, []) if before else []})
 
 
 def collect(ctx: CollectContext) -> CollectResult:
     """Read what the auth log gained since the last cycle and extract its events."""
     settings = ctx.settings
-    src = LogSource(ctx, settings.AUTH_LOG_PATH, settings.AUTH_LOG_BACKEND, JOURNAL_MATCHES)
+    src = LogSource(ctx, settings.AUTH_LOG_PATH, settings.AUTH_LOG_BACKEND, JOURNAL_MATCHES,
+                    count_lines=False)                  # the scanner counts them
     if not src.available:
         return CollectResult(observations={"backend": src.backend_used}, available=False,
                              note=src.note)
@@ -195,20 +200,19 @@ def collect(ctx: CollectContext) -> CollectResult:
     window = FailureWindow(previous.get("window"), settings.SSH_BRUTEFORCE_MAX_RETRY,
                            settings.SSH_BRUTEFORCE_FINDTIME_SECONDS)
     accepted: list[dict[str, Any]] = []
-    sources: set[str] = set()
+    sources: dict[tuple[bytes, bytes], str] = {}
     for chunk in src.chunks():
         scanner.feed(chunk)
         window.add(scanner.fail_times, scanner.fail_hosts)
         scanner.fail_times, scanner.fail_hosts = [], []
-        _check_logins(scanner.accepted, window, scanner.counts, accepted, sources)
-        scanner.accepted = []
+        _check_logins(scanner, window, accepted, sources)
     if not src.available:
         return CollectResult(observations={"backend": src.backend_used}, available=False,
                              note=src.note)
     counts = scanner.counts
     log.debug("auth_log: %d lines, %d failed logins, %d addresses over the window",
               counts.lines, counts.failed_logins, len(window.hits))
-    observations = observe(counts, window, accepted, sources, src.info())
+    observations = observe(counts, window, accepted, set(sources.values()), src.info())
     samples = (Sample("auth.failed_logins", float(counts.failed_logins), by_hour=True),
                Sample("auth.accepted_logins", float(counts.accepted_count), by_hour=True),
                Sample("auth.invalid_users", float(counts.invalid_users), by_hour=True),

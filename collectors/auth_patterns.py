@@ -18,15 +18,21 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from itertools import compress
+from bisect import bisect_left
 from dataclasses import dataclass, field
-from typing import Any
+from itertools import compress
+from typing import Any, Iterable, NamedTuple, Sequence
 
 import numpy as np
 
-from collectors.auth_admin import MAX_LINE_KEPT, AdminEvents, safe_text
+from collectors.auth_admin import ADMIN, MAX_EVENTS, MAX_LINE_KEPT, SU, AdminEvents, safe_text
 from collectors.auth_times import LineClock
-from collectors.chunkscan import count_lines
+from collectors.chunkscan import count_lines, in_lines
+
+try:        # the one-pass scanner in C (collectors/_authscan.c); built by make, needs libhs
+    from collectors import _authscan
+except ImportError:   # not built: the same results, from the regexes alone, ~3x slower
+    _authscan = None
 
 MAX_EVIDENCE_HOSTS = 200  # addresses for which sample failure lines are kept
 EVIDENCE_PER_HOST = 3
@@ -53,7 +59,7 @@ SSHD = re.compile(_SSHD_HEAD + rb"(?:"
                   rb"|(Accepted|ROOT LOGIN REFUSED|maximum authentication attempts exceeded"
                   rb"|[aA]uthentication (?:failure|error|failed) for|User not known to"
                   rb"|User \S+ (?:from \S+ )?not allowed because|refused connect from"
-                  rb"|Received disconnect from \S+(?: port \d+)?:\s*3: "
+                  rb"|Received disconnect from \S+(?: port \d+)?:[ \t]*3: "
                   rb"|Disconnecting: Too many authentication failures"
                   rb"|Disconnecting(?= (?:from )?(?:invalid|authenticating) user [^\r\n]*: "
                   rb"Change of username))([^\r\n]*))", re.M)
@@ -104,11 +110,23 @@ class AuthCounts:
     unstamped: int = 0                    # events whose line had no readable timestamp
 
 
+class Login(NamedTuple):
+    """An accepted login, raw: user, address and method as logged; its time (None: unreadable)."""
+
+    user: bytes
+    host: bytes
+    method: bytes
+    ts: float | None
+    start: int            # its line's offset in AuthScanner.last_chunk
+
+
 class AuthScanner(AdminEvents):
     """Feeds chunks of whole lines; collects counts, events and (time, address) failure events."""
 
-    def __init__(self, now: float, pending: dict[str, Any] | None = None) -> None:
+    def __init__(self, now: float, pending: dict[str, Any] | None = None,
+                 native: bool = True) -> None:
         self.now = now
+        self.native = native and _authscan is not None   # False: the regexes alone (tests)
         self.clock = LineClock(now)
         self.counts = AuthCounts()
         self.pending: dict[str, dict[str, Any]] = dict(pending or {})   # sshd pid -> {"ts"}
@@ -117,7 +135,9 @@ class AuthScanner(AdminEvents):
         self._starts: list[int] = []            # this chunk's failure lines (start offsets)
         self._hosts: list[bytes] = []
         self._evidence_full: set[bytes] = set()
-        self.accepted: list[dict[str, Any]] = []   # every accepted login; the caller drains it
+        self._logins: list[tuple[bytes, bytes, bytes, int]] = []  # user, host, method, line start
+        self.accepted: list[Login] = []   # the last chunk's accepted logins (see Login)
+        self.last_chunk = b""             # that chunk, for the lines of the logins kept
         self._chunk = b""
 
     def _line_at(self, pos: int) -> tuple[int, int]:
@@ -177,24 +197,147 @@ class AuthScanner(AdminEvents):
     def feed(self, chunk: bytes) -> None:
         """Scan one chunk of whole lines (each ending in a newline)."""
         self._chunk = chunk
-        c = self.counts
-        c.lines += count_lines(chunk)
-        c.malformed += _malformed(chunk)
-        # no "in" test before a literal-led scan: when absent it costs more than the scan
-        self._scan_failed(chunk)
-        self._scan_invalid(chunk)
-        if b"sshd" in chunk:
-            self._scan_sshd(chunk)
-        self._scan_su(chunk)
-        self._scan_admin(chunk)
+        self.counts.malformed += _malformed(chunk)
+        if self.native:
+            self._feed_native(chunk)
+        else:
+            self.counts.lines += count_lines(chunk)
+            # no "in" test before a literal-led scan: when absent it costs more than the scan
+            self._failed(FAILED.finditer(chunk), self._starts, self._hosts)
+            users: list[bytes] = []
+            self._invalid(INVALID.finditer(chunk), self._starts, self._hosts, users)
+            self._count_invalid(users)
+            if b"sshd" in chunk:
+                self._sshd(SSHD.finditer(chunk), {})
+                if self.pending:
+                    self._resolve_pending(chunk)
+            self._su(self.su_matches(chunk))
+            self._admin(self.admin_matches(chunk))
         self._flush()
+        self._flush_logins(chunk)
         self._chunk = b""
 
-    def _scan_failed(self, chunk: bytes) -> None:
+    def _flush_logins(self, chunk: bytes) -> None:
+        """This chunk's accepted logins, stamped in bulk, for the caller to check and keep."""
+        rows, self._logins = self._logins, []
+        self.last_chunk = chunk
+        if not rows:
+            self.accepted = []
+            return
+        stamps = self.clock.stamps(chunk, [row[3] for row in rows]).tolist()
+        self.accepted = [Login(user, host, method, None if ts != ts else ts, start)
+                         for (user, host, method, start), ts in zip(rows, stamps)]
+
+    def login_line(self, login: Login) -> str:
+        """The log line of an accepted login of the last chunk (bounded, printable)."""
+        chunk = self.last_chunk
+        end = chunk.find(b"\n", login.start)
+        return safe_text(chunk[login.start:len(chunk) if end < 0 else end].rstrip(b"\r"),
+                         MAX_LINE_KEPT)
+
+    def _feed_native(self, chunk: bytes) -> None:
+        """The same, with the C scanner: its fast lines as fields, its slow lines through the
+        regexes above, each pattern's events merged back in line order."""
+        lines, failed, invalid, sshd, sudo_commands, slow = _authscan.scan(chunk)
+        slow_failed, slow_invalid, slow_sshd, slow_su, slow_admin = map(_offsets, slow)
+        self.counts.lines += lines
+        self._native_failed(chunk, *failed, slow_failed)
+        starts, users, hosts = _offsets(invalid[0]), invalid[1], invalid[2]
+        if slow_invalid:
+            more: tuple[list[int], list[bytes], list[bytes]] = ([], [], [])
+            self._invalid(in_lines(INVALID, chunk, slow_invalid), more[0], more[2], more[1])
+            starts, users, hosts = _merged((starts, users, hosts), more)
+        self._count_invalid(users)
+        self._starts += starts
+        self._hosts += hosts
+        self._native_sshd(chunk, _offsets(sshd[0]), *sshd[1:], slow_sshd)
+        self._native_su(chunk, _offsets(sudo_commands), slow_su)
+        if slow_admin:
+            self._admin(in_lines(ADMIN, chunk, slow_admin))
+
+    def _native_failed(self, chunk: bytes, starts_raw: bytes, kinds_raw: bytes,
+                       hosts: list[bytes], slow: list[int]) -> None:
         c = self.counts
-        starts, hosts, rfind = self._starts, self._hosts, chunk.rfind
+        kinds = np.frombuffer(kinds_raw, dtype=np.uint8)
+        login, key, key_invalid, none, other = np.bincount(kinds, minlength=5).tolist()
+        c.failed_logins += login
+        c.publickey_failures += key + key_invalid
+        c.none_probes += none
+        c.other_failures += other
+        starts = np.frombuffer(starts_raw, dtype=np.int64)
+        if login == len(kinds):
+            c.failed_by_ip.update(hosts)
+            events = (starts.tolist(), hosts)
+        else:          # kinds: login, publickey, publickey of an invalid user, none, other
+            c.failed_by_ip.update(compress(hosts, (kinds == 0).tolist()))
+            event = kinds != 1                    # a key offer of a real user: not a failure
+            events = (starts[event].tolist(), list(compress(hosts, event.tolist())))
+        if slow:
+            more: tuple[list[int], list[bytes]] = ([], [])
+            self._failed(in_lines(FAILED, chunk, slow), *more)
+            events = _merged(events, more)
+        self._starts += events[0]
+        self._hosts += events[1]
+
+    def _native_sshd(self, chunk: bytes, starts: list[int], kinds: bytes, pids: list[bytes],
+                     users: list[bytes], hosts: list[bytes], methods: list[bytes],
+                     slow: list[int]) -> None:
+        """PAM failures and accepted logins (fields) and the other sshd lines (regex), in line
+        order: a PAM failure counts once its connection tries another user, or logs in."""
+        pam_users: dict[bytes, set[bytes]] = {}
+        accepted = kinds.count(1)
+        self.counts.pam_failures += len(kinds) - accepted
+        self.counts.accepted_count += accepted
+        done = 0                                  # slow lines handled so far
+        for start, kind, pid, user, host, method in zip(starts, kinds, pids, users, hosts,
+                                                        methods):
+            if done < len(slow) and slow[done] < start:
+                stop = bisect_left(slow, start, done)
+                self._sshd(in_lines(SSHD, chunk, slow[done:stop]), pam_users)
+                done = stop
+            seen = pam_users.get(pid)
+            if kind:                              # _accepted()
+                if seen and (len(seen) > 1 or user not in seen):
+                    self._starts.append(start)
+                    self._hosts.append(host)
+                self._logins.append((user, host, method, start))
+            elif not user:
+                continue
+            elif seen is None:                    # _pam(), inline: the common case
+                pam_users[pid] = {user}
+            elif user not in seen:
+                seen.add(user)
+                self._starts.append(start)
+                self._hosts.append(host)
+        if done < len(slow):
+            self._sshd(in_lines(SSHD, chunk, slow[done:]), pam_users)
+        if self.pending and b"sshd" in chunk:
+            self._resolve_pending(chunk)
+
+    def _native_su(self, chunk: bytes, commands: list[int], slow: list[int]) -> None:
+        """sudo commands beyond the kept ones are only counted; the rest through the regex."""
+        c = self.counts
+        if not slow:
+            kept = 0
+            while kept < len(commands) and len(c.sudo_commands) < MAX_EVENTS:
+                self._su(in_lines(SU, chunk, commands[kept:kept + 1]))
+                kept += 1
+            c.sudo_command_count += len(commands) - kept
+            return
+        command = set(commands)
+        for start in sorted(commands + slow):
+            if start in command and len(c.sudo_commands) >= MAX_EVENTS:
+                c.sudo_command_count += 1
+            else:
+                self._su(in_lines(SU, chunk, [start]))
+
+    # --- each pattern's matches ----------------------------------------------------------------
+    def _failed(self, matches: Iterable[re.Match[bytes]], starts: list[int],
+                hosts: list[bytes]) -> None:
+        c = self.counts
+        rfind = self._chunk.rfind
         logins: list[bytes] = []
-        for m in FAILED.finditer(chunk):
+        for m in matches:
             method, invalid, _user, host = m.groups()
             if method in LOGIN_METHODS:
                 logins.append(host)
@@ -211,35 +354,36 @@ class AuthScanner(AdminEvents):
         c.failed_logins += len(logins)
         c.failed_by_ip.update(logins)
 
-    def _scan_invalid(self, chunk: bytes) -> None:
-        c = self.counts
-        starts, hosts, rfind = self._starts, self._hosts, chunk.rfind
-        users: list[bytes] = []
-        for m in INVALID.finditer(chunk):
+    def _invalid(self, matches: Iterable[re.Match[bytes]], starts: list[int], hosts: list[bytes],
+                 users: list[bytes]) -> None:
+        rfind = self._chunk.rfind
+        for m in matches:
             user, host = m.groups()
             users.append(user[:64])
             starts.append(rfind(b"\n", 0, m.start()) + 1)
             hosts.append(host)
+
+    def _count_invalid(self, users: list[bytes]) -> None:
+        c = self.counts
         c.invalid_users += len(users)
         names = c.invalid_user_names
         names.update(users if len(names) < MAX_NAMES else [u for u in users if u in names])
         if len(names) > 2 * MAX_NAMES:
             c.invalid_user_names = Counter(dict(names.most_common(MAX_NAMES)))
 
-    def _scan_sshd(self, chunk: bytes) -> None:
-        pam_users: dict[bytes, set[bytes]] = {}
-        for m in SSHD.finditer(chunk):
+    def _sshd(self, matches: Iterable[re.Match[bytes]], pam_users: dict[bytes, set[bytes]]
+              ) -> None:
+        for m in matches:
             pid, rep, rep_method, ruser, rhost, puser, keyword, rest = m.groups()
             if rhost is not None:
-                self._pam(m, pid, ruser or b"", rhost, puser or b"", pam_users)
+                self.counts.pam_failures += 1
+                self._pam(m.start(), pid, puser or ruser or b"", rhost, pam_users)
             elif rep is not None:
                 self._repeated(m, int(rep), rep_method)
             elif keyword == b"Accepted":
                 self._accepted(m, pid, rest, pam_users)
             elif keyword is not None:
                 self._rare(m, pid, keyword, rest)
-        if self.pending:
-            self._resolve_pending(chunk)
 
     def _repeated(self, m: re.Match[bytes], times: int, method: bytes) -> None:
         """``message repeated N times: [ Failed ...]``: the inner line was counted once already."""
@@ -255,16 +399,14 @@ class AuthScanner(AdminEvents):
         for _ in range(min(times, MAX_REPEAT_EVENTS) - 1):
             self._failure(m.start(), host)
 
-    def _pam(self, m: re.Match[bytes], pid: bytes | None, ruser: bytes, rhost: bytes,
-             puser: bytes, pam_users: dict[bytes, set[bytes]]) -> None:
+    def _pam(self, pos: int, pid: bytes | None, user: bytes, rhost: bytes,
+             pam_users: dict[bytes, set[bytes]]) -> None:
         """A PAM failure counts (as in fail2ban) once the same connection tries another user."""
-        self.counts.pam_failures += 1
-        user = puser or ruser
         if pid is None or not user:
             return
         seen = pam_users.setdefault(pid, set())
         if seen and user not in seen:
-            self._failure(m.start(), rhost)
+            self._failure(pos, rhost)
         seen.add(user)
 
     def _accepted(self, m: re.Match[bytes], pid: bytes | None, rest: bytes,
@@ -273,16 +415,11 @@ class AuthScanner(AdminEvents):
         if parts is None:
             return
         method, user, host = parts.groups()
-        start, end = self._line_at(m.start())
-        c = self.counts
-        c.accepted_count += 1
+        self.counts.accepted_count += 1
         earlier = pam_users.get(pid or b"")
         if earlier and (len(earlier) > 1 or user not in earlier):   # failed as other users
             self._failure(m.start(), host)
-        self.accepted.append({"user": safe_text(user, 64), "address": safe_text(host),
-                              "method": safe_text(method, 32), "ts": self.stamp(start),
-                              "line": safe_text(self._chunk[start:end].rstrip(b"\r"),
-                                                MAX_LINE_KEPT)})
+        self._logins.append((user, host, method, self._line_at(m.start())[0]))
 
     def _rare(self, m: re.Match[bytes], pid: bytes | None, keyword: bytes, rest: bytes) -> None:
         """A rarer failure message; without an address, an earlier or later line of the pid."""
@@ -335,6 +472,18 @@ class AuthScanner(AdminEvents):
                 pos = end
         for pid in [p for p, i in self.pending.items() if self.now - i["ts"] > PENDING_TTL_S]:
             del self.pending[pid]
+
+def _offsets(raw: bytes) -> list[int]:
+    """Line starts from the C scanner (native int64)."""
+    return np.frombuffer(raw, dtype=np.int64).tolist()
+
+
+def _merged(fast: Sequence[Sequence[Any]], slow: Sequence[list[Any]]) -> tuple[list[Any], ...]:
+    """Two sets of parallel columns (line start first) as one, in line order (stable)."""
+    columns = [list(f) + s for f, s in zip(fast, slow)]
+    order = sorted(range(len(columns[0])), key=columns[0].__getitem__)
+    return tuple([column[i] for i in order] for column in columns)
+
 
 def _malformed(chunk: bytes) -> int:
     """Lines with NUL bytes or invalid UTF-8 (cheap when the chunk is clean)."""

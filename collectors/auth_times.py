@@ -12,8 +12,31 @@ import numpy as np
 
 from collectors.logformats import MONTHS, parse_timestamp
 
+try:        # the C helpers beside collectors.auth_patterns' scanner
+    from collectors import _authscan
+except ImportError:
+    _authscan = None
+
 _WIDTH = 15                                    # "Nov 23 10:00:01"
 _DIGITS = np.array([4, 5, 7, 8, 10, 11, 13, 14])
+
+
+def stamp_keys(chunk: bytes, at: np.ndarray) -> np.ndarray:
+    """collectors/_authscan.c's stamp_keys in numpy: for each line start, its "Mmm dd hh:mm:ss"
+    stamp as ((((letters * 100 + day) * 100 + hour) * 100 + minute) * 100 + second), every field
+    two digits so two texts never share a number; -1 for any other line."""
+    arr = np.frombuffer(chunk, dtype=np.uint8)
+    heads = arr[np.minimum(at[:, None] + np.arange(_WIDTH), len(arr) - 1)].astype(np.int64)
+    digits = heads[:, _DIGITS]
+    plain = ((at + _WIDTH <= len(arr)) & (heads[:, 3] == 32) & (heads[:, 6] == 32)
+             & (heads[:, 9] == 58) & (heads[:, 12] == 58)
+             & np.all((digits >= 48) & (digits <= 57) | ((digits == 32) & (np.arange(8) == 0)), 1))
+    h = heads
+    day = np.where(h[:, 4] == 32, 0, h[:, 4] - 48) * 10 + h[:, 5] - 48
+    key = (((((h[:, 0] << 16 | h[:, 1] << 8 | h[:, 2]) * 100 + day) * 100
+             + (h[:, 7] - 48) * 10 + h[:, 8] - 48) * 100 + (h[:, 10] - 48) * 10 + h[:, 11] - 48)
+           * 100 + (h[:, 13] - 48) * 10 + h[:, 14] - 48)
+    return np.where(plain, key, -1)
 
 
 class LineClock:
@@ -61,24 +84,18 @@ class LineClock:
 
     def stamps(self, chunk: bytes, starts: list[int]) -> np.ndarray:
         """Times of the lines at ``starts`` (NaN where unreadable): syslog stamps vectorised."""
-        arr = np.frombuffer(chunk, dtype=np.uint8)
         at = np.asarray(starts, dtype=np.int64)
-        heads = arr[np.minimum(at[:, None] + np.arange(_WIDTH), len(arr) - 1)]
-        digits = heads[:, _DIGITS]
-        plain = ((heads[:, 3] == 32) & (heads[:, 6] == 32) & (heads[:, 9] == 58)
-                 & (heads[:, 12] == 58) & np.all((digits >= 48) & (digits <= 57)
-                                                 | ((digits == 32) & (np.arange(8) == 0)), 1))
+        keys = (np.frombuffer(_authscan.stamp_keys(chunk, at.tobytes()), dtype=np.int64)
+                if _authscan is not None else stamp_keys(chunk, at))
         out = np.full(len(starts), np.nan)
-        rows = np.flatnonzero(plain)
+        rows = np.flatnonzero(keys >= 0)
         if len(rows):
-            minutes = heads[rows, :12]
-            change = np.r_[True, np.any(minutes[1:] != minutes[:-1], axis=1)]
-            run = np.cumsum(change) - 1
-            bases = np.array([self._base(bytes(minutes[i])) for i in np.flatnonzero(change)],
-                             dtype=np.float64)
-            secs = (heads[rows, 13].astype(np.float64) - 48) * 10 + heads[rows, 14] - 48
-            out[rows] = bases[run] + secs
-        for row in np.flatnonzero(~plain).tolist():
+            minutes, seconds = np.divmod(keys[rows], 100)
+            _, first, which = np.unique(minutes, return_index=True, return_inverse=True)
+            bases = np.array([self._base(chunk[starts[i]:starts[i] + 12])
+                              for i in rows[first].tolist()], dtype=np.float64)
+            out[rows] = bases[which] + seconds
+        for row in np.flatnonzero(keys < 0).tolist():
             value = self.stamp(chunk, starts[row])
             out[row] = np.nan if value is None else value
         return out

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from itertools import repeat
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -47,3 +47,16 @@ def matches_at(pattern: re.Pattern[bytes], chunk: bytes, starts: Iterable[int]
             end = m.end()
     return found
 
+
+
+def in_lines(pattern: re.Pattern[bytes], chunk: bytes, starts: Iterable[int]
+             ) -> Iterator[re.Match[bytes]]:
+    """``pattern.finditer(chunk)`` restricted to the lines starting at ``starts`` (sorted).
+
+    The same matches as over the whole chunk, for a pattern that cannot match across a newline:
+    each search sees the line and its newline, and lookbehinds see the bytes before it.
+    """
+    find = chunk.find
+    for start in starts:
+        end = find(b"\n", start)
+        yield from pattern.finditer(chunk, start, len(chunk) if end < 0 else end + 1)

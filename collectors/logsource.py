@@ -27,8 +27,9 @@ class LogSource:
     """One log read from its file or the journal per backend 'auto' | 'file' | 'journal'."""
 
     def __init__(self, ctx: CollectContext, path: Path, backend: str,
-                 journal_matches: Sequence[str]) -> None:
+                 journal_matches: Sequence[str], count_lines: bool = True) -> None:
         self.ctx = ctx
+        self.count_lines = count_lines          # False: the caller counts (lines_read is 0 here)
         self.path = Path(path)
         self.matches = tuple(journal_matches)
         settings = ctx.settings
@@ -95,7 +96,8 @@ class LogSource:
         """Whole lines (each ending in a newline) since the stored cursor."""
         if self.backend_used == "file":
             self._tail = Tail(self.path, self._prev.get("file"), start_at=self.start_at,
-                              max_bytes=self.max_bytes, max_line_bytes=self.max_line)
+                              max_bytes=self.max_bytes, max_line_bytes=self.max_line,
+                              count_lines=self.count_lines)
             yield from self._tail.chunks()
             self._state["file"] = self._tail.cursor
         elif self.backend_used == "journal":

@@ -62,10 +62,9 @@ def test_accepted_login_fields(corpus: Path) -> None:
     line = corpus_line(corpus / "loghub" / "OpenSSH" / "OpenSSH_2k.log", "Accepted password")
     scanner = scanned(line)
     (login,) = scanner.accepted
-    assert (login["user"], login["address"], login["method"]) == ("fztu", "119.137.62.142",
-                                                                   "password")
-    assert time.localtime(login["ts"])[1:6] == (12, 10, 9, 32, 20)   # Dec 10 09:32:20
-    assert login["line"].endswith("port 49116 ssh2")
+    assert (login.user, login.host, login.method) == (b"fztu", b"119.137.62.142", b"password")
+    assert time.localtime(login.ts)[1:6] == (12, 10, 9, 32, 20)   # Dec 10 09:32:20
+    assert scanner.login_line(login).endswith("port 49116 ssh2")
     assert scanner.counts.failures == 0
 
 
