@@ -13,7 +13,8 @@
  * with two occurrences of one pattern is slow. tests/test_auth_native.py checks that both paths
  * agree, on real logs, generated ones and fuzzed input.
  *
- * scan(chunk) -> (lines, failed, invalid, pam, sudo_commands, slow), where
+ * scan(chunk) -> ((lines, clean), failed, invalid, sshd, sudo_commands, slow), where
+ *   clean   = True when every byte is ASCII and none is NUL (no line can be malformed)
  *   failed  = (starts, kinds, hosts)        kinds: one byte per event, KIND_* below
  *   invalid = (starts, users, hosts)        users cut to 64 bytes
  *   sshd    = (starts, kinds, pids, users, hosts, methods): kinds 0 a PAM authentication failure
@@ -373,18 +374,25 @@ static int run_family(Scan *sc, int family) {
     return count && emit(sc, family, &cur, count) < 0 ? -1 : 0;
 }
 
-static Py_ssize_t count_lines(const unsigned char *s, Py_ssize_t n) {
+/* newlines, and whether every byte is ASCII and not NUL (then no line is malformed) */
+static Py_ssize_t count_lines(const unsigned char *s, Py_ssize_t n, int *clean) {
     Py_ssize_t total = 0;
+    unsigned char high = 0, nul = 0;
     while (n > 0) {                  /* blocks of 255 x 64: a byte counter cannot overflow */
         Py_ssize_t m = n < 255 * 64 ? n : 255 * 64, i;
-        uint8_t acc[64] = {0};
+        uint8_t acc[64] = {0}, any[64] = {0}, zero[64] = {0};
         for (i = 0; i + 64 <= m; i += 64)
-            for (int j = 0; j < 64; j++) acc[j] += s[i + j] == '\n';
-        for (int j = 0; j < 64; j++) total += acc[j];
-        for (; i < m; i++) total += s[i] == '\n';
+            for (int j = 0; j < 64; j++) {
+                acc[j] += s[i + j] == '\n';
+                any[j] |= s[i + j];
+                zero[j] |= s[i + j] == 0;
+            }
+        for (int j = 0; j < 64; j++) { total += acc[j]; high |= any[j]; nul |= zero[j]; }
+        for (; i < m; i++) { total += s[i] == '\n'; high |= s[i]; nul |= s[i] == 0; }
         s += m;
         n -= m;
     }
+    *clean = !(high & 0x80) && !nul;
     return total;
 }
 
@@ -426,8 +434,10 @@ static PyObject *scan(PyObject *self, PyObject *arg) {
     if (err != HS_SUCCESS) { PyErr_Format(PyExc_RuntimeError, "hs_scan failed (%d)", err); goto done; }
     for (int f = 0; f < N_FAMILIES; f++)
         if (run_family(&sc, f) < 0) goto done;
+    int clean;
+    Py_ssize_t lines = count_lines(sc.s, sc.n, &clean);
     result = Py_BuildValue(
-        "n(NNO)(NOO)(NNOOOO)N(NNNNN)", count_lines(sc.s, sc.n),
+        "(nO)(NNO)(NOO)(NNOOOO)N(NNNNN)", lines, clean ? Py_True : Py_False,
         vec_bytes(&sc.f_starts), kinds_bytes(&sc.f_kinds), sc.f_hosts,
         vec_bytes(&sc.i_starts), sc.i_users, sc.i_hosts,
         vec_bytes(&sc.p_starts), kinds_bytes(&sc.p_kinds), sc.p_pids, sc.p_users, sc.p_hosts,

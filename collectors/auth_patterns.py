@@ -21,6 +21,7 @@ from collections import Counter
 from bisect import bisect_left
 from dataclasses import dataclass, field
 from itertools import compress
+from operator import itemgetter
 from typing import Any, Iterable, NamedTuple, Sequence
 
 import numpy as np
@@ -77,6 +78,7 @@ RARE_MESSAGES = (
     re.compile(rb"refused connect from \S+ \((?:::ffff:)?([^)\s]+)\)"),
     re.compile(rb"Received disconnect from " + _HOST),
 )
+SSHD_PID = re.compile(rb"sshd(?:-session)?\[(\d+)\]")
 ACCEPTED_REST = re.compile(rb" (\S+) for (\S+) from " + _HOST)
 RESOLVES = re.compile(rb"(?:Connection (?:closed|reset)|Disconnect(?:ed|ing)|Received disconnect)"
                       rb"(?: (?:by|from))?(?: (?:invalid|authenticating) user \S+)? " + _HOST)
@@ -197,10 +199,10 @@ class AuthScanner(AdminEvents):
     def feed(self, chunk: bytes) -> None:
         """Scan one chunk of whole lines (each ending in a newline)."""
         self._chunk = chunk
-        self.counts.malformed += _malformed(chunk)
         if self.native:
             self._feed_native(chunk)
         else:
+            self.counts.malformed += _malformed(chunk)
             self.counts.lines += count_lines(chunk)
             # no "in" test before a literal-led scan: when absent it costs more than the scan
             self._failed(FAILED.finditer(chunk), self._starts, self._hosts)
@@ -238,9 +240,11 @@ class AuthScanner(AdminEvents):
     def _feed_native(self, chunk: bytes) -> None:
         """The same, with the C scanner: its fast lines as fields, its slow lines through the
         regexes above, each pattern's events merged back in line order."""
-        lines, failed, invalid, sshd, sudo_commands, slow = _authscan.scan(chunk)
+        (lines, clean), failed, invalid, sshd, sudo_commands, slow = _authscan.scan(chunk)
         slow_failed, slow_invalid, slow_sshd, slow_su, slow_admin = map(_offsets, slow)
         self.counts.lines += lines
+        if not clean:
+            self.counts.malformed += _malformed(chunk)
         self._native_failed(chunk, *failed, slow_failed)
         starts, users, hosts = _offsets(invalid[0]), invalid[1], invalid[2]
         if slow_invalid:
@@ -283,11 +287,33 @@ class AuthScanner(AdminEvents):
                      users: list[bytes], hosts: list[bytes], methods: list[bytes],
                      slow: list[int]) -> None:
         """PAM failures and accepted logins (fields) and the other sshd lines (regex), in line
-        order: a PAM failure counts once its connection tries another user, or logs in."""
-        pam_users: dict[bytes, set[bytes]] = {}
+        order: a PAM failure counts once its connection tries another user, or logs in. Events
+        of a pid seen once in the chunk (most) cannot meet another: they are taken in bulk."""
         accepted = kinds.count(1)
         self.counts.pam_failures += len(kinds) - accepted
         self.counts.accepted_count += accepted
+        pid_count = Counter(pids)
+        for line in slow:                     # slow lines that name a pid meet its events too
+            end = chunk.find(b"\n", line)
+            pid_count.update(SSHD_PID.findall(chunk, line, len(chunk) if end < 0 else end) * 2)
+        single = [pid_count[pid] == 1 for pid in pids]
+        logins = [(user, host, method, start) for start, kind, user, host, method, alone
+                  in zip(starts, kinds, users, hosts, methods, single) if kind and alone]
+        if not all(single):
+            self._sshd_in_order(chunk, *(list(compress(column, [not a for a in single]))
+                                         for column in (starts, kinds, pids, users, hosts,
+                                                        methods)), slow)
+        elif slow:
+            self._sshd(in_lines(SSHD, chunk, slow), {})
+        if logins:                            # all of them, in line order
+            self._logins = sorted(self._logins + logins, key=itemgetter(3))
+        if self.pending and b"sshd" in chunk:
+            self._resolve_pending(chunk)
+
+    def _sshd_in_order(self, chunk: bytes, starts: list[int], kinds: list[int],
+                       pids: list[bytes], users: list[bytes], hosts: list[bytes],
+                       methods: list[bytes], slow: list[int]) -> None:
+        pam_users: dict[bytes, set[bytes]] = {}
         done = 0                                  # slow lines handled so far
         for start, kind, pid, user, host, method in zip(starts, kinds, pids, users, hosts,
                                                         methods):
@@ -303,7 +329,7 @@ class AuthScanner(AdminEvents):
                 self._logins.append((user, host, method, start))
             elif not user:
                 continue
-            elif seen is None:                    # _pam(), inline: the common case
+            elif seen is None:                    # _pam(), inline
                 pam_users[pid] = {user}
             elif user not in seen:
                 seen.add(user)
@@ -311,8 +337,6 @@ class AuthScanner(AdminEvents):
                 self._hosts.append(host)
         if done < len(slow):
             self._sshd(in_lines(SSHD, chunk, slow[done:]), pam_users)
-        if self.pending and b"sshd" in chunk:
-            self._resolve_pending(chunk)
 
     def _native_su(self, chunk: bytes, commands: list[int], slow: list[int]) -> None:
         """sudo commands beyond the kept ones are only counted; the rest through the regex."""

@@ -69,8 +69,8 @@ def test_generated_log_agrees_and_takes_the_fast_path(tmp_path: Path) -> None:
     generate(tmp_path / "auth.log", 3 << 20)
     data = (tmp_path / "auth.log").read_bytes()
     assert_same(chunked(data, 1 << 20), 1_793_000_000.0 + 200_000)
-    lines, failed, invalid, sshd, commands, slow = _authscan.scan(chunked(data, 1 << 20)[0])
-    assert lines > 5000
+    (lines, clean), failed, invalid, sshd, commands, slow = _authscan.scan(chunked(data, 1 << 20)[0])
+    assert lines > 5000 and clean
     assert len(failed[2]) > 0.1 * lines and len(invalid[2]) > 0.02 * lines   # fields in C
     assert len(sshd[2]) > 0.05 * lines and len(commands) > 0
     assert sum(len(s) for s in slow) / 8 < 0.001 * lines          # almost nothing left to regexes
@@ -85,8 +85,10 @@ def test_fields_of_the_common_shapes() -> None:
              b"Nov 23 10:00:05 h sshd[15]: Accepted publickey for al from 10.0.0.2 port 5 ssh2\n"
              b"Nov 23 10:00:06 h sudo:    al : TTY=pts/0 ; PWD=/ ; USER=root ; COMMAND=/bin/ls\n"
              b"Nov 23 10:00:07 h sshd[16]: ROOT LOGIN REFUSED FROM 7.7.7.7\n")
-    lines, failed, invalid, sshd, commands, slow = _authscan.scan(chunk)
-    assert lines == 7
+    (lines, clean), failed, invalid, sshd, commands, slow = _authscan.scan(chunk)
+    assert (lines, clean) == (7, True)
+    assert _authscan.scan(chunk + b"\x00\n")[0] == (8, False)
+    assert _authscan.scan(b"\xc3\xa9\n")[0] == (1, False)
     assert failed[1:] == (bytes([0, 3]), [b"1.2.3.4", b"1.2.3.5"])
     assert invalid[1:] == ([b"bob"], [b"5.6.7.8"])
     assert sshd[1:] == (bytes([0, 1]), [b"14", b"15"], [b"root", b"al"], [b"9.9.9.9", b"10.0.0.2"],
@@ -168,3 +170,21 @@ def test_stamp_keys_match_numpy() -> None:
     native = np.frombuffer(_authscan.stamp_keys(chunk, starts.tobytes()), dtype=np.int64)
     assert (native == stamp_keys(chunk, starts)).all()
     assert (native >= 0).sum() >= 51                  # the 50 stamps and "Feb  7", at least
+
+
+def test_collector_without_the_c_scanner_gives_the_same(corpus: Path, tmp_path: Path,
+                                                       make_settings: Any, monkeypatch: Any,
+                                                       caplog: Any) -> None:
+    """A machine where make native did not run: same observations, a warning, scanner "regex"."""
+    from collectors import auth_log, auth_patterns
+    from core.context import CollectContext
+    log = tmp_path / "auth.log"
+    log.write_bytes((corpus / "loghub" / "OpenSSH" / "OpenSSH_2k.log").read_bytes() + b"\n")
+    settings = make_settings(AUTH_LOG_PATH=log, AUTH_LOG_BACKEND="file", LOG_START_AT="start")
+    with_c = auth_log.collect(CollectContext(settings, NOW, {})).observations
+    monkeypatch.setattr(auth_patterns, "_authscan", None)
+    monkeypatch.setattr(auth_log, "_WARNED", [])
+    without = auth_log.collect(CollectContext(settings, NOW, {})).observations
+    assert (with_c.pop("scanner"), without.pop("scanner")) == ("c", "regex")
+    assert with_c == without and with_c["failed_logins"] == 528
+    assert "make native" in caplog.text
