@@ -463,13 +463,14 @@ static PyObject *stamp_keys(PyObject *self, PyObject *args) {
     PyObject *out = PyBytes_FromStringAndSize(NULL, count * (Py_ssize_t)sizeof(int64_t));
     if (out != NULL) {
         const unsigned char *s = chunk.buf;
-        const int64_t *at = starts.buf;
         int64_t *key = (int64_t *)PyBytes_AS_STRING(out);
         for (Py_ssize_t i = 0; i < count; i++) {
-            int64_t p = at[i];
-            const unsigned char *h = s + p;
+            int64_t p;                       /* starts may be any buffer: unaligned, any value */
+            memcpy(&p, (const char *)starts.buf + i * (Py_ssize_t)sizeof(int64_t), sizeof p);
             key[i] = -1;
-            if (p < 0 || p + 15 > chunk.len || h[3] != ' ' || h[6] != ' ' || h[9] != ':'
+            if (p < 0 || p > chunk.len - 15) continue;        /* no overflow, h only in bounds */
+            const unsigned char *h = s + p;
+            if (h[3] != ' ' || h[6] != ' ' || h[9] != ':'
                 || h[12] != ':' || !(is_digit(h[4]) || h[4] == ' ') || !is_digit(h[5])
                 || !is_digit(h[7]) || !is_digit(h[8]) || !is_digit(h[10]) || !is_digit(h[11])
                 || !is_digit(h[13]) || !is_digit(h[14]))

@@ -113,8 +113,8 @@ def check_scan(chunk):
         calls["scan"] += 1
         assert isinstance(v, bytes) or sys.getrefcount(v) == refs, "scan() kept a reference"
     assert all(r == results[0] for r in results), (chunk, results)
-    lines, failed, invalid, sshd, sudo, slow = results[0]
-    assert lines == chunk.count(b"\n")
+    (lines, clean), failed, invalid, sshd, sudo, slow = results[0]
+    assert lines == chunk.count(b"\n") and clean == (chunk.isascii() and b"\0" not in chunk)
     for s in [failed[0], invalid[0], sshd[0], sudo, *slow]:
         for p in struct.unpack(f"{len(s) // 8}q", s):
             assert 0 <= p < len(chunk) and (p == 0 or chunk[p - 1] == 10), (chunk, p)

@@ -188,3 +188,13 @@ def test_collector_without_the_c_scanner_gives_the_same(corpus: Path, tmp_path: 
     assert (with_c.pop("scanner"), without.pop("scanner")) == ("c", "regex")
     assert with_c == without and with_c["failed_logins"] == 528
     assert "make native" in caplog.text
+
+
+def test_stamp_keys_bounds_any_start() -> None:
+    """Found by make fuzz: a start near 2**63 wrapped the bounds check; unaligned starts are UB."""
+    import struct
+    chunk = b"Nov 23 10:00:01 h sshd[1]: x\n"
+    starts = struct.pack("<5q", 0, -1, len(chunk) - 14, 2**63 - 1, -(2**63))
+    assert np.frombuffer(_authscan.stamp_keys(chunk, starts), np.int64).tolist()[1:] == [-1] * 4
+    unaligned = memoryview(b"\0" + struct.pack("<q", 0))[1:]
+    assert np.frombuffer(_authscan.stamp_keys(chunk, unaligned), np.int64)[0] >= 0
