@@ -5,16 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import signal
 import sys
 import threading
 from pathlib import Path
 from typing import Any, Callable, Sequence, TextIO
 
-# numpy's OpenBLAS starts a thread per core that spins after work; the agent does no linear
-# algebra, and a monitor should not busy a second core (bench.auth_ingest: 3% faster with one)
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+from core import runtime        # first: one BLAS thread, before anything imports numpy
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -172,6 +169,7 @@ def run_loop(runtime: Runtime, stop: threading.Event, on_cycle: Callable[[dict],
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    runtime.tune_allocator()
     from core.settings import ConfigError, load_settings
 
     try:

@@ -87,6 +87,8 @@ def generate(path: Path, size: int, seed: int = 7) -> int:
 
 CHILD = """
 import hashlib, json, resource, sys, time
+from core import runtime                     # as monitor_agent.py does
+runtime.tune_allocator()
 if sys.argv[4] == "regex":                   # the reference: the same patterns without the C scanner
     from collectors import auth_patterns
     auth_patterns._authscan = None
@@ -114,8 +116,7 @@ def measure_extraction(path: Path, tmp: Path, now: float, scanner: str = "native
     "regex" runs it without collectors/_authscan.c (as on a machine where it is not built)."""
     done = subprocess.run([sys.executable, "-c", CHILD, str(path), str(tmp / "data"), str(now),
                            scanner],
-                          cwd=ROOT, capture_output=True, text=True, timeout=1800, check=True,
-                          env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})   # as the agent sets
+                          cwd=ROOT, capture_output=True, text=True, timeout=1800, check=True)
     out = json.loads(done.stdout)
     out["lines_per_s"] = out["lines"] / out["seconds"]
     return out
