@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Sequence, TextIO
 
-from core import runtime        # first: one BLAS thread, before anything imports numpy
+from core import runtime as process_setup   # first: one BLAS thread, before numpy is imported
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -169,7 +169,7 @@ def run_loop(runtime: Runtime, stop: threading.Event, on_cycle: Callable[[dict],
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    runtime.tune_allocator()
+    process_setup.tune_allocator()
     from core.settings import ConfigError, load_settings
 
     try:
