@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Sequence, TextIO
 
-from core import runtime as process_setup   # first: one BLAS thread, before numpy is imported
+from core import process_setup   # first: one BLAS thread, before numpy is imported
 
 EXIT_OK = 0
 EXIT_FAILED = 1

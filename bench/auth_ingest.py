@@ -87,8 +87,8 @@ def generate(path: Path, size: int, seed: int = 7) -> int:
 
 CHILD = """
 import hashlib, json, resource, sys, time
-from core import runtime                     # as monitor_agent.py does
-runtime.tune_allocator()
+from core import process_setup               # as monitor_agent.py does
+process_setup.tune_allocator()
 if sys.argv[4] == "regex":                   # the reference: the same patterns without the C scanner
     from collectors import auth_patterns
     auth_patterns._authscan = None

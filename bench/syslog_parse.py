@@ -96,8 +96,8 @@ def phase(name: str, path: Path) -> dict[str, Any]:
     """Run one measurement in this process; prints JSON."""
     extra: dict[str, Any] = {}
     if name == "collector":
-        from core import runtime                 # as monitor_agent.py does
-        runtime.tune_allocator()
+        from core import process_setup           # as monitor_agent.py does
+        process_setup.tune_allocator()
         from collectors import syslog
         from core.context import CollectContext
         from core.settings import load_settings

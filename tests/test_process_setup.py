@@ -1,4 +1,4 @@
-"""core.runtime: the process-wide settings monitor_agent.py applies at start."""
+"""core.process_setup: the process-wide settings monitor_agent.py applies at start."""
 from __future__ import annotations
 
 import subprocess
@@ -12,8 +12,8 @@ def test_allocator_keeps_chunk_sized_blocks_in_the_heap() -> None:
     """After tuning, a freed 4 MiB block is reused: allocating it again faults no new pages."""
     probe = """
 import resource, sys
-from core import runtime
-assert runtime.tune_allocator()
+from core import process_setup
+assert process_setup.tune_allocator()
 def faults_for_blocks():
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(50):
@@ -22,7 +22,7 @@ def faults_for_blocks():
 faults_for_blocks()
 print(faults_for_blocks())
 """
-    untuned = probe.replace("assert runtime.tune_allocator()", "")
+    untuned = probe.replace("assert process_setup.tune_allocator()", "")
     tuned_faults = int(subprocess.run([sys.executable, "-c", probe], cwd=ROOT, check=True,
                                       capture_output=True, text=True).stdout)
     untuned_faults = int(subprocess.run([sys.executable, "-c", untuned], cwd=ROOT, check=True,
@@ -31,7 +31,7 @@ print(faults_for_blocks())
 
 
 def test_one_blas_thread_unless_the_operator_says_otherwise() -> None:
-    code = "import os; from core import runtime; print(os.environ['OPENBLAS_NUM_THREADS'])"
+    code = "import os; from core import process_setup; print(os.environ['OPENBLAS_NUM_THREADS'])"
     env = {"PATH": "/usr/bin:/bin"}
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
                           text=True).stdout.strip() == "1"
