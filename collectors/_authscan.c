@@ -1,4 +1,4 @@
-/* _authscan: one pass over a chunk of auth log lines, for collectors.auth_patterns.
+/* _authscan: one pass over a chunk of auth log lines, for collectors.auth_native.
  *
  * Vectorscan (the maintained fork of Intel's Hyperscan) finds every occurrence of the literals
  * that the auth patterns need ("Failed", "Invalid", "sshd", "su", "useradd[", ...) in one pass.
@@ -7,7 +7,7 @@
  *   - fast: the line has exactly the common shape of the pattern, and its fields are returned
  *     (the host of a failed login, the pid/user/rhost of a PAM failure, ...);
  *   - slow: anything else; the line start is returned and Python runs the pattern's regex on that
- *     line (collectors.auth_patterns), so the regexes stay the one definition of what counts.
+ *     line (collectors.auth_regexes), so the regexes stay the one definition of what counts.
  * A fast parse follows the regex's own first path (greedy quantifiers, first alternative) and gives
  * up (slow) wherever the regex could backtrack, so a fast line yields what the regex would; a line
  * with two occurrences of one pattern is slow. tests/test_auth_native.py checks that both paths

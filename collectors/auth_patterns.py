@@ -1,9 +1,10 @@
 """Authentication events extracted from whole chunks of auth log lines (bytes), not line by line.
 
-Speed comes from scanning a chunk with a few compiled regexes that start with a literal (the
-regex engine skips to the literal), so only lines that matter cost Python work; lines are counted
-with numpy and only the lines of events are stamped, in bulk (collectors.auth_times). Where the
-time goes and what was tried: the README, auth_log section, "Speed".
+The patterns are collectors.auth_regexes'. With the C scanner built (collectors/_authscan.c, the
+mixin collectors.auth_native) a chunk is searched once and only lines of unusual shape reach the
+regexes; without it each regex scans the chunk (it skips to its literal). Only the lines of events
+are stamped, in bulk (collectors.auth_times). Where the time goes and what was tried: the README,
+auth_log section, "Speed".
 
 Counting rules (issue 3, fail2ban's default ``normal`` mode):
 - ``failed_logins``: password and keyboard-interactive attempts, ``message repeated N times:
@@ -18,22 +19,18 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from bisect import bisect_left
 from dataclasses import dataclass, field
 from itertools import compress
-from operator import itemgetter
-from typing import Any, Iterable, NamedTuple, Sequence
+from typing import Any, Iterable, NamedTuple
 
 import numpy as np
 
-from collectors.auth_admin import ADMIN, MAX_EVENTS, MAX_LINE_KEPT, SU, AdminEvents, safe_text
+from collectors.auth_admin import MAX_LINE_KEPT, AdminEvents, safe_text
+from collectors.auth_native import NativeFeed
+from collectors.auth_regexes import (ACCEPTED_REST, ADDRESS_IN_LINE, FAILED, INVALID,
+                                     LOGIN_METHODS, RARE_MESSAGES, RESOLVES, SSHD)
 from collectors.auth_times import LineClock
-from collectors.chunkscan import count_lines, in_lines
-
-try:        # the one-pass scanner in C (collectors/_authscan.c); built by make, needs libhs
-    from collectors import _authscan
-except ImportError:   # not built: the same results, from the regexes alone, ~3x slower
-    _authscan = None
+from collectors.chunkscan import authscan as _authscan, count_lines, malformed_lines
 
 MAX_EVIDENCE_HOSTS = 200  # addresses for which sample failure lines are kept
 EVIDENCE_PER_HOST = 3
@@ -42,47 +39,6 @@ MAX_REPEAT_EVENTS = 10_000  # window events from one "message repeated N times" 
 MAX_PENDING = 256        # sshd pids waiting for their address (multi-line failures)
 PENDING_TTL_S = 600.0
 
-LOGIN_METHODS = (b"password", b"keyboard-interactive", b"keyboard-interactive/pam")
-_HOST = rb"(?:::ffff:)?([0-9A-Za-z][\w.:%-]*)"
-_TAIL = rb"(?: port \d+)?(?: on \S+)?(?: ssh\d*)?(?=: |\]|[ \t\r]*$)"
-_SUFFIX = rb"(?: via \S+)?(?: (?:port \d+|on \S+|\[preauth\])){0,3}\s*$"
-# the user is a single word for real accounts; an invalid user's name is whatever the client
-# sent, so the lazy fallback finds the first " from HOST port N ssh2" that ends the message
-FAILED = re.compile(rb"Failed (\S+) for (invalid user )?(\S+|.*?) from " + _HOST + _TAIL, re.M)
-INVALID = re.compile(rb"Invalid user (\S*|.*?) from " + _HOST +
-                     rb"(?: port \d+)?[ \t\r]*$", re.M)
-# "sshd[pid]: " (also sshd-session), or "[sshd]: " / "[sshd] " without a pid
-_SSHD_HEAD = rb"sshd(?:-session)?(?:\[(\d+)\]:|\]:?) (?:(?:error|fatal): (?:PAM: )?)?"
-SSHD = re.compile(_SSHD_HEAD + rb"(?:"
-                  rb"message repeated (\d+) times: \[ Failed (\S+) for "
-                  rb"|pam_unix\(sshd:auth\): authentication failure;[^\n]*? ruser=(\S*) "
-                  rb"rhost=(\S+)(?:[ \t]+user=(\S*))?"
-                  rb"|(Accepted|ROOT LOGIN REFUSED|maximum authentication attempts exceeded"
-                  rb"|[aA]uthentication (?:failure|error|failed) for|User not known to"
-                  rb"|User \S+ (?:from \S+ )?not allowed because|refused connect from"
-                  rb"|Received disconnect from \S+(?: port \d+)?:[ \t]*3: "
-                  rb"|Disconnecting: Too many authentication failures"
-                  rb"|Disconnecting(?= (?:from )?(?:invalid|authenticating) user [^\r\n]*: "
-                  rb"Change of username))([^\r\n]*))", re.M)
-# One row per rare sshd message: the address it names (the last group), tried in order
-RARE_MESSAGES = (
-    re.compile(rb"ROOT LOGIN REFUSED FROM " + _HOST),
-    re.compile(rb"maximum authentication attempts exceeded for (?:invalid user )?(.*?) from "
-               + _HOST + rb"(?: port \d+)?(?: on \S+)?(?: ssh\d*)?" + _SUFFIX),
-    re.compile(rb"[aA]uthentication (?:failure|error|failed) for (.*?) (?:from )?" + _HOST
-               + _SUFFIX),
-    re.compile(rb"User not known to the underlying authentication module for (.*?) (?:from )?"
-               + _HOST + _SUFFIX),
-    re.compile(rb"Disconnecting(?: from)? (?:invalid|authenticating) user \S+ " + _HOST),
-    re.compile(rb"User (\S+|.*?) (?:from )?" + _HOST + rb" not allowed because"),
-    re.compile(rb"refused connect from \S+ \((?:::ffff:)?([^)\s]+)\)"),
-    re.compile(rb"Received disconnect from " + _HOST),
-)
-SSHD_PID = re.compile(rb"sshd(?:-session)?\[(\d+)\]")
-ACCEPTED_REST = re.compile(rb" (\S+) for (\S+) from " + _HOST)
-RESOLVES = re.compile(rb"(?:Connection (?:closed|reset)|Disconnect(?:ed|ing)|Received disconnect)"
-                      rb"(?: (?:by|from))?(?: (?:invalid|authenticating) user \S+)? " + _HOST)
-ADDRESS_IN_LINE = re.compile(rb"(?:from|by|rhost=) " + _HOST)
 @dataclass
 class AuthCounts:
     """Everything extracted from the chunks of one cycle; bounded lists, plain counters."""
@@ -122,14 +78,14 @@ class Login(NamedTuple):
     start: int            # its line's offset in AuthScanner.last_chunk
 
 
-class AuthScanner(AdminEvents):
+class AuthScanner(NativeFeed, AdminEvents):
     """Feeds chunks of whole lines; collects counts, events and (time, address) failure events."""
 
     def __init__(self, now: float, pending: dict[str, Any] | None = None,
                  native: bool = True) -> None:
         self.now = now
         self.native = native and _authscan is not None   # False: the regexes alone (tests)
-        self.clock = LineClock(now)
+        self.clock = LineClock(now, self.native)
         self.counts = AuthCounts()
         self.pending: dict[str, dict[str, Any]] = dict(pending or {})   # sshd pid -> {"ts"}
         self.fail_times: list[float] = []
@@ -202,7 +158,7 @@ class AuthScanner(AdminEvents):
         if self.native:
             self._feed_native(chunk)
         else:
-            self.counts.malformed += _malformed(chunk)
+            self.counts.malformed += malformed_lines(chunk)
             self.counts.lines += count_lines(chunk)
             # no "in" test before a literal-led scan: when absent it costs more than the scan
             self._failed(FAILED.finditer(chunk), self._starts, self._hosts)
@@ -236,124 +192,6 @@ class AuthScanner(AdminEvents):
         end = chunk.find(b"\n", login.start)
         return safe_text(chunk[login.start:len(chunk) if end < 0 else end].rstrip(b"\r"),
                          MAX_LINE_KEPT)
-
-    def _feed_native(self, chunk: bytes) -> None:
-        """The same, with the C scanner: its fast lines as fields, its slow lines through the
-        regexes above, each pattern's events merged back in line order."""
-        (lines, clean), failed, invalid, sshd, sudo_commands, slow = _authscan.scan(chunk)
-        slow_failed, slow_invalid, slow_sshd, slow_su, slow_admin = map(_offsets, slow)
-        self.counts.lines += lines
-        if not clean:
-            self.counts.malformed += _malformed(chunk)
-        self._native_failed(chunk, *failed, slow_failed)
-        starts, users, hosts = _offsets(invalid[0]), invalid[1], invalid[2]
-        if slow_invalid:
-            more: tuple[list[int], list[bytes], list[bytes]] = ([], [], [])
-            self._invalid(in_lines(INVALID, chunk, slow_invalid), more[0], more[2], more[1])
-            starts, users, hosts = _merged((starts, users, hosts), more)
-        self._count_invalid(users)
-        self._starts += starts
-        self._hosts += hosts
-        self._native_sshd(chunk, _offsets(sshd[0]), *sshd[1:], slow_sshd)
-        self._native_su(chunk, _offsets(sudo_commands), slow_su)
-        if slow_admin:
-            self._admin(in_lines(ADMIN, chunk, slow_admin))
-
-    def _native_failed(self, chunk: bytes, starts_raw: bytes, kinds_raw: bytes,
-                       hosts: list[bytes], slow: list[int]) -> None:
-        c = self.counts
-        kinds = np.frombuffer(kinds_raw, dtype=np.uint8)
-        login, key, key_invalid, none, other = np.bincount(kinds, minlength=5).tolist()
-        c.failed_logins += login
-        c.publickey_failures += key + key_invalid
-        c.none_probes += none
-        c.other_failures += other
-        starts = np.frombuffer(starts_raw, dtype=np.int64)
-        if login == len(kinds):
-            c.failed_by_ip.update(hosts)
-            events = (starts.tolist(), hosts)
-        else:          # kinds: login, publickey, publickey of an invalid user, none, other
-            c.failed_by_ip.update(compress(hosts, (kinds == 0).tolist()))
-            event = kinds != 1                    # a key offer of a real user: not a failure
-            events = (starts[event].tolist(), list(compress(hosts, event.tolist())))
-        if slow:
-            more: tuple[list[int], list[bytes]] = ([], [])
-            self._failed(in_lines(FAILED, chunk, slow), *more)
-            events = _merged(events, more)
-        self._starts += events[0]
-        self._hosts += events[1]
-
-    def _native_sshd(self, chunk: bytes, starts: list[int], kinds: bytes, pids: list[bytes],
-                     users: list[bytes], hosts: list[bytes], methods: list[bytes],
-                     slow: list[int]) -> None:
-        """PAM failures and accepted logins (fields) and the other sshd lines (regex), in line
-        order: a PAM failure counts once its connection tries another user, or logs in. Events
-        of a pid seen once in the chunk (most) cannot meet another: they are taken in bulk."""
-        accepted = kinds.count(1)
-        self.counts.pam_failures += len(kinds) - accepted
-        self.counts.accepted_count += accepted
-        pid_count = Counter(pids)
-        for line in slow:                     # slow lines that name a pid meet its events too
-            end = chunk.find(b"\n", line)
-            pid_count.update(SSHD_PID.findall(chunk, line, len(chunk) if end < 0 else end) * 2)
-        single = [pid_count[pid] == 1 for pid in pids]
-        logins = [(user, host, method, start) for start, kind, user, host, method, alone
-                  in zip(starts, kinds, users, hosts, methods, single) if kind and alone]
-        if not all(single):
-            self._sshd_in_order(chunk, *(list(compress(column, [not a for a in single]))
-                                         for column in (starts, kinds, pids, users, hosts,
-                                                        methods)), slow)
-        elif slow:
-            self._sshd(in_lines(SSHD, chunk, slow), {})
-        if logins:                            # all of them, in line order
-            self._logins = sorted(self._logins + logins, key=itemgetter(3))
-        if self.pending and b"sshd" in chunk:
-            self._resolve_pending(chunk)
-
-    def _sshd_in_order(self, chunk: bytes, starts: list[int], kinds: list[int],
-                       pids: list[bytes], users: list[bytes], hosts: list[bytes],
-                       methods: list[bytes], slow: list[int]) -> None:
-        pam_users: dict[bytes, set[bytes]] = {}
-        done = 0                                  # slow lines handled so far
-        for start, kind, pid, user, host, method in zip(starts, kinds, pids, users, hosts,
-                                                        methods):
-            if done < len(slow) and slow[done] < start:
-                stop = bisect_left(slow, start, done)
-                self._sshd(in_lines(SSHD, chunk, slow[done:stop]), pam_users)
-                done = stop
-            seen = pam_users.get(pid)
-            if kind:                              # _accepted()
-                if seen and (len(seen) > 1 or user not in seen):
-                    self._starts.append(start)
-                    self._hosts.append(host)
-                self._logins.append((user, host, method, start))
-            elif not user:
-                continue
-            elif seen is None:                    # _pam(), inline
-                pam_users[pid] = {user}
-            elif user not in seen:
-                seen.add(user)
-                self._starts.append(start)
-                self._hosts.append(host)
-        if done < len(slow):
-            self._sshd(in_lines(SSHD, chunk, slow[done:]), pam_users)
-
-    def _native_su(self, chunk: bytes, commands: list[int], slow: list[int]) -> None:
-        """sudo commands beyond the kept ones are only counted; the rest through the regex."""
-        c = self.counts
-        if not slow:
-            kept = 0
-            while kept < len(commands) and len(c.sudo_commands) < MAX_EVENTS:
-                self._su(in_lines(SU, chunk, commands[kept:kept + 1]))
-                kept += 1
-            c.sudo_command_count += len(commands) - kept
-            return
-        command = set(commands)
-        for start in sorted(commands + slow):
-            if start in command and len(c.sudo_commands) >= MAX_EVENTS:
-                c.sudo_command_count += 1
-            else:
-                self._su(in_lines(SU, chunk, [start]))
 
     # --- each pattern's matches ----------------------------------------------------------------
     def _failed(self, matches: Iterable[re.Match[bytes]], starts: list[int],
@@ -496,30 +334,3 @@ class AuthScanner(AdminEvents):
                 pos = end
         for pid in [p for p, i in self.pending.items() if self.now - i["ts"] > PENDING_TTL_S]:
             del self.pending[pid]
-
-def _offsets(raw: bytes) -> list[int]:
-    """Line starts from the C scanner (native int64)."""
-    return np.frombuffer(raw, dtype=np.int64).tolist()
-
-
-def _merged(fast: Sequence[Sequence[Any]], slow: Sequence[list[Any]]) -> tuple[list[Any], ...]:
-    """Two sets of parallel columns (line start first) as one, in line order (stable)."""
-    columns = [list(f) + s for f, s in zip(fast, slow)]
-    order = sorted(range(len(columns[0])), key=columns[0].__getitem__)
-    return tuple([column[i] for i in order] for column in columns)
-
-
-def _malformed(chunk: bytes) -> int:
-    """Lines with NUL bytes or invalid UTF-8 (cheap when the chunk is clean)."""
-    if chunk.isascii() and b"\x00" not in chunk:
-        return 0
-    bad = 0
-    for line in chunk.split(b"\n"):
-        if b"\x00" in line:
-            bad += 1
-            continue
-        try:
-            line.decode("utf-8")
-        except UnicodeDecodeError:
-            bad += 1
-    return bad

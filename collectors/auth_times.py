@@ -10,12 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from collectors.chunkscan import authscan
 from collectors.logformats import MONTHS, parse_timestamp
-
-try:        # the C helpers beside collectors.auth_patterns' scanner
-    from collectors import _authscan
-except ImportError:
-    _authscan = None
 
 _WIDTH = 15                                    # "Nov 23 10:00:01"
 _DIGITS = np.array([4, 5, 7, 8, 10, 11, 13, 14])
@@ -42,8 +38,9 @@ def stamp_keys(chunk: bytes, at: np.ndarray) -> np.ndarray:
 class LineClock:
     """Epoch seconds of log lines (traditional stamps cached per minute, others parsed)."""
 
-    def __init__(self, now: float) -> None:
+    def __init__(self, now: float, native: bool = False) -> None:
         self.now = now
+        self.native = native and authscan is not None    # the C stamp_keys, else numpy's
         self._minutes: dict[bytes, float | None] = {}
         self._hours: dict[bytes, float | None] = {}
 
@@ -85,8 +82,8 @@ class LineClock:
     def stamps(self, chunk: bytes, starts: list[int]) -> np.ndarray:
         """Times of the lines at ``starts`` (NaN where unreadable): syslog stamps vectorised."""
         at = np.asarray(starts, dtype=np.int64)
-        keys = (np.frombuffer(_authscan.stamp_keys(chunk, at.tobytes()), dtype=np.int64)
-                if _authscan is not None else stamp_keys(chunk, at))
+        keys = (np.frombuffer(authscan.stamp_keys(chunk, at), dtype=np.int64) if self.native
+                else stamp_keys(chunk, at))
         out = np.full(len(starts), np.nan)
         rows = np.flatnonzero(keys >= 0)
         if len(rows):
