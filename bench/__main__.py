@@ -22,6 +22,7 @@ BENCHMARKS: dict[str, str] = {
     "prompt_size": "prompt tokens against new log volume",
     "syslog_parse": "syslog parsing lines/s against grep and a Python loop",
     "auth_ingest": "auth.log extraction on 1 GiB against grep -c and fail2ban-regex",
+    "auth_phases": "auth.log extraction's time by phase, with and without the malloc tuning",
     "time_to_alert": "loop mode: a login after a brute force written to auth.log -> Discord",
 }
 
