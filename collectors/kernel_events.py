@@ -161,12 +161,11 @@ KERNEL_EVENTS = (
          rb"mce: \[Hardware Error\]: Machine check events logged$", "low", HW),
     # drivers/edac/edac_mc.c edac_ue_error / edac_ce_error (edac_mc_printk: "EDAC MC%d: "):
     # "%d UE %s%son %s (%s page:0x%lx offset:0x%lx grain:%ld ...)"; older "UE page 0x%lx, ..."
-    _row("memory_uncorrected", b" UE ",
-         rb"EDAC MC(?P<what>\d+): (?:\d+ UE (?:.{1,200} )?on .{1,200}\(.*\)$|UE page 0x[0-9a-f]+)",
-         "high", HW, "high"),
-    _row("memory_corrected", b" CE ",
-         rb"EDAC MC(?P<what>\d+): (?:\d+ CE (?:.{1,200} )?on .{1,200}\(.*\)$|CE page 0x[0-9a-f]+)",
-         "low", HW),
+    *(_row(label, b" %s " % letter,
+           rb"EDAC MC(?P<what>\d+): (?:\d+ %s (?:.{1,200} )?on .{1,200}\(.*\)$|%s page 0x[0-9a-f]+)"
+           % (letter, letter), severity, HW, floor)
+      for label, letter, severity, floor in (("memory_uncorrected", b"UE", "high", "high"),
+                                             ("memory_corrected", b"CE", "low", "none"))),
     # drivers/firmware/efi/cper.c cper_estatus_print: "%sevent severity: %s" with pfx
     # "{%u}[Hardware Error]: " (drivers/acpi/apei/ghes.c)
     _row("firmware_hardware_error", b"event severity: ",

@@ -283,7 +283,7 @@ def test_the_journal_backend_gives_real_priorities(make_settings: Any, tmp_path:
         entry(0, "Started Daily apt download activities.", SYSLOG_IDENTIFIER="systemd",
               _PID="1", PRIORITY="6"),
         entry(1, "Out of memory: Killed process 15784 (python3) total-vm:11964kB, anon-rss:4288kB",
-              SYSLOG_IDENTIFIER="kernel", PRIORITY="3"),
+              SYSLOG_IDENTIFIER="kernel", _TRANSPORT="kernel", PRIORITY="3"),
         entry(2, "all fine here", SYSLOG_IDENTIFIER="app", _PID="5", PRIORITY="2")])
     settings = make_settings(SYSLOG_PATH=str(tmp_path / "no-syslog"), JOURNAL_DIRECTORY=str(folder),
                              LOG_START_AT="start")
