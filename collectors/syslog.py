@@ -126,6 +126,7 @@ class Scan:
         has_pri = False
         raw: list[bytes] | None = None
         first: dict[bytes, int] = {}
+        kernel_keys: set[bytes] = set()
         for key, weight in Counter(masked).items():
             plan = self._plans.get(key)
             if plan is None:
@@ -137,11 +138,13 @@ class Scan:
                     self._plans[key] = plan
             else:
                 self._replay(plan, weight)
-            if plan.kernel:             # each line on its own: a status or device is hex
-                if raw is None:
-                    raw = chunk.split(b"\n")
-                self._kernel_lines([r for r, k in zip(raw, masked) if k == key])
+            if plan.kernel:
+                kernel_keys.add(key)
             has_pri |= plan.level == PRI_LEVEL
+        if kernel_keys:                 # each kernel line on its own: a status or device is hex
+            if raw is None:
+                raw = chunk.split(b"\n")
+            self._kernel_lines([r for r, k in zip(raw, masked) if k in kernel_keys])
         if has_pri:
             for pri, count in Counter(_PRI.findall(chunk)).items():
                 if int(pri) <= 191:
