@@ -5,7 +5,8 @@ from typing import Any, Mapping
 
 from analysis.kinds import KindSpec
 from core.context import DetectContext
-from core.model import CollectResult, Finding, Severity
+from collectors.kernel_events import KERNEL_EVENT
+from core.model import CollectResult, Finding, Severity, max_severity
 
 SOURCE = "syslog"
 TEMPLATE_NAMESPACE = "syslog.template"
@@ -25,11 +26,49 @@ KINDS = (
              "`grep -i error /var/log/syslog`); fix the failing service or add a known issue if "
              "the new level is expected."),
     KindSpec("kernel_event", SOURCE, Severity.MEDIUM, Severity.NONE,
-             "A kernel event that matters (OOM kill, segfault, I/O error, throttling, link down)",
+             "A kernel event that matters (OOM kill, segfault or general protection fault of a "
+             "program, thermal throttling, link down, kernel warning)",
              "OOM kill: find what ate the memory (`journalctl -k | grep -i oom`), add RAM/swap or "
-             "limit the service. Segfault: update or restart the program. I/O error: check the disk "
-             "now (`smartctl -a`, backups). Thermal throttling: clean fans, check cooling. Link "
-             "down: check the cable, switch port and `ip link`.", event=True),
+             "limit the service. Segfault or general protection fault: update or restart the "
+             "program. Thermal throttling: clean fans, check cooling. Link down: check the cable, "
+             "switch port and `ip link`. Kernel warning: note the driver and update the kernel.",
+             event=True),
+    KindSpec("filesystem_error", SOURCE, Severity.HIGH, Severity.HIGH,
+             "A filesystem reported an error or corruption, or went read-only (ext4, XFS, Btrfs)",
+             "Writes are failing or will: stop what writes there, check the disk under it "
+             "(`smartctl -a`, `dmesg`), take a backup of what is readable, then unmount and run "
+             "`fsck`/`xfs_repair`/`btrfs check` (or `btrfs scrub`). An old error count only "
+             "(medium) asks for that fsck at the next maintenance window.", event=True),
+    KindSpec("disk_error", SOURCE, Severity.HIGH, Severity.HIGH,
+             "A disk failed I/O, timed out, was reset or dropped out (block layer, NVMe, SATA, "
+             "SCSI, md RAID)",
+             "Check the disk now (`smartctl -a /dev/DEV`, `nvme smart-log`), the cable or slot and "
+             "the power supply; make sure the backups are current and replace the disk if errors "
+             "repeat. A degraded RAID needs a replacement disk (`mdadm --detail`). ATA exceptions "
+             "alone (medium) are often a loose cable.", event=True),
+    KindSpec("hardware_error", SOURCE, Severity.HIGH, Severity.HIGH,
+             "The CPU or memory reported a hardware error (machine check, EDAC, firmware)",
+             "Uncorrected (high): the hardware lost data; run `ras-mc-ctl --errors` or read "
+             "`mcelog`, identify the DIMM or CPU and replace it. Corrected (low): the hardware "
+             "fixed it; watch the rate, a DIMM with rising corrected errors is failing.",
+             event=True),
+    KindSpec("kernel_hang", SOURCE, Severity.HIGH, Severity.HIGH,
+             "The kernel saw a hung task, a soft or hard lockup, or an RCU stall",
+             "Read the stack trace after the line (`journalctl -k`); a hung task usually waits on "
+             "a slow disk or network filesystem (check both), lockups and stalls point to a driver "
+             "or hardware fault: update the kernel and firmware, and check the machine's "
+             "temperature and power.", event=True),
+    KindSpec("thermal_critical", SOURCE, Severity.HIGH, Severity.HIGH,
+             "A temperature reached its critical mark, or the kernel shut down to protect the "
+             "hardware",
+             "Check the fans, heatsinks and air flow now (`sensors`), clean dust, and find what "
+             "loaded the machine; a zone that reports an absurd value (0 or 128 C) points to a "
+             "broken sensor or firmware instead.", event=True),
+    KindSpec("kernel_crash", SOURCE, Severity.HIGH, Severity.HIGH,
+             "The kernel crashed: an Oops, a BUG, a general protection fault in the kernel, a panic",
+             "Save the full trace (`journalctl -k -b -1`, or `/var/lib/systemd/pstore`), note the "
+             "module in it, update the kernel and that driver; reboot if the machine is unstable "
+             "and test the memory (`memtest86+`) if crashes look random.", event=True),
     KindSpec("novel_log_message", SOURCE, Severity.LOW, Severity.NONE,
              "A log message never seen before on this machine",
              "Read the sample line; if it is harmless it is learned and will not be reported again.", event=True),
@@ -57,14 +96,28 @@ def _errors(result: CollectResult, ctx: DetectContext) -> list[Finding]:
         metric=ERRORS_SERIES, value=errors, baseline=baseline.as_json())]
 
 
-def _kernel(event: Mapping[str, Any]) -> Finding:
-    subjects = ", ".join(event["subjects"][:5])
-    return Finding(
-        source=SOURCE, kind="kernel_event", key=event["label"],
-        severity=Severity.parse(event["severity"]),
-        summary=f"kernel reported {event['label'].replace('_', ' ')} {event['count']} time(s)",
-        labels={"event": event["label"], "subjects": subjects},
-        evidence=tuple(event["lines"][:MAX_EVIDENCE]), value=float(event["count"]))
+def _kernel(events: list[Mapping[str, Any]]) -> list[Finding]:
+    """kernel_event: one finding per event label; each family: one finding for all its labels."""
+    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for event in events:
+        key = event["label"] if event["kind"] == KERNEL_EVENT else event["kind"]
+        groups.setdefault((event["kind"], key), []).append(event)
+    findings = []
+    for (kind, key), group in groups.items():
+        group.sort(key=lambda e: (-Severity.parse(e["severity"]).rank, -e["count"]))
+        count = sum(e["count"] for e in group)
+        subjects = [s for e in group for s in e["subjects"]]
+        what = ", ".join(f"{e['label'].replace('_', ' ')} ({e['count']})" for e in group)
+        findings.append(Finding(
+            source=SOURCE, kind=kind, key=key,
+            severity=max_severity(*(Severity.parse(e["severity"]) for e in group)),
+            floor=max_severity(*(Severity.parse(e["floor"]) for e in group)),
+            summary=f"kernel reported {what}",
+            labels={"event": ", ".join(e["label"] for e in group),
+                    "subjects": ", ".join(dict.fromkeys(subjects[:5]))},
+            evidence=tuple(line for e in group for line in e["lines"])[:MAX_EVIDENCE],
+            value=float(count)))
+    return findings
 
 
 def _novel(result: CollectResult, ctx: DetectContext) -> list[Finding]:
@@ -94,10 +147,10 @@ def _novel(result: CollectResult, ctx: DetectContext) -> list[Finding]:
 
 
 def detect(result: CollectResult, ctx: DetectContext) -> list[Finding]:
-    """syslog_errors, kernel_event and novel_log_message findings for one cycle."""
+    """syslog_errors, kernel events by family and novel_log_message findings for one cycle."""
     if not result.available:
         return []
     findings = _errors(result, ctx)
-    findings.extend(_kernel(e) for e in result.observations["kernel_events"])
+    findings.extend(_kernel(result.observations["kernel_events"]))
     findings.extend(_novel(result, ctx))
     return findings

@@ -2,7 +2,9 @@
 
 Each entry becomes one line in rsyslog's high-precision format (UTC), so the same parsers read
 files and the journal: ``2026-11-23T10:00:01.123456+00:00 HOST PROG[PID]: MESSAGE``. Control
-characters in MESSAGE are escaped the way rsyslog does (``#012`` for a newline).
+characters in MESSAGE are escaped the way rsyslog does (``#012`` for a newline). An entry that
+calls itself ``kernel`` is rendered as the program ``kernel`` only when journald read it from the
+kernel (``_TRANSPORT=kernel``); otherwise as ``kernel(not_kmsg)``, so no user can forge a kernel line.
 """
 from __future__ import annotations
 
@@ -19,7 +21,11 @@ from core.context import CommandError, Runner
 log = logging.getLogger(__name__)
 
 OUTPUT_FIELDS = ("MESSAGE", "PRIORITY", "SYSLOG_IDENTIFIER", "SYSLOG_PID", "_PID", "_COMM",
-                 "_HOSTNAME")
+                 "_HOSTNAME", "_TRANSPORT")
+KERNEL = "kernel"
+# any program may call itself "kernel" (logger -t kernel); journald sets _TRANSPORT=kernel only for
+# what it read from /dev/kmsg, so an identifier "kernel" from another transport is renamed
+UNTRUSTED_KERNEL = "kernel(not_kmsg)"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _TOKEN_BAD = re.compile(r"[\s\[\]:\x00-\x1f\x7f]+")
 
@@ -67,6 +73,8 @@ def render_entry(entry: Mapping[str, Any]) -> bytes | None:
     if message is None:
         return None
     program = _token(entry.get("SYSLOG_IDENTIFIER") or entry.get("_COMM"), "unknown")
+    if program == KERNEL and entry.get("_TRANSPORT") != KERNEL:
+        program = UNTRUSTED_KERNEL
     pid = entry.get("SYSLOG_PID") or entry.get("_PID")
     pid_part = f"[{pid}]" if isinstance(pid, str) and pid.isdigit() else ""
     host = _token(entry.get("_HOSTNAME"), "localhost")

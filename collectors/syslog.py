@@ -3,7 +3,8 @@
 Speed comes from working on whole chunks, never line by line in Python: digits are masked with
 ``bytes.translate`` (so "sshd[123]" and "sshd[456]" become one line), the chunk is split and
 counted with ``collections.Counter`` (C code), and only the *distinct* masked lines are parsed with
-compiled regexes over one joined blob. Kernel events are found with ``bytes.find`` on fixed words.
+compiled regexes over one joined blob. Kernel events (``collectors/kernel_events.py``) are found
+with a fixed word and an anchored pattern, on each distinct kernel line of a matching group.
 
 Severity: RFC5424 lines (and lines with a ``<PRI>`` prefix) and journal entries carry it; for
 traditional and high-precision lines a coarse level is inferred from the first keyword of the line
@@ -18,6 +19,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from collectors import kernel_events
+from collectors.kernel_events import KERNEL_EVENTS  # noqa: F401  (the table, re-exported)
 from collectors.logformats import LINE_HEADER
 from collectors.logsource import LogSource
 from core.context import CollectContext
@@ -44,33 +47,6 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _LIGHT = re.compile(rb"(?<![\w.:@%+/-])[\w.:@%+-]*\d[\w.:@%+/-]*")
 _FULL = re.compile(rb"\"[^\"\n]*\"|'[^'\n]*'|(?<![\w.])/[^\s\"',;)\]]*")
 _PRI = re.compile(rb"^<(\d{1,3})>", re.M)
-
-
-@dataclass(frozen=True)
-class KernelEvent:
-    """A kernel message that matters: a fixed word to find, a regex for its details, a severity."""
-
-    label: str
-    word: bytes
-    detail: re.Pattern[bytes]
-    severity: str
-
-
-KERNEL_EVENTS = (
-    KernelEvent("oom_kill", b"Killed process ",
-                re.compile(rb"Killed process (?P<pid>\d+)(?:, UID \d+,)? \((?P<what>.+?)\)[ ,]"),
-                "medium"),
-    KernelEvent("segfault", b": segfault at ",
-                re.compile(rb"(?P<what>[^\s\[\]]+)\[(?P<pid>\d+)\]: segfault at"), "low"),
-    KernelEvent("io_error", b"I/O error -",                  # ext4: "(device dm-1): ... I/O error -5"
-                re.compile(rb"\(device (?P<what>[\w.-]+)\)"), "high"),
-    KernelEvent("io_error", b"I/O error",
-                re.compile(rb"I/O error,? (?:on )?dev(?:ice)? (?P<what>[\w.-]+)"), "high"),
-    KernelEvent("thermal_throttling", b"temperature above threshold",
-                re.compile(rb"(?P<what>CPU\d+): \w+ temperature above threshold"), "medium"),
-    KernelEvent("link_down", b"Link is Down",
-                re.compile(rb"(?P<what>[\w.-]+): (?:NIC )?Link is Down"), "medium"),
-)
 
 
 def timeout_s(settings: Settings) -> float:
@@ -117,7 +93,7 @@ class _Plan:
 
     program: str | None
     level: int
-    kernel: str | None
+    kernel: bool              # a kernel line that matched a KERNEL_EVENTS row
     template: str | None
 
 
@@ -150,6 +126,7 @@ class Scan:
         has_pri = False
         raw: list[bytes] | None = None
         first: dict[bytes, int] = {}
+        kernel_keys: set[bytes] = set()
         for key, weight in Counter(masked).items():
             plan = self._plans.get(key)
             if plan is None:
@@ -161,7 +138,13 @@ class Scan:
                     self._plans[key] = plan
             else:
                 self._replay(plan, weight)
+            if plan.kernel:
+                kernel_keys.add(key)
             has_pri |= plan.level == PRI_LEVEL
+        if kernel_keys:                 # each kernel line on its own: a status or device is hex
+            if raw is None:
+                raw = chunk.split(b"\n")
+            self._kernel_lines([r for r, k in zip(raw, masked) if k in kernel_keys])
         if has_pri:
             for pri, count in Counter(_PRI.findall(chunk)).items():
                 if int(pri) <= 191:
@@ -177,8 +160,6 @@ class Scan:
             self.severities[plan.level] += weight
             if plan.level <= 3:
                 self.errors_by_program[plan.program] += weight
-        if plan.kernel is not None:
-            self.kernel[plan.kernel]["count"] += weight
         entry = self.templates.get(plan.template or "")
         if entry is not None:
             entry["count"] += weight
@@ -189,7 +170,7 @@ class Scan:
         name = m.group("prog") or m.group("app") if m is not None else None
         if not name or not _valid(line):
             self.malformed += weight
-            return _Plan(None, INFO, None, None)
+            return _Plan(None, INFO, False, None)
         program = name.decode("utf-8").strip()
         rest = m.group("rest").strip()
         self.programs[program] += weight
@@ -200,13 +181,8 @@ class Scan:
                 self.errors_by_program[program] += weight
                 if len(self.error_samples) < MAX_ERROR_SAMPLES:
                     self.error_samples.append(_text(line))
-        label = None
-        if program == "kernel":
-            for event in KERNEL_EVENTS:             # the first row that matches a line wins
-                if event.word in rest and self._kernel_line(event, line, weight):
-                    label = event.label
-                    break
-        return _Plan(program, level, label, self._template(program, rest, line, weight))
+        kernel = program == "kernel" and kernel_events.match(rest) is not None
+        return _Plan(program, level, kernel, self._template(program, rest, line, weight))
 
     def _template(self, program: str, rest: bytes, line: bytes, weight: int) -> str:
         light = _LIGHT.sub(b"<*>", rest)
@@ -230,20 +206,23 @@ class Scan:
             self.templates_dropped += 1
         return tid
 
-    def _kernel_line(self, event: KernelEvent, line: bytes, weight: int) -> bool:
-        m = event.detail.search(line)
-        if m is None:
-            return False
-        entry = self.kernel.setdefault(event.label, {
-            "label": event.label, "severity": event.severity, "count": 0, "subjects": [],
-            "lines": []})
-        entry["count"] += weight
-        what = _text(m.group("what"), 64)
-        if what not in entry["subjects"] and len(entry["subjects"]) < MAX_EVENTS:
-            entry["subjects"].append(what)
-        if len(entry["lines"]) < 3:
-            entry["lines"].append(_text(line))
-        return True
+    def _kernel_lines(self, lines: list[bytes]) -> None:
+        """Account for the kernel lines of one group of look-alike lines, each distinct one once."""
+        for line, weight in Counter(lines).items():
+            header = LINE_HEADER.match(line)
+            found = kernel_events.match(header.group("rest").strip()) if header else None
+            if found is None:
+                continue
+            event, m = found
+            entry = self.kernel.setdefault(f"{event.kind}:{event.label}", {
+                "label": event.label, "kind": event.kind, "severity": event.severity,
+                "floor": event.floor, "count": 0, "subjects": [], "lines": []})
+            entry["count"] += weight
+            what = _text(kernel_events.subject(m), 64)
+            if what and what not in entry["subjects"] and len(entry["subjects"]) < MAX_EVENTS:
+                entry["subjects"].append(what)
+            if len(entry["lines"]) < 3:
+                entry["lines"].append(_text(line))
 
     def errors(self) -> int:
         """Lines at severity err or worse."""
@@ -251,7 +230,7 @@ class Scan:
 
     def observations(self) -> dict[str, Any]:
         """The bounded, JSON-able summary of the cycle."""
-        kernel = sorted(self.kernel.values(), key=lambda e: -e["count"])[:MAX_EVENTS]
+        kernel = sorted(self.kernel.values(), key=lambda e: -e["count"])  # one per row at most
         return {
             "lines_read": self.lines,
             "malformed_lines": self.malformed,
