@@ -14,7 +14,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import psutil
@@ -22,25 +21,13 @@ import pytest
 
 from core.context import CommandError, kill_children, run_command
 from tests.conftest import ROOT
+from tests.fakes.hung import hanging_command
 from tests.procs import unique_name
 
 pytestmark = pytest.mark.faults
 
 ONCE_BOUND_S = 60.0       # a --once with a 2 s ping budget takes about 3 s
 CALL_BOUND_S = 15.0       # one run_command with a 0.5 s timeout
-
-
-def hanging_command(folder: Path, name: str = "ping") -> tuple[Path, str]:
-    """A script that starts a child holding stdout open, prints a line, and hangs."""
-    marker = f"hung-child-{uuid.uuid4().hex[:12]}"
-    folder.mkdir(parents=True, exist_ok=True)
-    script = folder / name
-    script.write_text("#!/bin/bash\n"
-                      f"(exec -a {marker} sleep 1000) &\n"
-                      "echo 'PING 127.0.0.1 (127.0.0.1) 56(84) bytes of data.'\n"
-                      "exec sleep 1000\n")
-    script.chmod(0o755)
-    return script, marker
 
 
 def marked(marker: str) -> list[psutil.Process]:

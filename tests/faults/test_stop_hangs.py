@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -21,6 +20,7 @@ import pytest
 from alerts.outbox import ABANDONED, DeliveryError, deliver_due
 from data_storage import Store
 from tests.conftest import ROOT
+from tests.fakes.hung import HungServer
 from tests.procs import unique_name
 
 pytestmark = pytest.mark.faults
@@ -28,38 +28,6 @@ pytestmark = pytest.mark.faults
 PRELOADED = 5                 # due messages already in the outbox when the agent starts
 STOP_BOUND_S = 8.0            # the bench measures well under 2 s; before the fix: 10 s per message
 FIRST_REQUEST_WAIT_S = 60.0
-
-
-class HungServer:
-    """A loopback TCP server that reads requests and never answers (a hung webhook)."""
-
-    def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.requests = threading.Event()
-        self._held: list[socket.socket] = []
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self._held.append(conn)
-            conn.settimeout(5)
-            try:
-                if conn.recv(65536):
-                    self.requests.set()
-            except OSError:
-                continue
-
-    def close(self) -> None:
-        """Close the listener and every connection held open."""
-        self.sock.close()
-        for conn in self._held:
-            conn.close()
 
 
 CHANNELS = {
@@ -95,7 +63,7 @@ def test_sigterm_while_a_channel_hangs_stops_at_once_and_keeps_messages_due(
     env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "MONITOR_DATA_DIR": str(data),
            "MONITOR_COLLECTORS": "processes", "MONITOR_PROCESSES_TO_MONITOR": unique_name(),
            "MONITOR_OLLAMA_HOST": "http://127.0.0.1:9", "MONITOR_INTERVAL_SECONDS": "300",
-           **CHANNELS[channel](f"http://127.0.0.1:{server.port}")}
+           **CHANNELS[channel](server.url)}
     proc = subprocess.Popen([sys.executable, str(ROOT / "monitor_agent.py")], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
