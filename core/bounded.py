@@ -37,6 +37,12 @@ def run_bounded(fn: Callable[[], Any], timeout_s: float, stop: threading.Event |
         thread.join(min(POLL_S, max(0.0, deadline - time.monotonic())))
         if time.monotonic() >= deadline and thread.is_alive():
             return False, None
-    if "error" in box:
-        raise box["error"]
-    return True, box.get("value")
+    error = box.pop("error", None)
+    if error is not None:
+        # no reference cycle through box: the error (and the sockets its frames hold, such as a
+        # timed-out request's) is freed as soon as the caller is done with it, as without a thread
+        try:
+            raise error
+        finally:
+            del error
+    return True, box.pop("value", None)
