@@ -84,19 +84,23 @@ class Runtime:
         from alerts.channels import make_notifiers
         from analysis.judge import make_judge
         from analysis.known_issues import load_known_issues
-        from core.cycle import Agent
+        from core.cycle import Agent, cycle_budget_s
         from core.legacy import import_legacy
+        from core.pace import Pacer
         from core.systemd import Watchdog
         from data_storage import Store
 
         self.settings = settings
         self.watchdog = Watchdog()
+        # the watchdog is fed through the pacer: only while cycles keep to their schedule
+        self.pacer = Pacer(settings.MONITOR_INTERVAL_SECONDS, cycle_budget_s(settings),
+                           self.watchdog.feed)
         self.store = Store.open(settings.db_path)
         try:
             known = load_known_issues(settings.KNOWN_ISSUES_PATH)  # once: judge and cycle share it
             self.agent = Agent(settings, self.store, make_judge(settings, known),
                                make_notifiers(settings, console), stop,
-                               heartbeat=self.watchdog.feed, known_issues=known)
+                               heartbeat=self.pacer.beat, known_issues=known)
         except BaseException:
             self.store.close()  # a bad known_issues.json must not leave the store open
             raise
@@ -111,6 +115,14 @@ class Runtime:
             log.info("%s", note)
             self.agent.notes.append(note)
 
+    def cycle(self) -> dict[str, Any]:
+        """One cycle, timed by the pacer (CycleAborted when asked to stop mid-way)."""
+        self.pacer.started()
+        try:
+            return self.agent.run_cycle()
+        finally:
+            self.pacer.finished()
+
     def close(self) -> None:
         """Kill commands still running and close the store cleanly."""
         from core.context import kill_children
@@ -124,44 +136,50 @@ class Runtime:
 
 
 def run_loop(runtime: Runtime, stop: threading.Event, on_cycle: Callable[[dict], None]) -> None:
-    """Run cycles every MONITOR_INTERVAL_SECONDS with `schedule` until ``stop`` is set."""
+    """Run cycles every MONITOR_INTERVAL_SECONDS on the monotonic clock until ``stop`` is set.
+
+    Only the daily recap is scheduled in local wall time (with `schedule`); the recap's own
+    bookkeeping in the store makes a repeated or skipped hour send exactly one per day.
+    """
     import schedule
 
     from core.cycle import CycleAborted
     from core.systemd import notify
 
     scheduler = schedule.Scheduler()
+    pacer = runtime.pacer
 
     def job() -> None:
         try:
-            report = runtime.agent.run_cycle()
+            report = runtime.cycle()
             if runtime.metrics is not None:
                 runtime.metrics.update(report, runtime.agent.last_samples)
             on_cycle(report)
         except CycleAborted:
             log.info("cycle abandoned on stop; it will be replayed from its cursors")
             return
-        recap_job()
+        if not stop.is_set():
+            recap_job()
 
     def recap_job() -> None:
         from alerts.recap import run_due
         from data_storage import StoreError
 
         try:  # after each cycle too: a recap missed while down goes out on start (grace hours)
-            run_due(runtime.store, runtime.settings, runtime.agent.notifiers, runtime.agent.clock)
+            run_due(runtime.store, runtime.settings, runtime.agent.notifiers, runtime.agent.clock,
+                    stop)
         except (StoreError, OSError, ValueError) as err:
             log.warning("daily recap failed; tried again after the next cycle: %s", err)
 
-    # schedule computes the next run after a job returns, so an overrunning cycle never piles up.
-    scheduler.every(runtime.settings.MONITOR_INTERVAL_SECONDS).seconds.do(job)
     scheduler.every().day.at(runtime.settings.DAILY_RECAP_TIME).do(recap_job)
     notify("READY=1")
-    job()
     while not stop.is_set():
-        runtime.watchdog.feed()
+        if pacer.due():
+            job()
+            continue
         scheduler.run_pending()
-        idle = scheduler.idle_seconds
-        wake = min(1.0, idle if idle is not None else 1.0, runtime.watchdog.interval_s or 1.0)
+        pacer.beat()
+        wake = min(1.0, pacer.wait_s(), runtime.watchdog.interval_s or 1.0)
         stop.wait(max(0.05, wake))
     notify("STOPPING=1")
 
@@ -206,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if once:
             try:
-                report = runtime.agent.run_cycle()
+                report = runtime.cycle()
             except CycleAborted:
                 return EXIT_OK
             if args.json:

@@ -2,15 +2,20 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from dataclasses import dataclass
 from typing import Callable, Mapping, Protocol
 
+from core.bounded import Stopped, run_bounded
 from core.redact import redact
 from data_storage import OutboxMessage, Store
 
 log = logging.getLogger(__name__)
 
 FIRST_RETRY_S = 5.0
+SEND_LIMIT_S = 30.0     # one send, whatever its client does (notifiers time out after 10 s)
+ABANDONED = "abandoned on stop; it stays due and is sent again after the restart"
 
 
 class DeliveryError(Exception):
@@ -50,10 +55,23 @@ def backoff_s(attempts: int, cap_s: float) -> float:
 
 
 def deliver_due(store: Store, notifiers: Mapping[str, Notifier], now: float, cap_s: float,
-                clock: Callable[[], float] | None = None) -> list[Delivery]:
-    """Try every due message once; return what happened to each."""
+                clock: Callable[[], float] | None = None, *, stop: threading.Event | None = None,
+                heartbeat: Callable[[], None] = lambda: None, budget_s: float | None = None,
+                send_limit_s: float = SEND_LIMIT_S) -> list[Delivery]:
+    """Try every due message once; return what happened to each.
+
+    Each send runs within ``send_limit_s`` and is abandoned when ``stop`` is set (the message
+    stays due); no message starts after ``stop`` or once ``budget_s`` is spent (the rest wait
+    for the next cycle), so neither shutdown nor the cycle waits on a hung server.
+    """
     results = []
+    t0 = time.monotonic()
     for message in store.due_messages(now):
+        if stop is not None and stop.is_set():
+            break
+        if budget_s is not None and time.monotonic() - t0 >= budget_s:
+            log.warning("deliveries took over %.0f s; the rest wait for the next cycle", budget_s)
+            break
         notifier = notifiers.get(message.channel)
         if notifier is None:
             error = f"channel {message.channel} is no longer configured"
@@ -62,7 +80,12 @@ def deliver_due(store: Store, notifiers: Mapping[str, Notifier], now: float, cap
                                     message.severity, "failed", error))
             continue
         try:
-            notifier.send(message, now)
+            _send(notifier, message, now, stop, heartbeat, send_limit_s)
+        except Stopped:
+            log.info("%s delivery of message %d %s", message.channel, message.id, ABANDONED)
+            results.append(Delivery(message.id, message.channel, message.purpose,
+                                    message.severity, "queued", ABANDONED))
+            break
         except DeliveryError as err:
             error = redact(str(err))
             attempts = message.attempts + 1
@@ -79,3 +102,13 @@ def deliver_due(store: Store, notifiers: Mapping[str, Notifier], now: float, cap
         results.append(Delivery(message.id, message.channel, message.purpose, message.severity,
                                 "sent"))
     return results
+
+
+def _send(notifier: Notifier, message: OutboxMessage, now: float, stop: threading.Event | None,
+          heartbeat: Callable[[], None], limit_s: float) -> None:
+    """notifier.send within ``limit_s`` (DeliveryError past it); Stopped when asked to stop."""
+    finished, _ = run_bounded(lambda: notifier.send(message, now), limit_s, stop, heartbeat,
+                              name=f"send-{message.channel}")
+    if not finished:
+        raise DeliveryError(f"{message.channel} gave no answer within {limit_s:.0f} s; "
+                            f"will retry")

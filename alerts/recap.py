@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import base64
 import logging
+import threading
 import time
 from collections import defaultdict
 from datetime import datetime, timedelta
@@ -201,7 +202,8 @@ def llm_summariser(settings: Settings) -> Summariser:
 
 
 def run_due(store: Store, settings: Settings, notifiers: Mapping[str, Notifier],
-            clock: Callable[[], float] = time.time) -> list[int]:
+            clock: Callable[[], float] = time.time, stop: threading.Event | None = None
+            ) -> list[int]:
     """Queue and try to deliver today's recap when it is due (called after each cycle)."""
     now = clock()
     day = recap_due(store, settings, now)
@@ -210,7 +212,7 @@ def run_due(store: Store, settings: Settings, notifiers: Mapping[str, Notifier],
     payload = build(store, settings, now, llm_summariser(settings))
     ids = queue(store, settings, list(notifiers), payload, now, day)
     log.info("daily recap for %s queued (%d message(s))", day, len(ids))
-    deliver_due(store, notifiers, clock(), settings.ALERT_RETRY_MAX_SECONDS, clock)
+    deliver_due(store, notifiers, clock(), settings.ALERT_RETRY_MAX_SECONDS, clock, stop=stop)
     return ids
 
 

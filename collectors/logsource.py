@@ -14,6 +14,7 @@ from typing import Any, Iterator, Mapping, Sequence
 from collectors.journal import JournalError, end_cursor, read_journal
 from collectors.logtail import Tail, cut_long_lines, siblings
 from core.context import CollectContext
+from core.files import REGULAR, path_kind
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,17 @@ class LogSource:
         return True, None
 
     def _choose(self, backend: str) -> str:
-        exists = self.path.is_file()
+        try:
+            kind = path_kind(self.path)
+        except OSError:            # unreadable folder: as before, the path is not usable
+            kind = None
+        if kind is not None and kind != REGULAR and backend != "journal":
+            self.available = False     # refused before anything opens it (a FIFO would block)
+            self.note = (f"{self.path} is a {kind}, not a regular file: the agent reads only "
+                         f"regular log files; point the path setting at the log file, or use "
+                         f"the journal backend")
+            return "none"
+        exists = kind == REGULAR
         if backend == "file" or (backend == "auto" and (exists or self._file_waiting())):
             if not exists and not self._file_waiting():
                 self.available = False

@@ -24,10 +24,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import stat
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator, Mapping
 
 from collectors.chunkscan import count_lines
+from core.files import NotRegularFile, file_kind, open_regular
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +126,8 @@ class Tail:
             current = os.stat(self.path)
         except FileNotFoundError:
             current = None
+        if current is not None and not stat.S_ISREG(current.st_mode):
+            raise NotRegularFile(self.path, file_kind(current.st_mode))  # never open it
         cur = self._cursor
         if cur is None:
             yield from self._first_run(current)
@@ -196,7 +200,7 @@ class Tail:
         if not cur.get("fp_len"):
             return True
         try:
-            with open(path, "rb") as handle:
+            with open_regular(path) as handle:
                 return fingerprint(handle, cur["fp_len"]) == cur["fp"]
         except OSError:
             return False
@@ -212,12 +216,12 @@ class Tail:
             return
         self._event("first_run_end")
         offset = self._last_line_end(current.st_size)
-        with open(self.path, "rb") as handle:
+        with open_regular(self.path) as handle:
             self._set_cursor(current, offset, False, self._head(handle))
 
     def _last_line_end(self, size: int) -> int:
         """Offset just after the last newline of the file (0 when it has none)."""
-        with open(self.path, "rb") as handle:
+        with open_regular(self.path) as handle:
             pos = size
             while pos > 0:
                 start = max(0, pos - 65536)
@@ -272,7 +276,7 @@ class Tail:
             if not cur.get("fp_len"):
                 return cand
             try:
-                with open(cand, "rb") as handle:
+                with open_regular(cand) as handle:
                     if fingerprint(handle, cur["fp_len"]) == cur["fp"]:
                         return cand
             except OSError:
@@ -306,7 +310,7 @@ class Tail:
     def _read(self, path: Path, st: os.stat_result, offset: int, skip: bool) -> Iterator[bytes]:
         """Read whole lines of one file from ``offset``; the cursor follows what was handed out."""
         self._stats["files"].append(str(path))
-        with open(path, "rb", buffering=0) as handle:
+        with open_regular(path, buffering=0) as handle:
             head = self._head(handle)
             held = b""
             try:

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from collectors.nmap_parse import NmapParseError, Scan, parse_scan
-from core.context import CollectContext, CommandError, release_child, start_background
+from core.context import (CollectContext, CommandError, kill_group, release_child,
+                          start_background)
 from core.model import CollectResult, Sample
 from core.settings import Settings
 
@@ -143,8 +144,7 @@ def collect(ctx: CollectContext) -> CollectResult:
         if age <= settings.NMAP_TIMEOUT_SECONDS:
             return _partial("scan in progress", state, f"scan in progress ({age:.0f} s)",
                             running_s=round(age, 1))
-        proc.kill()
-        proc.wait()
+        kill_group(proc)   # nmap and anything it started (scripts of -sC/--script)
         _RUNNING.pop(proc.pid, None)
         release_child(proc)
         note = (f"scan abandoned after {age:.0f} s "

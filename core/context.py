@@ -1,6 +1,10 @@
 """What a collector and a detector are handed: settings, a clock, a command runner, read-only history."""
 from __future__ import annotations
 
+import logging
+import os
+import selectors
+import signal
 import subprocess
 import threading
 import time
@@ -13,6 +17,8 @@ from core.settings import Settings
 if TYPE_CHECKING:
     from data_storage import Store
 
+log = logging.getLogger(__name__)
+
 
 class CommandError(Exception):
     """A command could not be run, timed out, or was stopped."""
@@ -21,34 +27,97 @@ class CommandError(Exception):
 _children_lock = threading.Lock()
 _children: set[subprocess.Popen] = set()
 
+OUTPUT_CAP = 64 << 20     # bytes a command may print on stdout (journalctl's batches are smaller)
+STDERR_CAP = 64 << 10     # stderr is read for an error line: its head is enough
+KILL_WAIT_S = 2.0         # for a killed group's leader to be reaped
+READ_BYTES = 1 << 16
 
-def run_command(args: Sequence[str], timeout_s: float, env: Mapping[str, str] | None = None
-                ) -> subprocess.CompletedProcess:
-    """Run a command, capture its output, and kill it (by its own pid) after ``timeout_s``."""
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL a command's whole process group (it leads its own session), then reap it.
+
+    The group, not the pid: a hung command's child that holds the output pipe open would
+    otherwise outlive it, keep the read waiting forever and stay behind as an orphan."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass     # the group is gone (or its last member is a zombie we are about to reap)
+    try:
+        proc.wait(KILL_WAIT_S)
+    except subprocess.TimeoutExpired:
+        log.warning("command %s (pid %d) survived SIGKILL for %g s", proc.args, proc.pid,
+                    KILL_WAIT_S)
+
+
+def _read_bounded(proc: subprocess.Popen, name: str, timeout_s: float, max_output: int
+                  ) -> tuple[bytes, bytes]:
+    """stdout and stderr until both close and the command exits, within ``timeout_s`` and
+    ``max_output`` bytes (CommandError past either; the caller kills the group)."""
+    assert proc.stdout is not None and proc.stderr is not None
+    deadline = time.monotonic() + timeout_s
+    caps = {proc.stdout.fileno(): max_output, proc.stderr.fileno(): STDERR_CAP}
+    chunks: dict[int, list[bytes]] = {fd: [] for fd in caps}
+    sizes = dict.fromkeys(caps, 0)
+    with selectors.DefaultSelector() as sel:
+        for fd in caps:
+            os.set_blocking(fd, False)
+            sel.register(fd, selectors.EVENT_READ)
+        while sel.get_map():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise CommandError(f"{name} did not finish within {timeout_s:g} s")
+            for key, _ in sel.select(left):
+                fd = key.fd
+                try:
+                    data = os.read(fd, READ_BYTES)
+                except BlockingIOError:
+                    continue
+                if not data:
+                    sel.unregister(fd)
+                    continue
+                room = caps[fd] - sizes[fd]
+                if fd == proc.stdout.fileno() and len(data) > room:
+                    raise CommandError(f"{name} printed more than {max_output} bytes; stopped")
+                chunks[fd].append(data[:max(0, room)])
+                sizes[fd] += min(len(data), max(0, room))
+    try:
+        proc.wait(max(0.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired as exc:
+        raise CommandError(f"{name} did not finish within {timeout_s:g} s") from exc
+    return b"".join(chunks[proc.stdout.fileno()]), b"".join(chunks[proc.stderr.fileno()])
+
+
+def run_command(args: Sequence[str], timeout_s: float, env: Mapping[str, str] | None = None,
+                max_output: int = OUTPUT_CAP) -> subprocess.CompletedProcess:
+    """Run a command in its own process group, capture at most ``max_output`` bytes of output,
+    and kill the whole group after ``timeout_s`` (or on stop, through ``kill_children``)."""
     try:
         proc = subprocess.Popen(list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                stdin=subprocess.DEVNULL, env=None if env is None else dict(env))
+                                stdin=subprocess.DEVNULL, env=None if env is None else dict(env),
+                                start_new_session=True)
     except OSError as err:
         raise CommandError(f"cannot run {args[0]}: {err.strerror or err}") from err
     with _children_lock:
         _children.add(proc)
     try:
-        out, err = proc.communicate(timeout=timeout_s)
-    except subprocess.TimeoutExpired as exc:
-        proc.kill()
-        proc.communicate()
-        raise CommandError(f"{args[0]} did not finish within {timeout_s:g} s") from exc
+        out, err = _read_bounded(proc, str(args[0]), timeout_s, max_output)
     finally:
+        kill_group(proc)   # also what a finished command left running in its group
         with _children_lock:
             _children.discard(proc)
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def start_background(args: Sequence[str], stdout: Any = subprocess.DEVNULL,
                      stderr: Any = subprocess.DEVNULL) -> subprocess.Popen:
-    """Start a command that outlives this call (a slow scan); ``kill_children`` stops it."""
+    """Start a command that outlives this call (a slow scan) in its own process group;
+    ``kill_group`` or ``kill_children`` stops it with everything it started."""
     try:
-        proc = subprocess.Popen(list(args), stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(list(args), stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
     except OSError as err:
         raise CommandError(f"cannot run {args[0]}: {err.strerror or err}") from err
     with _children_lock:
@@ -63,11 +132,12 @@ def release_child(proc: subprocess.Popen) -> None:
 
 
 def kill_children() -> int:
-    """Kill every command still running that ``run_command`` started (on shutdown); how many."""
+    """Kill the process group of every command still running that was started here (on
+    shutdown); how many were running."""
     with _children_lock:
         running = [p for p in _children if p.poll() is None]
     for proc in running:
-        proc.kill()
+        kill_group(proc)
     return len(running)
 
 

@@ -15,6 +15,7 @@ from alerts.policy import IMMEDIATE, Decision, Judged, decide
 from analysis import detectors
 from analysis.judge import Judge, final_severity, rules_verdict
 from analysis.known_issues import KnownIssues, KnownMatch, load_known_issues, report_fields
+from core.bounded import Stopped, run_bounded
 from core.context import CollectContext, DetectContext
 from core.model import CollectorStatus, CollectResult, Finding, Sample, Verdict, max_severity
 from core.redact import redact
@@ -26,6 +27,8 @@ log = logging.getLogger(__name__)
 TRIM_EVERY_S = 3600.0
 JUDGE_GRACE_S = 5.0     # beyond the judge's own timeout, before the rules take over
 POLL_S = 0.05
+DELIVERY_BUDGET_S = 60.0  # a cycle's deliveries stop after this; the rest wait for the next one
+BOOKKEEPING_S = 30.0      # detect, commit, report and trim, generously (they take milliseconds)
 SUPPRESSED = 0        # outbox ids start at 1: this marks a message a channel did not take
 
 
@@ -53,28 +56,24 @@ def _error_text(err: BaseException) -> str:
 
 def _bounded(fn: Callable[[], Any], timeout_s: float, stop: threading.Event,
              heartbeat: Callable[[], None] = lambda: None) -> tuple[bool, Any]:
-    """Run fn in a daemon thread; (True, value) if it finished in time, (False, None) if not."""
-    box: dict[str, Any] = {}
+    """run_bounded, with a stop turned into CycleAborted (nothing of the cycle is committed yet)."""
+    try:
+        return run_bounded(fn, timeout_s, stop, heartbeat)
+    except Stopped as err:
+        raise CycleAborted("stop requested") from err
 
-    def target() -> None:
+
+def cycle_budget_s(settings: Settings) -> float:
+    """The longest a healthy cycle can take: the slowest collector (they run in parallel), the
+    judge's bound, the deliveries' budget and the bookkeeping; past it the cycle is stuck."""
+    slowest = 0.0
+    for name in settings.COLLECTORS:
         try:
-            box["value"] = fn()
-        except Exception as err:  # noqa: BLE001 - reported by the caller
-            box["error"] = err
-
-    thread = threading.Thread(target=target, daemon=True, name="bounded")
-    thread.start()
-    deadline = time.monotonic() + timeout_s
-    while thread.is_alive():
-        if stop.is_set():
-            raise CycleAborted("stop requested")
-        heartbeat()
-        thread.join(min(POLL_S, max(0.0, deadline - time.monotonic())))
-        if time.monotonic() >= deadline and thread.is_alive():
-            return False, None
-    if "error" in box:
-        raise box["error"]
-    return True, box.get("value")
+            slowest = max(slowest, float(collectors.load(name).timeout_s(settings)))
+        except Exception:  # noqa: BLE001 - a broken collector is reported by the cycle itself
+            continue
+    judge = settings.OLLAMA_TIMEOUT_SECONDS * 2 + JUDGE_GRACE_S
+    return slowest + judge + DELIVERY_BUDGET_S + BOOKKEEPING_S
 
 
 class Agent:
@@ -198,7 +197,9 @@ class Agent:
                            self.settings.ALERT_COOLDOWN_MINUTES * 60)
         queued = self._commit(now, slots, dctx, judged, open_rows, resolved, decisions, verdict)
         deliveries = deliver_due(self.store, self.notifiers, self.clock(),
-                                 self.settings.ALERT_RETRY_MAX_SECONDS, self.clock)
+                                 self.settings.ALERT_RETRY_MAX_SECONDS, self.clock,
+                                 stop=self.stop, heartbeat=self.heartbeat,
+                                 budget_s=DELIVERY_BUDGET_S)
         report = self._report(now, time.monotonic() - t0, statuses, observations, judged, verdict,
                               decisions, queued, deliveries, known)
         self._after(now, report)

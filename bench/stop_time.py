@@ -1,0 +1,99 @@
+"""How long SIGTERM takes while something the loop waits on hangs (README: within 2 s).
+
+Each scenario starts the real agent loop (`monitor_agent.py`) on a fresh store with one watched
+process missing (a high finding every cycle), waits until the hang is reached, sends SIGTERM and
+times the exit: a Discord webhook, Home Assistant and Ollama that accept the request and never
+answer (loopback servers), and a `ping` that hangs with a child holding its output open.
+Writes bench/results/stop_time.json.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import psutil
+
+from tests.fakes.hung import HungServer, hanging_command
+from tests.procs import unique_name
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results" / "stop_time.json"
+PROMISE_S = 2.0
+REACH_S = 60.0
+
+
+def _marked(marker: str) -> list[psutil.Process]:
+    return [p for p in psutil.process_iter(["cmdline"])
+            if marker in " ".join(p.info["cmdline"] or ())]
+
+
+def scenario(folder: Path, name: str) -> tuple[dict[str, str], Callable[[], bool], Callable[[], None]]:
+    """The environment of one scenario, a test that its hang was reached, and its cleanup."""
+    env = {"MONITOR_COLLECTORS": "processes", "MONITOR_OLLAMA_HOST": "http://127.0.0.1:9"}
+    if name == "hung child (ping)":
+        _, marker = hanging_command(folder / "bin")
+        env.update(PATH=f"{folder / 'bin'}:{os.environ['PATH']}", MONITOR_COLLECTORS="ping",
+                   MONITOR_PING_TARGETS="127.0.0.1", MONITOR_PING_TIMEOUT_SECONDS="60")
+        return env, lambda: bool(_marked(marker)), lambda: [p.kill() for p in _marked(marker)]
+    server = HungServer()
+    if name == "hung Discord":
+        env["MONITOR_DISCORD_WEBHOOK_URL"] = f"{server.url}/api/webhooks/1/token"
+    elif name == "hung Home Assistant":
+        env.update(MONITOR_HOME_ASSISTANT_URL=server.url, MONITOR_HOME_ASSISTANT_TOKEN="token",
+                   MONITOR_GOOGLE_HOME_SPEAKER_ID="media_player.kitchen")
+    else:
+        env.update(MONITOR_OLLAMA_HOST=server.url, MONITOR_OLLAMA_TIMEOUT_SECONDS="60")
+    return env, server.requests.is_set, server.close
+
+
+def stop_time(name: str) -> float:
+    """Seconds from SIGTERM to exit with the scenario's hang in progress."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        extra, reached, cleanup = scenario(folder, name)
+        env = {"PATH": os.environ["PATH"], "HOME": tmp, "MONITOR_DATA_DIR": str(folder / "data"),
+               "MONITOR_PROCESSES_TO_MONITOR": unique_name(), "MONITOR_INTERVAL_SECONDS": "300",
+               **extra}
+        proc = subprocess.Popen([sys.executable, str(ROOT / "monitor_agent.py")], cwd=ROOT,
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + REACH_S
+            while not reached() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if not reached():
+                raise RuntimeError(f"{name}: the hang was never reached")
+            time.sleep(0.5)                       # well inside the hung call
+            t0 = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(120)
+            return time.monotonic() - t0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            cleanup()
+
+
+def main() -> int:
+    """Measure every scenario; 1 if any broke the 2 s promise."""
+    names = ["hung Discord", "hung Home Assistant", "hung Ollama", "hung child (ping)"]
+    figures = {}
+    for name in names:
+        figures[name] = round(stop_time(name), 3)
+        print(f"SIGTERM with a {name}: {figures[name]:.2f} s to exit "
+              f"(promise {PROMISE_S:g} s, ratio {figures[name] / PROMISE_S:.2f})")
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps({"promise_s": PROMISE_S, "stop_s": figures}, indent=2) + "\n")
+    print(f"wrote {RESULTS.relative_to(ROOT)}")
+    return 0 if max(figures.values()) <= PROMISE_S else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
