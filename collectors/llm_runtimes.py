@@ -98,7 +98,7 @@ ATTRS = ["pid", "name", "cmdline", "memory_info", "create_time"]
 
 
 def timeout_s(settings: Settings) -> float:
-    """Process walk, a few /proc reads, reverse DNS and the Ollama health check, all bounded."""
+    """Process walk, /proc reads, reverse DNS then its forward confirmation, the Ollama check."""
     return 10.0 + 2 * settings.LLM_RDNS_TIMEOUT_SECONDS + 3 * ollama_health.TIMEOUT_S
 
 

@@ -309,8 +309,6 @@ def load_settings(config_path: Path | None = None, environ: Mapping[str, str] | 
     relaxed = (allow_unsafe_files or trust.env_relaxed(environ.get(trust.ALLOW_ENV))
                or bool((overrides or {}).get("ALLOW_UNSAFE_FILES")))
     values = _module_settings(defaults_path, "config file", relaxed)
-    if relaxed:
-        values["ALLOW_UNSAFE_FILES"] = True
     if config_path is not None:
         extra = _module_settings(Path(config_path), "--config file", relaxed)
         for name in extra:
@@ -330,6 +328,8 @@ def load_settings(config_path: Path | None = None, environ: Mapping[str, str] | 
         if name not in Settings.model_fields:
             raise ConfigError(f"{name}: unknown setting")
         values[name] = value
+    if relaxed:  # the files were read relaxed, so the loaders that follow are too
+        values["ALLOW_UNSAFE_FILES"] = True
     unknown = sorted(set(values) - set(Settings.model_fields))
     if unknown:
         raise ConfigError(f"{unknown[0]}: unknown setting in {defaults_path}{_suggest(unknown[0])}")
