@@ -225,3 +225,25 @@ def test_forward_answers_tell_no_address_from_no_answer(monkeypatch: pytest.Monk
     state = res.state()["fwd"]
     assert state["gone.example"][1] == netclass.NEGATIVE_TTL_S
     assert state["flaky.example"] == [None, netclass.FAILED_TTL_S]   # retried soon, not an hour
+
+
+_names = st.one_of(st.text(max_size=40), st.sampled_from(
+    ["registry.ollama.ai", "registry.ollama.ai.", "REGISTRY.OLLAMA.AI", "edge.ollama.com",
+     "ollama.com", "x.registry.ollama.ai", "registry.ollama.ai.evil.example"]))
+
+
+@given(peer=st.ip_addresses(), ptr=st.one_of(st.none(), _names),
+       answers=st.dictionaries(_names, st.lists(st.ip_addresses(), max_size=3), max_size=4))
+def test_no_reverse_name_allows_a_peer_that_no_forward_record_holds(
+        peer: ipaddress.IPv4Address | ipaddress.IPv6Address, ptr: str | None,
+        answers: dict[str, list[Any]]) -> None:
+    # whatever the PTR record says and whatever else resolves, a peer absent from every forward
+    # answer is allowed only by a network entry (the default allowlist has none)
+    same = netclass.parse_ip(str(peer))       # ::ffff:192.0.2.1 is 192.0.2.1
+    forward = {name: [str(a) for a in addrs if netclass.parse_ip(str(a)) != same]
+               for name, addrs in answers.items()}
+    allow = Allowlist.parse(["registry.ollama.ai", "ollama.com", "*.example"])
+    assert allow.allowed_by(str(peer), ptr, forward) is None
+    confirmed = {**forward, netclass.canonical_name(ptr or ""): [str(peer)]}
+    assert (allow.allowed_by(str(peer), ptr, confirmed) is not None) == (
+        allow.match_name(ptr) is not None)
