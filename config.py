@@ -49,7 +49,7 @@ DOCKER_HOST = ""                       # Docker API address; "" uses DOCKER_HOST
 
 # --- local LLM runtimes --------------------------------------------------------------------------
 LLM_CONNECTION_ALLOWLIST = ["registry.ollama.ai", "ollama.com"]  # hosts/networks LLMs may reach
-LLM_RDNS_TIMEOUT_SECONDS = 1.0         # reverse DNS of an LLM's external peers waits at most this
+LLM_RDNS_TIMEOUT_SECONDS = 1.0         # each DNS round for an LLM's external peers (reverse, then forward confirmation) waits at most this
 
 # --- the Ollama judge ----------------------------------------------------------------------------
 OLLAMA_HOST = "http://127.0.0.1:11434"  # Ollama's address
@@ -66,7 +66,8 @@ CONSTRAINTS_PATH = "CONSTRAINTS.md"    # the operator's standing guidance to the
 
 # --- alerts --------------------------------------------------------------------------------------
 DISCORD_WEBHOOK_URL = ""               # Discord webhook (secret: set MONITOR_DISCORD_WEBHOOK_URL)
-HOME_ASSISTANT_URL = ""                # e.g. http://homeassistant.local:8123; "" disables speech
+HOME_ASSISTANT_URL = ""                # e.g. https://ha.example.net or http://127.0.0.1:8123 (same machine); "" disables speech
+HOME_ASSISTANT_ALLOW_PLAIN_HTTP = False  # True accepts plain http to another host (the token then crosses the network in clear)
 HOME_ASSISTANT_TOKEN = ""              # long-lived access token (secret: set it in the environment)
 GOOGLE_HOME_SPEAKER_ID = ""            # media_player entity of the speaker, e.g. media_player.kitchen
 HOME_ASSISTANT_TTS_ENTITY = "tts.google_translate_en_com"  # TTS entity for tts.speak

@@ -29,6 +29,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                         help="with --once: print the cycle report as JSON on stdout (logs: stderr)")
     parser.add_argument("--config", type=Path, metavar="PATH",
                         help="a Python file whose UPPERCASE names override config.py")
+    parser.add_argument("--allow-unsafe-files", action="store_true",
+                        help="development only: warn instead of refusing steering files and a "
+                             "data folder that others can write")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("run", help="monitor (the default): forever, or one cycle with --once")
     recap = sub.add_parser("recap", help="send the daily recap now")
@@ -97,7 +100,8 @@ class Runtime:
                            self.watchdog.feed)
         self.store = Store.open(settings.db_path)
         try:
-            known = load_known_issues(settings.KNOWN_ISSUES_PATH)  # once: judge and cycle share it
+            known = load_known_issues(settings.KNOWN_ISSUES_PATH,  # once: judge and cycle share it
+                                      relaxed=settings.ALLOW_UNSAFE_FILES)
             self.agent = Agent(settings, self.store, make_judge(settings, known),
                                make_notifiers(settings, console), stop,
                                heartbeat=self.pacer.beat, known_issues=known)
@@ -188,11 +192,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
     process_setup.tune_allocator()
+    from core import trust
     from core.settings import ConfigError, load_settings
 
     try:
-        settings = load_settings(args.config)
-    except ConfigError as err:
+        settings = load_settings(args.config, allow_unsafe_files=args.allow_unsafe_files)
+        trust.check_folder(settings.DATA_DIR, "DATA_DIR", relaxed=settings.ALLOW_UNSAFE_FILES)
+    except ConfigError as err:  # also an unsafe config file or data folder (UnsafeFileError)
         print(f"configuration error: {err}", file=sys.stderr)
         return EXIT_CONFIG
     setup_logging(settings.LOG_LEVEL)

@@ -14,7 +14,8 @@ KINDS = (
              "A local LLM runtime talks to an unexpected external host",
              "Find out why the runtime reaches that host (a plugin, a tool call, a compromised "
              "model server?); block it at the firewall or stop the runtime. If the destination is "
-             "legitimate, add its host name or network to LLM_CONNECTION_ALLOWLIST."),
+             "legitimate, add its host name or network to LLM_CONNECTION_ALLOWLIST (a reverse "
+             "name counts only when its own A/AAAA records include the address)."),
     KindSpec("llm_unavailable", "llm_runtimes", Severity.MEDIUM, Severity.NONE,
              "The agent's own LLM (Ollama) is unreachable or lacks its model",
              "Start Ollama (`systemctl start ollama`), check OLLAMA_HOST, or run "
@@ -35,6 +36,8 @@ def _connection_finding(runtime: Mapping[str, Any], ip: str,
                         conns: list[Mapping[str, Any]]) -> Finding:
     first = conns[0]
     name = first.get("rdns") or "no reverse name"
+    if first.get("rdns_unconfirmed"):   # a PTR record says what its address's owner wants
+        name = f"reverse name {name}, {first['rdns_unconfirmed']}"
     where = f"{name}, {first['provider']}" if first.get("provider") else name
     ports = sorted({c["port"] for c in conns})
     inbound = all(c.get("direction") == "inbound" for c in conns)

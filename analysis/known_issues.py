@@ -15,6 +15,7 @@ from typing import Any, Callable, Collection, Mapping, Sequence
 
 from alerts.policy import Judged
 from analysis.prompt import KnownContext
+from core import trust
 from core.model import Finding, Severity
 from core.settings import ConfigError
 
@@ -234,14 +235,18 @@ def _present_kinds() -> set[str] | None:
         return None
 
 
-def load_known_issues(path: Path, kinds: Callable[[], Collection[str] | None] = _present_kinds
-                      ) -> KnownIssues:
-    """Load and validate the file; a missing file means no known issues."""
-    if not path.exists():
+def load_known_issues(path: Path, kinds: Callable[[], Collection[str] | None] = _present_kinds,
+                      relaxed: bool = False) -> KnownIssues:
+    """Load and validate the file; a missing file means no known issues.
+
+    It can mute any finding, so it is read only when trust.read_trusted finds that no one but
+    root or the agent's user can write it (``relaxed``: ALLOW_UNSAFE_FILES).
+    """
+    try:
+        text = trust.read_trusted(path, "KNOWN_ISSUES_PATH", relaxed=relaxed).decode("utf-8")
+    except FileNotFoundError:
         log.info("no known issues file at %s", path)
         return KnownIssues((), str(path))
-    try:
-        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path}: cannot read: {err}") from err
     issues = parse_known_issues(text, str(path), kinds())

@@ -24,6 +24,7 @@ from analysis.judge import rules_verdict
 from analysis.known_issues import KnownIssues, load_known_issues
 from analysis.prompt import REMINDER, Prompt, build_prompt, sanitise, summary_messages
 from analysis.reply import VERDICT_SCHEMA, ParsedReply, ReplyError, parse_reply
+from core import trust
 from core.context import DetectContext
 from core.model import Finding, FindingVerdict, Verdict, max_severity
 from core.redact import redact
@@ -53,17 +54,22 @@ def keep_alive_seconds(value: str) -> float | None:
     return seconds if seconds > 0 else 0.0
 
 
-def load_constraints(path: Path) -> str:
-    """CONSTRAINTS.md as text ('' when absent); ConfigError when unreadable or too large."""
-    if not path.exists():
-        log.info("no operator guidance at %s", path)
-        return ""
+def load_constraints(path: Path, relaxed: bool = False) -> str:
+    """CONSTRAINTS.md as text ('' when absent); ConfigError when unsafe, unreadable or too large.
+
+    It is guidance the LLM follows, so it is read only when trust.read_trusted finds that no one
+    but root or the agent's user can write it (``relaxed``: ALLOW_UNSAFE_FILES).
+    """
     try:
-        data = path.read_bytes()
+        data = trust.read_trusted(path, "CONSTRAINTS_PATH", relaxed=relaxed,
+                                  max_bytes=MAX_CONSTRAINTS_BYTES)
         if len(data) > MAX_CONSTRAINTS_BYTES:
             raise ConfigError(f"{path}: larger than {MAX_CONSTRAINTS_BYTES} bytes; the prompt "
                               "only has room for a page of guidance")
         return data.decode("utf-8")
+    except FileNotFoundError:
+        log.info("no operator guidance at %s", path)
+        return ""
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path}: cannot read: {err}") from err
 
@@ -119,8 +125,10 @@ class OllamaJudge:
                  known: KnownIssues | None = None) -> None:
         self.settings = settings
         self.model = settings.OLLAMA_MODEL
-        self.known = known if known is not None else load_known_issues(settings.KNOWN_ISSUES_PATH)
-        self.constraints = load_constraints(settings.CONSTRAINTS_PATH)
+        relaxed = settings.ALLOW_UNSAFE_FILES
+        self.known = (known if known is not None
+                      else load_known_issues(settings.KNOWN_ISSUES_PATH, relaxed=relaxed))
+        self.constraints = load_constraints(settings.CONSTRAINTS_PATH, relaxed)
         self._factory = client_factory or self._client
         self._clock = clock
         self._cache: dict[str, tuple[float, Verdict]] = {}

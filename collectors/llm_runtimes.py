@@ -98,7 +98,7 @@ ATTRS = ["pid", "name", "cmdline", "memory_info", "create_time"]
 
 
 def timeout_s(settings: Settings) -> float:
-    """Process walk, a few /proc reads, reverse DNS and the Ollama health check, all bounded."""
+    """Process walk, /proc reads, reverse DNS then its forward confirmation, the Ollama check."""
     return 10.0 + 2 * settings.LLM_RDNS_TIMEOUT_SECONDS + 3 * ollama_health.TIMEOUT_S
 
 
@@ -290,18 +290,26 @@ def describe(cand: Candidate) -> dict[str, Any]:
 
 def annotate(runtimes: list[dict[str, Any]], allow: netclass.Allowlist,
              resolver: netclass.Resolver) -> None:
-    """Add reverse names, provider labels and the allowing entry to external connections."""
+    """Add reverse names, provider labels and the allowing entry to external connections.
+
+    A reverse name allows a peer only once forward-confirmed: the reverse lookups, then one round
+    of forward lookups (the reverse names an entry matches, and the plain entries when a peer is
+    not allowed by network), each round bounded by the resolver's timeout.
+    """
     external = [c for r in runtimes for c in r.get("connections", ()) if c["class"] == "external"]
     if not external:
         return
     names = resolver.reverse_many(c["ip"] for c in external)
-    pending = [c for c in external if not allow.allowed_by(c["ip"], names.get(c["ip"]))]
-    forward = resolver.forward_many(allow.exact_names) if pending and allow.exact_names else {}
+    wanted = allow.names_to_confirm(names.values())
+    if any(not allow.allowed_by(c["ip"], None) for c in external):
+        wanted += [n for n in allow.exact_names if n not in wanted]
+    forward = resolver.forward_answers(wanted) if wanted else {}
     for conn in external:
         name = names.get(conn["ip"])
         conn["rdns"] = name[:253] if name else None
         conn["provider"] = netclass.provider(conn["ip"])
-        conn["allowed_by"] = allow.allowed_by(conn["ip"], conn["rdns"], forward)
+        conn["allowed_by"] = allow.allowed_by(conn["ip"], name, forward)
+        conn["rdns_unconfirmed"] = allow.unconfirmed(conn["ip"], name, forward)
 
 
 def _with_connections(cand: Candidate) -> dict[str, Any]:

@@ -1,5 +1,8 @@
 """Where a connection goes: address classes, provider labels, a cached resolver, the allowlist.
 
+A reverse (PTR) name is written by whoever owns the address, so it allows a peer only when
+forward-confirmed: the name's own A/AAAA records include the peer (``Allowlist.allowed_by``).
+
 Everything here is pure except ``Resolver``, whose lookups run in daemon threads under one short
 deadline (a stuck DNS query can never hold the cycle) and whose answers, positive and negative,
 are cached with an expiry in the collector's state.
@@ -9,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import re
 import socket
 import sys
 import threading
@@ -58,6 +62,7 @@ NEGATIVE_TTL_S = 3600.0        # "no name" is kept an hour
 FAILED_TTL_S = 600.0           # a timeout or resolver error is retried after ten minutes
 MAX_CACHE = 512                # entries kept in state per cache
 MAX_LOOKUPS = 16               # lookups started per cycle; the rest wait for the next cycle
+_HOST_NAME = re.compile(r"(?=.{1,253}$)([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9])?\.)*[a-z0-9_-]{1,63}")
 
 
 def parse_ip(text: str) -> IPAddress | None:
@@ -131,21 +136,51 @@ class Allowlist:
         return None
 
     def allowed_by(self, ip: str, rdns: str | None,
-                   forward: Mapping[str, Iterable[str]] | None = None) -> str | None:
-        """The entry allowing a destination (by network, reverse name, or a name's addresses)."""
+                   forward: Mapping[str, Iterable[str] | None] | None = None) -> str | None:
+        """The entry allowing a destination: by network; by a reverse name only when that name's
+        own A/AAAA records (in ``forward``) include the address; or by an exact entry's addresses.
+
+        Whoever owns an address writes its PTR record, so an unconfirmed reverse name allows
+        nothing (forward-confirmed reverse DNS, as sshd's UseDNS and Postfix's reject_unknown_*).
+        """
         addr = parse_ip(ip)
         if addr is None:
             return None
         for net in self.networks:
             if addr.version == net.version and addr in net:
                 return str(net)
+        forward = forward or {}
         named = self.match_name(rdns)
-        if named:
+        if named and _includes(forward.get(canonical_name(rdns or "")), addr):
             return named
-        for name, addresses in (forward or {}).items():
-            if any(parse_ip(a) == addr for a in addresses):
+        for name in self.exact_names:
+            if _includes(forward.get(name), addr):
                 return name
         return None
+
+    def unconfirmed(self, ip: str, rdns: str | None,
+                    forward: Mapping[str, Iterable[str] | None] | None = None) -> str | None:
+        """Why a reverse name that an entry would match allows nothing; None when none would."""
+        if not self.match_name(rdns) or self.allowed_by(ip, rdns, forward):
+            return None
+        answer = (forward or {}).get(canonical_name(rdns or ""))
+        if answer is None:
+            return "unconfirmed: its forward lookup gave no answer in time"
+        return f"unconfirmed: its A/AAAA records do not include {ip}"
+
+    def names_to_confirm(self, rdns: Iterable[str | None]) -> list[str]:
+        """The reverse names worth a forward lookup: those an entry matches, if well formed."""
+        names = {canonical_name(n) for n in rdns if n and self.match_name(n)}
+        return sorted(n for n in names if _HOST_NAME.fullmatch(n))
+
+
+def canonical_name(name: str) -> str:
+    """A host name as compared and looked up: lower case, no trailing dot."""
+    return name.lower().rstrip(".")
+
+
+def _includes(addresses: Iterable[str] | None, addr: IPAddress) -> bool:
+    return any(parse_ip(a) == addr for a in addresses or ())
 
 
 def reverse_lookup(ip: str) -> str | None:
@@ -157,10 +192,17 @@ def reverse_lookup(ip: str) -> str | None:
 
 
 def forward_lookup(name: str) -> list[str]:
-    """The addresses a host name resolves to through the system resolver ([] when none)."""
+    """The A and AAAA addresses of a host name through the system resolver ([] when none).
+
+    A temporary failure (EAI_AGAIN) raises, so it is cached as no answer, not as "no address".
+    """
     try:
         infos = socket.getaddrinfo(name, None, proto=socket.IPPROTO_TCP)
-    except (socket.herror, socket.gaierror):
+    except socket.gaierror as err:
+        if err.errno == socket.EAI_AGAIN:
+            raise
+        return []
+    except socket.herror:
         return []
     return sorted({str(info[4][0]) for info in infos})
 
@@ -190,6 +232,11 @@ class Resolver:
     def forward_many(self, names: Iterable[str]) -> dict[str, list[str]]:
         """Addresses of host names ([] when unknown)."""
         return {k: v or [] for k, v in self._many("fwd", names).items()}
+
+    def forward_answers(self, names: Iterable[str]) -> dict[str, list[str] | None]:
+        """Addresses of host names: [] when the name has none, None when no answer came in time
+        (a timeout or a resolver failure)."""
+        return self._many("fwd", names)
 
     def _many(self, kind: str, keys: Iterable[str]) -> dict[str, Any]:
         cache = self.caches[kind]

@@ -1,18 +1,21 @@
 """Load config.py, an optional --config file and MONITOR_<NAME> variables into one frozen, validated object."""
 from __future__ import annotations
 
+import builtins
 import ipaddress
 import json
 import os
 import re
-import runpy
 import socket
 from pathlib import Path
 from typing import Any, Literal, Mapping
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (BaseModel, ConfigDict, Field, SecretStr, ValidationError, ValidationInfo,
+                      field_validator)
 
+from core import trust
+from core.errors import ConfigError  # re-exported: the rest of the code imports it from here
 from core.redact import register_secret
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -23,14 +26,11 @@ COLLECTOR_NAMES = ("syslog", "auth_log", "sensors", "ping", "nmap", "processes",
                    "llm_runtimes")
 DISCORD_HOSTS = ("discord.com", "discordapp.com", "ptb.discord.com", "canary.discord.com")
 SECRET_SETTINGS = frozenset({"DISCORD_WEBHOOK_URL", "HOME_ASSISTANT_TOKEN"})
+ENV_ONLY = frozenset({"ALLOW_UNSAFE_FILES"})  # never from a file: it would relax its own check
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?\.?)+$")
 
 CollectorName = Literal[COLLECTOR_NAMES]  # type: ignore[valid-type]
-
-
-class ConfigError(Exception):
-    """A setting is missing, unknown or invalid; the message names it."""
 
 
 def _is_loopback_host(host: str) -> bool:
@@ -117,6 +117,7 @@ class Settings(BaseModel):
     CONSTRAINTS_PATH: Path
 
     DISCORD_WEBHOOK_URL: SecretStr
+    HOME_ASSISTANT_ALLOW_PLAIN_HTTP: bool   # before HOME_ASSISTANT_URL: its validator reads it
     HOME_ASSISTANT_URL: str
     HOME_ASSISTANT_TOKEN: SecretStr
     GOOGLE_HOME_SPEAKER_ID: str
@@ -131,6 +132,7 @@ class Settings(BaseModel):
 
     METRICS_PORT: int = Field(ge=0, le=65535)
     METRICS_BIND: str
+    ALLOW_UNSAFE_FILES: bool = False   # environment or --allow-unsafe-files only (ENV_ONLY)
 
     # -- validators: one per rule that a type cannot say --------------------------------------
 
@@ -168,8 +170,18 @@ class Settings(BaseModel):
 
     @field_validator("HOME_ASSISTANT_URL")
     @classmethod
-    def _ha_url(cls, value: str) -> str:
-        return _check_http_url(value, "Home Assistant, e.g. http://127.0.0.1:8123") if value else value
+    def _ha_url(cls, value: str, info: ValidationInfo) -> str:
+        if not value:
+            return value
+        _check_http_url(value, "Home Assistant, e.g. https://ha.example.net or http://127.0.0.1:8123")
+        # the long-lived token goes in every request: in clear only to this machine, as Discord
+        if (urlsplit(value).scheme == "http" and not _is_loopback_host(urlsplit(value).hostname or "")
+                and not info.data.get("HOME_ASSISTANT_ALLOW_PLAIN_HTTP")):
+            raise ValueError("plain http to a host other than this machine would send the token in "
+                             "clear; use https (Home Assistant's own TLS or a reverse proxy), "
+                             "http://127.0.0.1:8123 for Home Assistant on this machine, or set "
+                             "HOME_ASSISTANT_ALLOW_PLAIN_HTTP = True to accept the risk")
+        return value
 
     @field_validator("DISCORD_WEBHOOK_URL")
     @classmethod
@@ -239,16 +251,29 @@ class Settings(BaseModel):
         return self.TEST_MODE
 
 
-def _module_settings(path: Path, what: str) -> dict[str, Any]:
-    try:
-        namespace = runpy.run_path(str(path))
+def _module_settings(path: Path, what: str, relaxed: bool = False) -> dict[str, Any]:
+    """The UPPERCASE names a config file defines, once the file is found safe to execute."""
+    try:  # checked and read from one descriptor: the code run is the code that was checked
+        source = trust.read_trusted(path, what, relaxed=relaxed)
     except FileNotFoundError as err:
         raise ConfigError(f"{what} {path}: no such file") from err
+    except OSError as err:
+        raise ConfigError(f"{what} {path}: cannot read: {err.strerror}") from err
+    namespace: dict[str, Any] = {"__name__": "<config>", "__file__": str(path),
+                                 "__builtins__": builtins}
+    try:
+        exec(compile(source, str(path), "exec", dont_inherit=True), namespace)  # noqa: S102
     except SyntaxError as err:
         raise ConfigError(f"{what} {path}: line {err.lineno}: {err.msg}") from err
     except Exception as err:  # noqa: BLE001 - any error raised while running the operator's file
         raise ConfigError(f"{what} {path}: {type(err).__name__}: {err}") from err
-    return {k: v for k, v in namespace.items() if k.isupper() and not k.startswith("_")}
+    found = {k: v for k, v in namespace.items() if k.isupper() and not k.startswith("_")}
+    if ENV_ONLY & set(found):
+        name = sorted(ENV_ONLY & set(found))[0]
+        raise ConfigError(f"{name}: cannot be set in {path}, since a file cannot vouch for "
+                          f"itself; set {ENV_PREFIX}{name}=1 in the environment or pass "
+                          f"{trust.ALLOW_FLAG}")
+    return found
 
 
 def _env_value(name: str, raw: str, annotation: Any) -> Any:
@@ -273,12 +298,19 @@ def _suggest(name: str) -> str:
 
 def load_settings(config_path: Path | None = None, environ: Mapping[str, str] | None = None,
                   overrides: Mapping[str, Any] | None = None,
-                  defaults_path: Path = DEFAULT_CONFIG) -> Settings:
-    """Read config.py, then the --config file, then MONITOR_* variables, then ``overrides``."""
+                  defaults_path: Path = DEFAULT_CONFIG,
+                  allow_unsafe_files: bool = False) -> Settings:
+    """Read config.py, then the --config file, then MONITOR_* variables, then ``overrides``.
+
+    Each file is executed only once trust.read_trusted finds it safe; ``allow_unsafe_files``
+    (--allow-unsafe-files) or MONITOR_ALLOW_UNSAFE_FILES relaxes that to a warning.
+    """
     environ = os.environ if environ is None else environ
-    values = _module_settings(defaults_path, "config file")
+    relaxed = (allow_unsafe_files or trust.env_relaxed(environ.get(trust.ALLOW_ENV))
+               or bool((overrides or {}).get("ALLOW_UNSAFE_FILES")))
+    values = _module_settings(defaults_path, "config file", relaxed)
     if config_path is not None:
-        extra = _module_settings(Path(config_path), "--config file")
+        extra = _module_settings(Path(config_path), "--config file", relaxed)
         for name in extra:
             if name not in Settings.model_fields:
                 raise ConfigError(f"{name}: unknown setting in {config_path}{_suggest(name)}")
@@ -296,6 +328,8 @@ def load_settings(config_path: Path | None = None, environ: Mapping[str, str] | 
         if name not in Settings.model_fields:
             raise ConfigError(f"{name}: unknown setting")
         values[name] = value
+    if relaxed:  # the files were read relaxed, so the loaders that follow are too
+        values["ALLOW_UNSAFE_FILES"] = True
     unknown = sorted(set(values) - set(Settings.model_fields))
     if unknown:
         raise ConfigError(f"{unknown[0]}: unknown setting in {defaults_path}{_suggest(unknown[0])}")

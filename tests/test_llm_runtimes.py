@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import types
 from pathlib import Path
@@ -223,7 +224,8 @@ def test_external_connections_are_annotated_and_judged_against_the_allowlist(
     # addresses are only classified and looked up through injected resolvers: nothing is sent
     rdns = {"8.8.8.8": "dns.google", "203.0.113.50": None, "198.51.100.7": "edge.cdn.example",
             "192.0.2.200": None}
-    forward = {"registry.ollama.ai": ["192.0.2.200"], "ollama.com": []}
+    forward = {"registry.ollama.ai": ["192.0.2.200"], "ollama.com": [],
+               "edge.cdn.example": ["198.51.100.7"]}   # forward-confirms its reverse name
     runtimes = [_runtime([_conn("8.8.8.8"), _conn("::ffff:8.8.8.8", 853),
                           _conn("198.51.100.7"), _conn("192.168.1.10", 8080),
                           _conn("192.0.2.200")])]
@@ -255,6 +257,74 @@ def test_external_connections_are_annotated_and_judged_against_the_allowlist(
     assert runtimes[0]["connections"][0]["allowed_by"] == "8.8.8.0/24"
     result = CollectResult(observations={"runtimes": runtimes, "ollama": {"problem": None}})
     assert detect_llm_runtimes.detect(result, DetectContext(make_settings(), 0.0, store)) == []
+
+
+def _judge_peer(make_settings: Any, store: Store, ip: str, ptr: str | None,
+                forward: Any, timeout_s: float = 1.0) -> tuple[dict[str, Any], list[Any]]:
+    """Annotate one external connection with injected resolvers and run the detector."""
+    runtimes = [_runtime([_conn(ip)])]
+    runtimes[0]["connections"][0]["class"] = "external"   # TEST-NET stands in for the internet
+    resolver = netclass.Resolver(None, 0.0, timeout_s, reverse={ip: ptr}.get, forward=forward)
+    allow = netclass.Allowlist.parse(make_settings().LLM_CONNECTION_ALLOWLIST)  # the default
+    llm_runtimes.annotate(runtimes, allow, resolver)
+    result = CollectResult(observations={"runtimes": runtimes, "ollama": {"problem": None}})
+    findings = detect_llm_runtimes.detect(result, DetectContext(make_settings(), 0.0, store))
+    return runtimes[0]["connections"][0], findings
+
+
+def test_a_reverse_name_that_its_forward_lookup_does_not_confirm_allows_nothing(
+        make_settings: Any, store: Store) -> None:
+    # whoever owns 203.0.113.7 can make its PTR record say registry.ollama.ai; the name's real
+    # A/AAAA records do not hold that address, so the default allowlist must not silence it
+    forward = {"registry.ollama.ai": ["192.0.2.10", "2001:db8::10"], "ollama.com": ["192.0.2.11"]}
+    conn, findings = _judge_peer(make_settings, store, "203.0.113.7", "registry.ollama.ai.",
+                                 forward.get)
+    assert conn["allowed_by"] is None
+    assert [(f.kind, f.severity, f.floor) for f in findings] == [
+        ("llm_external_connection", Severity.HIGH, Severity.HIGH)]
+    assert ("reverse name registry.ollama.ai., unconfirmed: its A/AAAA records do not include "
+            "203.0.113.7") in findings[0].summary
+
+
+def test_a_forward_confirmed_reverse_name_allows_the_peer(make_settings: Any,
+                                                          store: Store) -> None:
+    asked: list[str] = []
+
+    def forward(name: str) -> list[str]:
+        asked.append(name)
+        return {"registry.ollama.ai": ["192.0.2.10", "203.0.113.7"]}.get(name, [])
+
+    conn, findings = _judge_peer(make_settings, store, "203.0.113.7", "Registry.Ollama.AI.",
+                                 forward)
+    assert conn["allowed_by"] == "registry.ollama.ai" and conn["rdns_unconfirmed"] is None
+    assert findings == []
+    assert "registry.ollama.ai" in asked      # the PTR name itself was resolved forward
+
+    # a subdomain of an entry is confirmed by its own records, not by the entry's
+    conn, findings = _judge_peer(make_settings, store, "198.51.100.20", "edge-3.ollama.com",
+                                 {"edge-3.ollama.com": ["198.51.100.20"]}.get)
+    assert conn["allowed_by"] == "ollama.com" and findings == []
+
+
+def test_a_forward_lookup_that_times_out_leaves_the_finding_standing(
+        make_settings: Any, store: Store) -> None:
+    release = threading.Event()
+
+    def stuck(name: str) -> list[str]:
+        release.wait(30)      # a resolver that never answers within the deadline
+        return ["203.0.113.7"]
+
+    try:
+        started = time.monotonic()
+        conn, findings = _judge_peer(make_settings, store, "203.0.113.7", "registry.ollama.ai",
+                                     stuck, timeout_s=0.2)
+        elapsed = time.monotonic() - started
+    finally:
+        release.set()
+    assert conn["allowed_by"] is None
+    assert len(findings) == 1 and findings[0].severity == Severity.HIGH
+    assert "unconfirmed: its forward lookup gave no answer in time" in findings[0].summary
+    assert elapsed < 20          # bounded by the deadline, not by the stuck resolver (30 s)
 
 
 def test_one_cycle_through_the_agent_reports_ollama_unavailable(

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 import threading
 from typing import Any
 
@@ -71,18 +72,39 @@ def test_allowlist_by_network_and_by_name() -> None:
     assert allow.allowed_by("::ffff:203.0.113.9", None) == "203.0.113.0/24"
     assert allow.allowed_by("2001:db8::5", None) == "2001:db8::/32"
     assert allow.allowed_by("198.51.100.1", None) is None
-    # names: exact and domain suffix for plain entries, strict subdomains for *. entries
-    assert allow.allowed_by("198.51.100.1", "ollama.com") == "ollama.com"
-    assert allow.allowed_by("198.51.100.1", "edge-1.ollama.com.") == "ollama.com"
-    assert allow.allowed_by("198.51.100.1", "notollama.com") is None
-    assert allow.allowed_by("198.51.100.1", "cdn.example.org") == "*.example.org"
-    assert allow.allowed_by("198.51.100.1", "example.org") is None
-    assert allow.allowed_by("198.51.100.1", "registry.ollama.ai") == "registry.ollama.ai"
-    # a name's forward addresses allow the address itself (CDN peers rarely reverse-resolve)
-    forward = {"registry.ollama.ai": ["198.51.100.1", "2001:db9::1"]}
+    # names: exact and domain suffix for plain entries, strict subdomains for *. entries, each
+    # only when forward-confirmed (the reverse name's own addresses include the peer)
+    confirmed = {n: ["198.51.100.1"] for n in ("edge-1.ollama.com", "notollama.com",
+                                                "cdn.example.org", "example.org")}
+    assert allow.allowed_by("198.51.100.1", "ollama.com", {"ollama.com": ["198.51.100.1"]}) == (
+        "ollama.com")
+    assert allow.allowed_by("198.51.100.1", "edge-1.ollama.com.", confirmed) == "ollama.com"
+    assert allow.allowed_by("198.51.100.1", "Edge-1.Ollama.COM", confirmed) == "ollama.com"
+    assert allow.allowed_by("198.51.100.1", "notollama.com", confirmed) is None
+    assert allow.allowed_by("198.51.100.1", "cdn.example.org", confirmed) == "*.example.org"
+    assert allow.allowed_by("198.51.100.1", "example.org", confirmed) is None
+    # an unconfirmed reverse name allows nothing: whoever owns the address writes its PTR record
+    assert allow.allowed_by("198.51.100.1", "registry.ollama.ai") is None
+    assert allow.allowed_by("198.51.100.1", "cdn.example.org", {"cdn.example.org": []}) is None
+    assert allow.allowed_by("198.51.100.1", "cdn.example.org",
+                            {"cdn.example.org": ["198.51.100.2"]}) is None
+    assert allow.unconfirmed("198.51.100.1", "cdn.example.org", {"cdn.example.org": []}) == (
+        "unconfirmed: its A/AAAA records do not include 198.51.100.1")
+    assert allow.unconfirmed("198.51.100.1", "cdn.example.org", {"cdn.example.org": None}) == (
+        "unconfirmed: its forward lookup gave no answer in time")
+    assert allow.unconfirmed("198.51.100.1", "cdn.example.org", confirmed) is None
+    assert allow.unconfirmed("198.51.100.1", "dns.google", {}) is None     # no entry would match
+    # an exact entry's forward addresses allow the address itself (CDN peers rarely
+    # reverse-resolve), but a looked-up reverse name outside the allowlist never does
+    forward = {"registry.ollama.ai": ["198.51.100.1", "2001:db9::1"],
+               "something.cdn.net": ["198.51.100.9"]}
     assert allow.allowed_by("198.51.100.1", "something.cdn.net", forward) == "registry.ollama.ai"
+    assert allow.allowed_by("198.51.100.9", "something.cdn.net", forward) is None
     assert allow.exact_names == ("ollama.com", "registry.ollama.ai")
-    assert allow.allowed_by("garbage", "ollama.com") is None
+    assert allow.allowed_by("garbage", "ollama.com", confirmed) is None
+    # only well-formed reverse names that an entry matches are worth a forward lookup
+    assert allow.names_to_confirm(["Edge.Ollama.com.", "dns.google", None, "x y.ollama.com",
+                                   "edge.ollama.com"]) == ["edge.ollama.com"]
 
 
 class CountingResolver:
@@ -185,3 +207,43 @@ def test_proc_net_parser_round_trips_kernel_formatted_addresses(
     assert (ipaddress.ip_address(rec.local_ip), rec.local_port) == (local, lport)
     assert (ipaddress.ip_address(rec.remote_ip), rec.remote_port) == (remote, rport)
     assert netclass.parse_proc_net(text, table, {"4242"}, uid=0, little_endian=True) == []
+
+
+def test_forward_answers_tell_no_address_from_no_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    def getaddrinfo(name: str, *_: Any, **__: Any) -> list[Any]:
+        if name == "flaky.example":
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        if name == "gone.example":
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("2001:db8::7", 0, 0, 0)),
+                (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("192.0.2.7", 0))]
+
+    monkeypatch.setattr(netclass.socket, "getaddrinfo", getaddrinfo)   # no real DNS
+    res = Resolver(None, now=0.0, timeout_s=2.0)
+    assert res.forward_answers(["both.example", "gone.example", "flaky.example"]) == {
+        "both.example": ["192.0.2.7", "2001:db8::7"], "gone.example": [], "flaky.example": None}
+    state = res.state()["fwd"]
+    assert state["gone.example"][1] == netclass.NEGATIVE_TTL_S
+    assert state["flaky.example"] == [None, netclass.FAILED_TTL_S]   # retried soon, not an hour
+
+
+_names = st.one_of(st.text(max_size=40), st.sampled_from(
+    ["registry.ollama.ai", "registry.ollama.ai.", "REGISTRY.OLLAMA.AI", "edge.ollama.com",
+     "ollama.com", "x.registry.ollama.ai", "registry.ollama.ai.evil.example"]))
+
+
+@given(peer=st.ip_addresses(), ptr=st.one_of(st.none(), _names),
+       answers=st.dictionaries(_names, st.lists(st.ip_addresses(), max_size=3), max_size=4))
+def test_no_reverse_name_allows_a_peer_that_no_forward_record_holds(
+        peer: ipaddress.IPv4Address | ipaddress.IPv6Address, ptr: str | None,
+        answers: dict[str, list[Any]]) -> None:
+    # whatever the PTR record says and whatever else resolves, a peer absent from every forward
+    # answer is allowed only by a network entry (the default allowlist has none)
+    same = netclass.parse_ip(str(peer))       # ::ffff:192.0.2.1 is 192.0.2.1
+    forward = {name: [str(a) for a in addrs if netclass.parse_ip(str(a)) != same]
+               for name, addrs in answers.items()}
+    allow = Allowlist.parse(["registry.ollama.ai", "ollama.com", "*.example"])
+    assert allow.allowed_by(str(peer), ptr, forward) is None
+    confirmed = {**forward, netclass.canonical_name(ptr or ""): [str(peer)]}
+    assert (allow.allowed_by(str(peer), ptr, confirmed) is not None) == (
+        allow.match_name(ptr) is not None)

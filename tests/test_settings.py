@@ -140,3 +140,28 @@ def test_cli_exits_2_for_a_typo_in_the_config_file(tmp_path: Path) -> None:
     proc = _agent("--once", "--config", str(cfg))
     assert proc.returncode == 2
     assert "PROCESES_TO_MONITOR" in proc.stderr and "PROCESSES_TO_MONITOR" in proc.stderr
+
+
+@pytest.mark.parametrize("url", ["http://homeassistant.local:8123", "http://192.168.1.20:8123",
+                                 "http://[fd00::20]:8123", "http://ha.example.net"])
+def test_plain_http_home_assistant_off_this_machine_is_refused_unless_opted_in(url: str) -> None:
+    env = {"MONITOR_HOME_ASSISTANT_URL": url, "MONITOR_HOME_ASSISTANT_TOKEN": SECRET_TOKEN}
+    with pytest.raises(ConfigError) as caught:
+        load_settings(environ=env)
+    message = str(caught.value)
+    assert message.startswith("HOME_ASSISTANT_URL: plain http") and "https" in message
+    assert "HOME_ASSISTANT_ALLOW_PLAIN_HTTP" in message and SECRET_TOKEN not in message
+    opted = load_settings(environ={**env, "MONITOR_HOME_ASSISTANT_ALLOW_PLAIN_HTTP": "true"})
+    assert opted.HOME_ASSISTANT_URL == url
+
+
+@pytest.mark.parametrize("url", ["https://homeassistant.local:8123", "https://ha.example.net",
+                                 "http://127.0.0.1:8123", "http://localhost:8123",
+                                 "http://[::1]:8123", ""])
+def test_home_assistant_over_tls_or_loopback_is_accepted(url: str) -> None:
+    assert load_settings(environ={"MONITOR_HOME_ASSISTANT_URL": url}).HOME_ASSISTANT_URL == url
+
+
+def test_the_shipped_examples_suggest_no_plain_http_to_another_host() -> None:
+    for path in ("config.py", "deploy/env.example", "README.md"):
+        assert "http://homeassistant.local" not in (ROOT / path).read_text(), path
