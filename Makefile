@@ -86,6 +86,8 @@ install: apt-run
 	install -d "$(DESTDIR)$(PREFIX)" "$(DESTDIR)/etc/monitor-agent" "$(DESTDIR)/etc/systemd/system"
 	git ls-files -z | grep -zv '^tests/\|^bench/\|^\.ci/' | \
 	  xargs -0 cp --parents -t "$(DESTDIR)$(PREFIX)"
+	# the agent refuses steering files others can write (core/trust.py): no installer umask leaks in
+	chmod -R go-w "$(DESTDIR)$(PREFIX)"
 	$(PY) -m venv "$(DESTDIR)$(PREFIX)/.venv"
 	"$(DESTDIR)$(PREFIX)/.venv/bin/pip" install -q -r requirements.txt
 	$(MAKE) --no-print-directory BIN="$(DESTDIR)$(PREFIX)/.venv/bin" native
