@@ -12,7 +12,7 @@ import pytest
 from core.baseline import MIN_SAMPLES, Baseline
 from core.legacy import import_legacy
 from core.model import Sample
-from data_storage import ALL_HOURS, MIGRATIONS, Store, StoreError
+from data_storage import ALL_HOURS, MIGRATIONS, Store, StoreDamaged, StoreError
 
 
 def test_new_store_is_migrated_wal_and_sound(tmp_path: Path) -> None:
@@ -37,8 +37,9 @@ def test_a_store_from_a_newer_agent_is_refused(tmp_path: Path) -> None:
 def test_a_file_that_is_not_sqlite_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "monitor.db"
     path.write_bytes(b"this is not a database" * 100)
-    with pytest.raises(StoreError, match="cannot open the store"):
+    with pytest.raises(StoreDamaged, match="is not a SQLite database. Fix: .*store restore"):
         Store.open(path)
+    assert path.read_bytes() == b"this is not a database" * 100  # left as it was
 
 
 def test_baseline_is_robust_to_outliers_and_incremental(store: Store) -> None:
