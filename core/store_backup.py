@@ -107,7 +107,8 @@ def make_backup(store: "Store", now: float, generations: int) -> Backup:  # noqa
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    for old in list_backups(store.path)[generations:]:
+    others = [b for b in list_backups(store.path) if b.path != final]
+    for old in others[max(0, generations - 1):]:   # the new one counts, even after a clock step back
         old.path.unlink(missing_ok=True)
     for stale in folder.glob(".monitor-*.db.tmp"):  # left by a kill mid-backup
         if stale != tmp:
