@@ -24,6 +24,7 @@ BENCHMARKS: dict[str, str] = {
     "auth_ingest": "auth.log extraction on 1 GiB against grep -c and fail2ban-regex",
     "auth_phases": "auth.log extraction's time by phase, with and without the malloc tuning",
     "time_to_alert": "loop mode: a login after a brute force written to auth.log -> Discord",
+    "store_backup": "store safety on 30 days of history: quick_check at start, a verified backup",
 }
 
 

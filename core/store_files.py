@@ -56,7 +56,7 @@ def open_error(db: Path, err: BaseException) -> StoreError:
     """The StoreError (StoreDamaged for a corrupt file) for an error met while opening ``db``."""
     if is_corruption(err):
         return StoreDamaged(db, str(err))
-    return StoreError(f"the store cannot be opened: {db}: {err}")
+    return StoreError(f"cannot open the store {db}: {err}")
 
 
 def quick_check(conn: sqlite3.Connection) -> list[str]:
@@ -89,7 +89,7 @@ def prepare(db: Path) -> "StoreLock":
         refuse_links(files + [marker_path(db)])
         lock = StoreLock(db, exclusive=False)
     except OSError as err:
-        raise StoreError(f"the store cannot be opened: {db}: {err.strerror or err}") from err
+        raise StoreError(f"cannot open the store {db}: {err.strerror or err}") from err
     try:
         damage = damage_before_open(db)
         if damage:
@@ -99,7 +99,7 @@ def prepare(db: Path) -> "StoreLock":
     except BaseException as err:
         lock.release()
         if isinstance(err, OSError):
-            raise StoreError(f"the store cannot be opened: {db}: {err.strerror or err}") from err
+            raise StoreError(f"cannot open the store {db}: {err.strerror or err}") from err
         raise
     return lock
 
@@ -147,7 +147,7 @@ def refuse_links(paths: list[Path]) -> None:
         except FileNotFoundError:
             continue
         except OSError as err:
-            raise StoreError(f"the store cannot be opened: {path}: {err.strerror}") from err
+            raise StoreError(f"cannot open the store: {path}: {err.strerror}") from err
         if stat.S_ISLNK(info.st_mode):
             raise StoreError(f"the store cannot be opened: {path} is a symbolic link, which the "
                              f"agent never follows. Fix: replace it with the real file "
@@ -166,7 +166,7 @@ def tighten_modes(paths: list[Path]) -> None:
         except FileNotFoundError:
             continue
         except OSError as err:
-            raise StoreError(f"the store cannot be opened: {path}: {err.strerror}") from err
+            raise StoreError(f"cannot open the store: {path}: {err.strerror}") from err
         try:
             if stat.S_IMODE(os.fstat(fd).st_mode) & 0o077:
                 os.fchmod(fd, FILE_MODE)
