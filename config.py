@@ -11,6 +11,8 @@ MONITOR_INTERVAL_SECONDS = 300         # seconds between the starts of two cycle
 DATA_DIR = "./data"                    # folder of the SQLite store (monitor.db); created if missing
 COLLECTORS = ["syslog", "auth_log", "sensors", "ping", "nmap", "processes", "containers", "llm_runtimes"]  # enabled collectors, by name
 HISTORY_RETENTION_DAYS = 30            # samples and finding history older than this are trimmed
+STORE_BACKUP_INTERVAL_HOURS = 24       # hours between two verified online backups of the store (DATA_DIR/backups)
+STORE_BACKUP_GENERATIONS = 3          # backups kept (newest first); 0 makes none
 HOST_NAME = ""                         # this host's name in alerts; "" uses the system hostname
 LOG_LEVEL = "INFO"                     # DEBUG, INFO, WARNING or ERROR (logs go to stderr)
 

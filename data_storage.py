@@ -14,17 +14,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
+from core import store_files
 from core.baseline import WINDOW_HOURLY, WINDOW_OVERALL, Baseline
 from core.schema import MIGRATIONS
 from core.model import Sample
+from core.store_files import StoreDamaged, StoreError, quick_check, reading as _reading
+
+__all__ = ["ALL_HOURS", "MIGRATIONS", "CycleWrite", "FindingRow", "OutboxMessage", "Store",
+           "StoreDamaged", "StoreError"]
 
 log = logging.getLogger(__name__)
 
 ALL_HOURS = -1  # the baseline row that covers every hour of the day
-
-
-class StoreError(Exception):
-    """The store cannot be opened, migrated or written (disk full, corrupt file, locked)."""
 
 
 @dataclass(frozen=True)
@@ -64,27 +65,53 @@ class OutboxMessage:
 class Store:
     """One SQLite database in WAL mode; open with ``Store.open``."""
 
-    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+    def __init__(self, conn: sqlite3.Connection, path: Path,
+                 lock: store_files.StoreLock | None = None) -> None:
         self._conn = conn
         self.path = path
+        self._lock = lock
         self._series: dict[str, int] = {}
 
     @classmethod
-    def open(cls, path: Path, timeout_s: float = 10.0) -> "Store":
-        """Open (creating and migrating as needed) the database at ``path``."""
+    def open(cls, path: Path, timeout_s: float = 10.0, check: bool = True) -> "Store":
+        """Open (creating and migrating as needed) the database at ``path``; refuse a damaged one.
+
+        The folder is made 0700 and the files 0600; symbolic links are refused, a file that is
+        empty, missing or not SQLite where a store was is StoreDamaged, and so is one that fails
+        ``PRAGMA quick_check`` (skipped with ``check=False``).
+        """
+        lock = store_files.prepare(path)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(str(path), timeout=timeout_s, isolation_level=None,
-                                   check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(f"PRAGMA busy_timeout={int(timeout_s * 1000)}")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            store = cls(conn, path)
-            store._migrate()
-        except (sqlite3.Error, OSError) as err:
-            raise StoreError(f"cannot open the store {path}: {err}") from err
+            with store_files.private_umask():  # -wal and -shm are created by SQLite
+                conn = sqlite3.connect(str(path), timeout=timeout_s, isolation_level=None,
+                                       check_same_thread=False)
+                store = cls(conn, path, lock)
+                store._setup(timeout_s, check)
+            try:
+                store_files.after_open(path)
+            except BaseException:
+                conn.close()
+                raise
+        except BaseException as err:
+            lock.release()
+            if isinstance(err, (sqlite3.Error, OSError)):
+                raise store_files.open_error(path, err) from err
+            raise
         return store
+
+    def _setup(self, timeout_s: float, check: bool) -> None:
+        try:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute(f"PRAGMA busy_timeout={int(timeout_s * 1000)}")
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute("PRAGMA foreign_keys=ON")
+            problems = quick_check(self._conn) if check else []
+            if problems:
+                raise StoreDamaged(self.path, "quick_check found: " + "; ".join(problems[:3]))
+            self._migrate()
+        except BaseException:
+            self._conn.close()
+            raise
 
     def close(self) -> None:
         """Checkpoint the WAL and close."""
@@ -93,6 +120,8 @@ class Store:
         except sqlite3.Error as err:
             log.warning("WAL checkpoint at close failed: %s", err)
         self._conn.close()
+        if self._lock is not None:
+            self._lock.release()
 
     def _migrate(self) -> None:
         version = self._conn.execute("PRAGMA user_version").fetchone()[0]
@@ -136,12 +165,27 @@ class Store:
         """SQLite's PRAGMA integrity_check answer ("ok" when sound)."""
         return self._conn.execute("PRAGMA integrity_check").fetchone()[0]
 
+    def quick_check(self) -> list[str]:
+        """PRAGMA quick_check's problems ([] when sound): O(pages), no index cross-check."""
+        return quick_check(self._conn)
+
+    def backup_to(self, target: Path) -> None:
+        """Copy the live store into ``target`` with SQLite's online backup API, as one file."""
+        dest = sqlite3.connect(str(target), isolation_level=None)
+        try:
+            self._conn.backup(dest)
+            dest.execute("PRAGMA journal_mode=DELETE")  # a backup is one self-contained file
+        finally:
+            dest.close()
+
+    @_reading
     def collector_state(self, name: str) -> dict[str, Any]:
         """The persistent state a collector (or detector) returned last time, {} at first."""
         row = self._conn.execute("SELECT state FROM collector_state WHERE name = ?",
                                  (name,)).fetchone()
         return json.loads(row[0]) if row else {}
 
+    @_reading
     def baseline(self, series: str, hour: int = ALL_HOURS) -> Baseline | None:
         """The baseline of a series (for one hour of the day, or all hours), None if never seen."""
         row = self._conn.execute(
@@ -150,28 +194,33 @@ class Store:
             (series, hour)).fetchone()
         return Baseline(*row) if row else None
 
+    @_reading
     def samples_since(self, series: str, since: float) -> list[tuple[float, float]]:
         """(ts, value) of one series since a time, oldest first (for recaps and charts)."""
         return self._conn.execute(
             "SELECT ts, value FROM samples WHERE series_id = (SELECT id FROM series WHERE name=?)"
             " AND ts >= ? ORDER BY ts", (series, since)).fetchall()
 
+    @_reading
     def series_names(self, prefix: str = "") -> list[str]:
         """Stored series names starting with ``prefix``."""
         return [r[0] for r in self._conn.execute(
             "SELECT name FROM series WHERE name >= ? AND name < ? ORDER BY name",
             (prefix, prefix + "\U0010ffff"))]
 
+    @_reading
     def is_seen(self, namespace: str, key: str) -> bool:
         """True when ``key`` was remembered in ``namespace`` before."""
         return self._conn.execute("SELECT 1 FROM seen WHERE namespace = ? AND key = ?",
                                   (namespace, key)).fetchone() is not None
 
+    @_reading
     def seen_keys(self, namespace: str) -> set[str]:
         """Every key remembered in a namespace (a known set: open ports, login sources)."""
         return {r[0] for r in self._conn.execute("SELECT key FROM seen WHERE namespace = ?",
                                                  (namespace,))}
 
+    @_reading
     def findings(self, open_only: bool = True) -> dict[str, FindingRow]:
         """Stored findings by fingerprint (the open ones by default)."""
         query = "SELECT * FROM findings" + (" WHERE open = 1" if open_only else "")
@@ -186,6 +235,7 @@ class Store:
             rows[rec["fingerprint"]] = FindingRow(**rec)
         return rows
 
+    @_reading
     def finding_events_since(self, since: float) -> list[dict[str, Any]]:
         """Every finding occurrence since a time, oldest first (for the daily recap)."""
         cur = self._conn.execute("SELECT ts, fingerprint, source, kind, severity, summary "
@@ -193,6 +243,7 @@ class Store:
         names = [d[0] for d in cur.description]
         return [dict(zip(names, r)) for r in cur]
 
+    @_reading
     def due_messages(self, now: float, limit: int = 50) -> list[OutboxMessage]:
         """Queued outbox messages whose next attempt is due, oldest first."""
         cur = self._conn.execute(
@@ -202,20 +253,24 @@ class Store:
         return [OutboxMessage(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7], r[8])
                 for r in cur]
 
+    @_reading
     def outbox_counts(self) -> dict[str, int]:
         """Number of outbox messages by status."""
         return dict(self._conn.execute("SELECT status, COUNT(*) FROM outbox GROUP BY status"))
 
+    @_reading
     def last_cycle(self) -> dict[str, Any] | None:
         """The report of the last committed cycle."""
         row = self._conn.execute("SELECT report FROM cycles ORDER BY id DESC LIMIT 1").fetchone()
         return json.loads(row[0]) if row else None
 
+    @_reading
     def meta(self, key: str) -> str | None:
         """A bookkeeping value."""
         row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
 
+    @_reading
     def recap_sent(self, day: str) -> bool:
         """True when the recap of a day (YYYY-MM-DD) has been queued."""
         return self._conn.execute("SELECT 1 FROM recaps WHERE day = ?",

@@ -41,9 +41,25 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                        help="where --dry-run writes the chart (default: recap.png)")
     sub.add_parser("check", help="check every configured part and say how to fix what fails")
     sub.add_parser("status", help="show the last cycle, open findings, baselines and outbox")
+    add_store_parser(sub)
     args = parser.parse_args(argv)
     args.command = args.command or "run"
     return args
+
+
+def add_store_parser(sub: Any) -> None:
+    """`store check|backup|restore [--from PATH]|salvage|reset` (core/store_commands.py)."""
+    store = sub.add_parser("store", help="check, back up, restore or salvage the store")
+    actions = store.add_subparsers(dest="store_action", metavar="ACTION", required=True)
+    actions.add_parser("check", help="PRAGMA quick_check of the store, and its backups")
+    actions.add_parser("backup", help="make a verified backup now (the agent may be running)")
+    restore = actions.add_parser("restore", help="replace the store by the latest sound backup "
+                                                 "(the agent stopped); the old one is kept aside")
+    restore.add_argument("--from", dest="source", type=Path, metavar="PATH",
+                         help="restore this file instead of the latest backup")
+    actions.add_parser("salvage", help="rebuild the store from what is still readable "
+                                       "(sqlite3 .recover); the damaged one is kept aside")
+    actions.add_parser("reset", help="start an empty store on purpose; the old one is kept aside")
 
 
 def setup_logging(level: str) -> None:
@@ -259,8 +275,8 @@ def run_command(args: argparse.Namespace, settings: Any) -> int:
     """The operator's commands other than `run` (recap, check, status)."""
     import importlib
 
-    module_name = {"recap": "alerts.recap", "check": "core.check", "status": "core.status"}[
-        args.command]
+    module_name = {"recap": "alerts.recap", "check": "core.check", "status": "core.status",
+                   "store": "core.store_commands"}[args.command]
     return int(importlib.import_module(module_name).command(args, settings))
 
 

@@ -25,6 +25,7 @@ BENCHMARKS: dict[str, str] = {
     "auth_phases": "auth.log extraction's time by phase, with and without the malloc tuning",
     "time_to_alert": "loop mode: a login after a brute force written to auth.log -> Discord",
     "stop_time": "SIGTERM to exit while Discord, Home Assistant, Ollama or a child command hangs",
+    "store_backup": "store safety on 30 days of history: quick_check at start, a verified backup",
 }
 
 

@@ -45,14 +45,24 @@ def _collector_check(name: str) -> Callable[[Settings], Outcome]:
 
 def check_data_dir(settings: Settings) -> Outcome:
     """The data folder exists (or can be made) and is writable."""
+    from core.store_files import make_private_dir
+
     try:
-        settings.DATA_DIR.mkdir(parents=True, exist_ok=True)
+        make_private_dir(settings.DATA_DIR)   # 0700 when made here, as the agent makes it
         with tempfile.NamedTemporaryFile(dir=settings.DATA_DIR):
             pass
     except OSError as err:
         return Outcome(False, f"DATA_DIR {settings.DATA_DIR} is not writable: {err.strerror}",
                        "create it and give the agent's user write access, or change DATA_DIR")
     return Outcome(True, f"DATA_DIR {settings.DATA_DIR} is writable")
+
+
+def check_store(settings: Settings) -> Outcome:
+    """The store passes PRAGMA quick_check and its backups are recent."""
+    from core.store_commands import health
+
+    ok, detail, fix = health(settings, time.time())
+    return Outcome(ok, detail, fix)
 
 
 def check_ollama(settings: Settings) -> Outcome:
@@ -145,6 +155,7 @@ def check_nmap(settings: Settings) -> Outcome:
 # (name, applies to these settings, the check). Collectors are checked only when enabled.
 CHECKS: tuple[tuple[str, Callable[[Settings], bool], Callable[[Settings], Outcome]], ...] = (
     ("data folder", lambda s: True, check_data_dir),
+    ("store", lambda s: True, check_store),
     ("ollama", lambda s: True, check_ollama),
     ("discord", lambda s: bool(s.DISCORD_WEBHOOK_URL.get_secret_value()), check_discord),
     ("home assistant", lambda s: bool(s.HOME_ASSISTANT_URL), check_home_assistant),

@@ -20,7 +20,8 @@ from core.context import CollectContext, DetectContext
 from core.model import CollectorStatus, CollectResult, Finding, Sample, Verdict, max_severity
 from core.redact import redact
 from core.settings import Settings
-from data_storage import Store
+from core.store_backup import backup_if_due
+from data_storage import Store, StoreDamaged
 
 log = logging.getLogger(__name__)
 
@@ -352,6 +353,10 @@ class Agent:
                 if trimmed:
                     log.info("trimmed %d rows older than %d days", trimmed,
                              self.settings.HISTORY_RETENTION_DAYS)
+            backup_if_due(self.store, now, self.settings.STORE_BACKUP_INTERVAL_HOURS,
+                          self.settings.STORE_BACKUP_GENERATIONS)
+        except StoreDamaged:
+            raise  # the live store failed its check: stop and say so rather than carry on
         except Exception as err:  # noqa: BLE001 - bookkeeping must not fail a committed cycle
             log.warning("cycle bookkeeping failed: %s", _error_text(err))
 

@@ -70,6 +70,8 @@ class Settings(BaseModel):
     DATA_DIR: Path
     COLLECTORS: tuple[CollectorName, ...]
     HISTORY_RETENTION_DAYS: int = Field(ge=1, le=3650)
+    STORE_BACKUP_INTERVAL_HOURS: int = Field(ge=1, le=8760)
+    STORE_BACKUP_GENERATIONS: int = Field(ge=0, le=100)
     HOST_NAME: str
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 

@@ -65,18 +65,25 @@ def tables(store: Store) -> list[Any]:
 
 def command(args: argparse.Namespace, settings: Settings) -> int:
     """Print the status screen; 1 when the store cannot be read."""
+    from rich.markup import escape
+
+    from core.store_files import marker_path
+
     console = Console()
-    if not settings.db_path.exists():
-        console.print(f"No store at {settings.db_path} yet: run `python monitor_agent.py --once`.")
+    db = settings.db_path
+    if not db.exists() and not marker_path(db).exists():
+        console.print(f"No store at {db} yet: run `python monitor_agent.py --once`.")
         return 1
     try:
-        store = Store.open(settings.db_path)
-    except StoreError as err:
-        console.print(f"[red]{err}[/red]")
+        store = Store.open(db)
+        try:
+            items = tables(store)
+        finally:
+            store.close()
+    except StoreError as err:  # damaged, empty, missing where a store was, or unreadable
+        what, _, fix = str(err).partition(". Fix: ")
+        console.print(f"[red]{escape(what)}[/red]" + (f"\nFix: {escape(fix)}" if fix else ""))
         return 1
-    try:
-        for item in tables(store):
-            console.print(item)
-    finally:
-        store.close()
+    for item in items:
+        console.print(item)
     return 0

@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import sqlite3
+import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -12,7 +16,9 @@ import pytest
 from core.baseline import MIN_SAMPLES, Baseline
 from core.legacy import import_legacy
 from core.model import Sample
-from data_storage import ALL_HOURS, MIGRATIONS, Store, StoreError
+from core.store_backup import (backup_dir, backup_if_due, list_backups, make_backup,
+                               problems_of, restore)
+from data_storage import ALL_HOURS, MIGRATIONS, Store, StoreDamaged, StoreError
 
 
 def test_new_store_is_migrated_wal_and_sound(tmp_path: Path) -> None:
@@ -37,8 +43,9 @@ def test_a_store_from_a_newer_agent_is_refused(tmp_path: Path) -> None:
 def test_a_file_that_is_not_sqlite_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "monitor.db"
     path.write_bytes(b"this is not a database" * 100)
-    with pytest.raises(StoreError, match="cannot open the store"):
+    with pytest.raises(StoreDamaged, match="is not a SQLite database. Fix: .*store restore"):
         Store.open(path)
+    assert path.read_bytes() == b"this is not a database" * 100  # left as it was
 
 
 def test_baseline_is_robust_to_outliers_and_incremental(store: Store) -> None:
@@ -169,3 +176,136 @@ def test_unreadable_legacy_json_is_left_in_place(tmp_path: Path, store: Store) -
     legacy.write_text("{not json")
     note = import_legacy(store, tmp_path)
     assert note is not None and "could not import" in note and legacy.exists()
+
+
+# -- file safety (issue 13.4) and backups (issue 14.5) ------------------------------------------
+
+def test_the_folder_is_created_0700_and_the_files_0600(tmp_path: Path) -> None:
+    db = tmp_path / "new" / "data" / "monitor.db"
+    store = Store.open(db)
+    with store.transaction() as tx:
+        tx.set_meta("k", "v")            # the WAL and its index exist while the store is open
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in db.parent.iterdir()}
+    store.close()
+    assert stat.S_IMODE(db.parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "new").stat().st_mode) == 0o700
+    assert {"monitor.db", "monitor.db-wal", "monitor.db-shm"} <= set(modes), modes
+    assert set(modes.values()) == {0o600}, modes
+
+
+def test_a_world_readable_store_of_an_older_version_is_made_private(tmp_path: Path) -> None:
+    db = tmp_path / "monitor.db"
+    Store.open(db).close()
+    os.chmod(db, 0o644)
+    Store.open(db).close()
+    assert stat.S_IMODE(db.stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("suffix", ["", "-wal", "-shm"])
+def test_a_symlinked_store_file_is_refused_and_named(tmp_path: Path, suffix: str) -> None:
+    db = tmp_path / "data" / "monitor.db"
+    Store.open(db).close()
+    elsewhere = tmp_path / "elsewhere"
+    link = db.with_name(db.name + suffix)
+    if suffix == "":
+        os.replace(db, elsewhere)                   # the real store, moved out of DATA_DIR
+    else:
+        elsewhere.write_bytes(b"")
+        link.unlink(missing_ok=True)
+    link.symlink_to(elsewhere)
+    with pytest.raises(StoreError, match=rf"cannot be opened: {link} is a symbolic link"):
+        Store.open(db)
+    assert link.is_symlink()                        # refused, not replaced
+
+
+def test_a_symlinked_store_is_exit_1_from_the_command_line(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    target = tmp_path / "victim.db"
+    (data / "monitor.db").symlink_to(target)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MONITOR_")}
+    env.update({"MONITOR_DATA_DIR": str(data), "MONITOR_COLLECTORS": "processes"})
+    run = subprocess.run([sys.executable, "monitor_agent.py", "--once"], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1
+    assert "the store cannot be opened" in run.stderr and "symbolic link" in run.stderr
+    assert "Traceback" not in run.stderr and not target.exists()
+
+
+def _fill(store: Store, n: int) -> None:
+    with store.transaction() as tx:
+        tx.add_history((("cpu.temp", 1.0e9 + i * 300, float(i % 7)) for i in range(n)))
+
+
+def test_backups_are_verified_rotated_and_made_only_when_due(store: Store) -> None:
+    _fill(store, 500)
+    day = 86400.0
+    t0 = 1.8e9
+    assert backup_if_due(store, t0, 24, 3) is not None
+    assert backup_if_due(store, t0 + 3600, 24, 3) is None              # not due yet
+    made = [backup_if_due(store, t0 + k * day, 24, 3) for k in range(1, 5)]
+    assert all(made)
+    kept = list_backups(store.path)
+    assert [b.taken_at for b in kept] == [t0 + k * day for k in (4, 3, 2)]   # newest 3
+    for backup in kept:
+        assert stat.S_IMODE(backup.path.stat().st_mode) == 0o600
+        assert problems_of(backup.path) == []
+        conn = sqlite3.connect(backup.path)
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"  # one file
+        assert conn.execute("SELECT COUNT(*) FROM samples").fetchone()[0] == 500
+        conn.close()
+    assert backup_if_due(store, t0, 24, 3) is not None   # newest dated in the future: clock went back
+    assert backup_if_due(store, t0 + 9 * day, 24, 0) is None           # 0 generations: none
+
+
+def test_a_backup_killed_midway_leaves_no_backup_and_is_cleaned(store: Store) -> None:
+    _fill(store, 50)
+    folder = backup_dir(store.path)
+    folder.mkdir(mode=0o700)
+    stale = folder / ".monitor-abc.db.tmp"
+    stale.write_bytes(b"half a backup")
+    make_backup(store, 1.8e9, 3)
+    assert not stale.exists()
+    assert [b.path.name for b in list_backups(store.path)] == ["monitor-20270115T080000Z.db"]
+
+
+def test_a_damaged_backup_never_counts(tmp_path: Path) -> None:
+    db = tmp_path / "monitor.db"
+    store = Store.open(db)
+    _fill(store, 3000)
+    store.close()
+    conn = sqlite3.connect(db)
+    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    leaf = conn.execute("SELECT pageno FROM dbstat WHERE name='samples' AND pagetype='leaf' "
+                        "LIMIT 1 OFFSET 3").fetchone()[0]
+    conn.close()
+    with open(db, "r+b") as handle:
+        handle.seek((leaf - 1) * page_size)
+        handle.write(b"\x0d" + b"\xff" * 200)
+    store = Store.open(db, check=False)          # damaged after the start-up check
+    try:
+        with pytest.raises(StoreDamaged, match="backup copy failed quick_check"):
+            make_backup(store, 1.8e9, 3)
+    finally:
+        store.close()
+    assert list_backups(db) == [] and not list(backup_dir(db).glob(".monitor-*"))
+
+
+def test_restore_from_a_named_file_keeps_the_old_store_aside(tmp_path: Path) -> None:
+    db = tmp_path / "data" / "monitor.db"
+    store = Store.open(db)
+    _fill(store, 10)
+    made = make_backup(store, 1.8e9, 3)
+    _fill(store, 5)
+    store.close()
+    text = restore(db, made.path, 1.8e9 + 60)
+    assert "10 samples" in text and "kept as" in text
+    reopened = Store.open(db)
+    assert len(reopened.samples_since("cpu.temp", 0)) == 10
+    reopened.close()
+    aside = [p for p in db.parent.iterdir() if p.name.startswith("monitor.db.replaced-")]
+    assert aside and sqlite3.connect(aside[0]).execute("SELECT COUNT(*) FROM samples").fetchone()[0] == 15
+    not_db = tmp_path / "junk.db"
+    not_db.write_bytes(b"x" * 4096)
+    with pytest.raises(StoreError, match="cannot be restored: not a SQLite database"):
+        restore(db, not_db, 1.8e9 + 120)
