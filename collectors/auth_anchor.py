@@ -22,16 +22,17 @@ from __future__ import annotations
 import ipaddress
 import re
 
-_TAIL = re.compile(rb"(?:::ffff:)?([0-9A-Za-z][\w.:%-]*)(?: port \d+)?(?: on \S+)?(?: ssh\d*)?"
+_TAIL = re.compile(rb"(?:::ffff:)?([0-9A-Za-z:][\w.:%-]*)(?: port \d+)?(?: on \S+)?(?: ssh\d*)?"
                    rb"(?:(?: \[preauth\])?[ \t\r]*$|(: ))")
 _KEY_EXTRA = re.compile(rb"[A-Z0-9][A-Za-z0-9@.-]* (?:SHA256:|MD5:|[0-9a-f]{2}:)")
-_INVALID_TAIL = re.compile(rb"(?:::ffff:)?([0-9A-Za-z][\w.:%-]*)(?: port \d+)?[ \t\r]*$")
+_INVALID_TAIL = re.compile(rb"(?:::ffff:)?([0-9A-Za-z:][\w.:%-]*)(?: port \d+)?[ \t\r]*$")
 _FROM = b" from "
 _ZERO_PADDED = re.compile(rb"(?=[\d.]*\.0\d)\d{1,3}(?:\.\d{1,3}){3}\Z")
-# a DNS name as getnameinfo gives it: labels of letters, digits and hyphens, a letter TLD
+# a DNS name as getnameinfo gives it: labels of letters, digits and hyphens, a TLD of two or
+# more that starts with a letter (so 183.106.179.x is not one), or one label with a letter
 _LABEL = rb"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_HOSTNAME = re.compile(rb"(?:" + _LABEL + rb"\.)*(?:[A-Za-z][A-Za-z0-9-]{0,61}[A-Za-z0-9]|"
-                       rb"[A-Za-z])\.?\Z")
+_HOSTNAME = re.compile(rb"(?:(?:" + _LABEL + rb"\.)+[A-Za-z][A-Za-z0-9-]{0,61}[A-Za-z0-9]\.?"
+                       rb"|(?=[A-Za-z0-9-]*[A-Za-z])" + _LABEL + rb")\Z")
 
 
 def _froms(rest: bytes) -> list[int]:
@@ -109,7 +110,9 @@ def address_key(raw: bytes) -> bytes | None:
 def _key(text: bytes) -> bytes | None:
     if _ZERO_PADDED.match(text):          # 192.030.0.6: not inet_ntop's, but fail2ban's corpus
         return text if all(int(part) < 256 for part in text.split(b".")) else None
-    addr, _, zone = text.partition(b"%")
+    addr, percent, zone = text.partition(b"%")
+    if percent and not zone:
+        return None
     try:
         ip = ipaddress.ip_address(addr.decode("ascii"))
     except (ValueError, UnicodeDecodeError):

@@ -331,7 +331,7 @@ class AuthScanner(NativeFeed, AdminEvents):
         for pattern in PROBES:
             found = pattern.match(message)
             if found:
-                host = KEYS[found.group(1)]
+                host = KEYS[found.group(found.lastindex or 1)]
                 if host is None:
                     self.counts.unattributed += 1
                 else:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 
 LOGIN_METHODS = (b"password", b"keyboard-interactive", b"keyboard-interactive/pam")
-_HOST = rb"(?:::ffff:)?([0-9A-Za-z][\w.:%-]*)"
+_HOST = rb"(?:::ffff:)?([0-9A-Za-z:][\w.:%-]*)"
 _TAIL = rb"(?: port \d+)?(?: on \S+)?(?: ssh\d*)?(?=: |\]|[ \t\r]*$)"
 _SUFFIX = rb"(?: via \S+)?(?: (?:port \d+|on \S+|\[preauth\])){0,3}\s*$"
 # A message counts only at the start of its line's message: after the line's first "sshd", when
@@ -39,8 +39,8 @@ PROBES = (
     re.compile(rb"Unable to negotiate with " + _HOST + rb"(?: port \d+)?: no matching "),
     re.compile(rb"Timeout before authentication for (?:connection from )?" + _HOST),
     re.compile(rb"drop connection #\d+ from \[([^\]\s]+)\]:\d+ on \[[^\]\s]*\]:\d+ penalty: "),
-    re.compile(rb"srclimit_penalise: ipv[46]: (?:new|activating) ([0-9A-Fa-f.:]+)/(?:32|128) "
-               rb"(?:(?:active|deferred) )?penalty of "),
+    re.compile(rb"srclimit_penalise: (?:ipv[46]: new ([0-9A-Fa-f.:]+)/(?:32|128) (?:active|deferred)"
+               rb"|([0-9A-Fa-f.:]+)/(?:32|128): activating ipv[46]) penalty of "),
 )
 # "sshd[pid]: " (also sshd-session), or "[sshd]: " / "[sshd] " without a pid
 SSHD = re.compile(_LINE_HEAD + rb"(?:"
