@@ -162,6 +162,7 @@ static Py_ssize_t header_end(const Scan *sc, Py_ssize_t p, Py_ssize_t le, Py_ssi
     *pid0 = *pid1 = -1;
     if (AT(q, le, "-session")) q += 8;
     else if (AT(q, le, "-auth")) q += 5;
+    else if (AT(q, le, "(pam_unix)[")) return ODD_HEAD;      /* old pam_unix: OLD_PAM decides */
     if (AT(q, le, "[")) {
         Py_ssize_t d = digits_end(sc, q + 1, le);
         if (d == q + 1 || !AT(d, le, "]: ")) return NO_HEAD;

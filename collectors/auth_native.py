@@ -17,7 +17,7 @@ import numpy as np
 
 from collectors.auth_admin import ADMIN, MAX_EVENTS, SU
 from collectors.auth_anchor import KEYS
-from collectors.auth_regexes import FAILED, INVALID, SSHD, SSHD_PID
+from collectors.auth_regexes import FAILED, INVALID, OLD_PAM, SSHD, SSHD_PID
 from collectors.chunkscan import authscan, in_lines, malformed_lines
 
 
@@ -110,27 +110,27 @@ class NativeFeed:
             self._sshd(in_lines(SSHD, chunk, slow), {})
         if logins:                            # all of them, in line order
             self._logins = sorted(self._logins + logins, key=itemgetter(3))
+        if slow:                              # old pam_unix lines are slow lines (their tag)
+            self._old_pam(in_lines(OLD_PAM, chunk, slow))
         if self.pending and b"sshd" in chunk:
             self._resolve_pending(chunk)
 
     def _native_probes(self, kinds: bytes, *columns: list[Any]) -> tuple[Any, ...]:
         """Take out the probes (kind 2) and the logins without an address; the rest stays."""
         starts, hosts = columns[0], columns[3]
-        keep = []
-        for kind, start, host in zip(kinds, starts, hosts):
-            if kind == 2:
-                if host is None:
-                    self.counts.unattributed += 1
-                else:
-                    self._probe_starts.append(start)
-                    self._probe_hosts.append(host)
-            elif host is None and kind == 1:
-                self.counts.unattributed += 1      # as _accepted: not counted
-            else:
-                keep.append(True)
-                continue
-            keep.append(False)
-        return (bytes(compress(kinds, keep)), *(list(compress(c, keep)) for c in columns))
+        kind = np.frombuffer(kinds, dtype=np.uint8)
+        probe = kind == 2
+        if None in hosts:
+            missing = np.array([h is None for h in hosts], dtype=bool)
+            self.counts.unattributed += int(np.count_nonzero(missing & (kind != 0)))
+            counted = probe & ~missing
+            keep = ~probe & ~(missing & (kind == 1))   # as _accepted: a login is not counted
+        else:
+            counted, keep = probe, ~probe
+        self._probe_starts += compress(starts, counted.tolist())
+        self._probe_hosts += compress(hosts, counted.tolist())
+        kept = keep.tolist()
+        return (kind[keep].tobytes(), *(list(compress(c, kept)) for c in columns))
 
     def _sshd_in_order(self, chunk: bytes, starts: list[int], kinds: list[int],
                        pids: list[bytes], users: list[bytes], hosts: list[bytes],

@@ -29,7 +29,7 @@ from collectors.auth_admin import MAX_LINE_KEPT, AdminEvents, safe_text
 from collectors.auth_anchor import KEYS, after_for, invalid_user
 from collectors.auth_native import NativeFeed
 from collectors.auth_regexes import (ACCEPTED_REST, ADDRESS_IN_LINE, FAILED, INVALID,
-                                     REPEATED_INNER,
+                                     OLD_PAM, REPEATED_INNER,
                                      LOGIN_METHODS, PROBE_KEYWORDS, PROBES, RARE_MESSAGES,
                                      RESOLVES, SSHD)
 from collectors.auth_times import LineClock
@@ -149,23 +149,26 @@ class AuthScanner(NativeFeed, AdminEvents):
                     self._evidence(host, start)
 
     def _flush_probes(self) -> None:
+        """Stamp this chunk's probes (in bulk, in line order); one sample line per address."""
         starts, hosts = self._probe_starts, self._probe_hosts
         self._probe_starts, self._probe_hosts = [], []
         if not starts:
             return
-        order = sorted(range(len(starts)), key=starts.__getitem__)   # in line order
+        order = np.argsort(np.asarray(starts, dtype=np.int64), kind="stable").tolist()
         starts, hosts = [starts[i] for i in order], [hosts[i] for i in order]
-        self.counts.probes += len(starts)
-        self.counts.probes_by_ip.update(hosts)
-        stamps = self.clock.stamps(self._chunk, starts)
-        for ts, host, start in zip(stamps.tolist(), hosts, starts):
-            if ts == ts:
-                self.probe_times.append(ts)
-                self.probe_hosts.append(host)
+        c = self.counts
+        c.probes += len(starts)
+        c.probes_by_ip.update(hosts)
+        stamped = (~np.isnan(stamps := self.clock.stamps(self._chunk, starts)))
+        kept = int(np.count_nonzero(stamped))
+        c.unstamped += len(starts) - kept
+        self.probe_times.extend(stamps[stamped].tolist())
+        self.probe_hosts.extend(hosts if kept == len(hosts)
+                                else compress(hosts, stamped.tolist()))
+        if not self._evidence_full.issuperset(hosts):
+            for host, start in dict(zip(reversed(hosts), reversed(starts))).items():
                 if host not in self._evidence_full:
                     self._evidence(host, start)
-            else:
-                self.counts.unstamped += 1
 
     def _evidence(self, host: bytes, start: int) -> None:
         evidence = self.counts.evidence
@@ -197,6 +200,8 @@ class AuthScanner(NativeFeed, AdminEvents):
             self._count_invalid(users)
             if b"sshd" in chunk:
                 self._sshd(SSHD.finditer(chunk), {})
+                if b"sshd(pam_unix)" in chunk:
+                    self._old_pam(OLD_PAM.finditer(chunk))
                 if self.pending:
                     self._resolve_pending(chunk)
             self._su(self.su_matches(chunk))
@@ -338,6 +343,19 @@ class AuthScanner(NativeFeed, AdminEvents):
                     self._probe_starts.append(self._chunk.rfind(b"\n", 0, pos) + 1)
                     self._probe_hosts.append(host)
                 return
+
+    def _old_pam(self, matches: Iterable[re.Match[bytes]]) -> None:
+        """Old pam_unix failures (collectors.auth_regexes.OLD_PAM): one event each, N for
+        "N more"; the count comes from the log, so it is bounded as repeats are."""
+        for m in matches:
+            more, rhost = m.groups()
+            host = KEYS[rhost]
+            self.counts.pam_failures += 1
+            if host is None:
+                self.counts.unattributed += 1
+                continue
+            for _ in range(min(int(more) if more else 1, MAX_REPEAT_EVENTS)):
+                self._failure(m.start(), host)
 
     def _pam(self, pos: int, pid: bytes | None, user: bytes, rhost: bytes | None,
              pam_users: dict[bytes, set[bytes]]) -> None:

@@ -71,6 +71,11 @@ RARE_MESSAGES = (
 )
 REPEATED_INNER = re.compile(rb"message repeated \d+ times: \[ Failed \S+ for (invalid user )?"
                             rb"([^\r\n]*?)\]?[ \t\r]*$", re.M)
+# pam_unix before Linux-PAM 0.99 tagged its lines "sshd(pam_unix)[pid]" (loghub Linux_2k); such a
+# log has no sshd "Failed ..." line beside them, so each failure (and each of "N more
+# authentication failures", pam_unix support.c) is a failure event of the address
+OLD_PAM = re.compile(rb"^(?:(?!sshd)[^\r\n])*sshd\(pam_unix\)\[\d+\]: (?:authentication failure|"
+                     rb"(\d+) more authentication failures?);[^\r\n]*? rhost=(\S+)", re.M)
 SSHD_PID = re.compile(rb"sshd(?:-session)?\[(\d+)\]")
 ACCEPTED_REST = re.compile(rb" (\S+) for ([^\r\n]*)")
 RESOLVES = re.compile(rb"(?:Connection (?:closed|reset)|Disconnect(?:ed|ing)|Received disconnect)"

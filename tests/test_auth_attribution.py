@@ -229,3 +229,18 @@ def test_addresses_are_validated_once_for_both_paths() -> None:
     assert python.counts.unattributed == 2 and python.counts.failed_logins == 1
     assert python.counts.evidence["fe80::1"][0].endswith("fe80::1%eth0")   # shown as written
     assert ipaddress.ip_address("fe80::1")                      # the key is an address
+
+
+def test_old_pam_unix_failures_of_loghub_linux(corpus: Path) -> None:
+    """loghub Linux_2k (2005): "sshd(pam_unix)[pid]: authentication failure; ... rhost=X" is the
+    only failure record; each is an event of its rhost (DNS names as sshd wrote them)."""
+    import re
+    from collections import Counter
+    data = (corpus / "loghub" / "Linux" / "Linux_2k.log").read_bytes() + b"\r\n"
+    truth = Counter(m.group(1) for m in re.finditer(
+        rb"sshd\(pam_unix\)\[\d+\]: authentication failure;[^\r\n]*? rhost=(\S+)", data))
+    assert sum(truth.values()) == 489
+    native, python = scan(data, True), scan(data, False)
+    same(native, python)
+    assert Counter(python.fail_hosts) == truth
+    assert b"n219076184117.netvigator.com" in truth and python.counts.unattributed == 0
