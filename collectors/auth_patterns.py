@@ -154,8 +154,10 @@ class AuthScanner(NativeFeed, AdminEvents):
         self._probe_starts, self._probe_hosts = [], []
         if not starts:
             return
-        order = np.argsort(np.asarray(starts, dtype=np.int64), kind="stable").tolist()
-        starts, hosts = [starts[i] for i in order], [hosts[i] for i in order]
+        at = np.asarray(starts, dtype=np.int64)
+        if len(at) > 1 and (at[1:] < at[:-1]).any():     # slow-path probes came after the C's
+            order = np.argsort(at, kind="stable").tolist()
+            starts, hosts = [starts[i] for i in order], [hosts[i] for i in order]
         c = self.counts
         c.probes += len(starts)
         c.probes_by_ip.update(hosts)
