@@ -23,6 +23,13 @@ KINDS = (
              "Background noise for a server on the internet: check that password logins are off "
              "(PasswordAuthentication no) or that fail2ban bans the address; mute it in "
              "known_issues.json if it is expected."),
+    KindSpec("ssh_preauth_probing", SOURCE, Severity.MEDIUM, Severity.NONE,
+             "Repeated SSH connections from one address that gave up or were cut off before "
+             "authenticating",
+             "What bots do to a server with password logins off: usually background noise. Check "
+             "that PasswordAuthentication is no and that the address is banned (fail2ban's "
+             "aggressive mode, CrowdSec ssh-bf) or PerSourcePenalties is on; mute it in "
+             "known_issues.json if it is expected."),
     KindSpec("login_after_failures", SOURCE, Severity.HIGH, Severity.HIGH,
              "A successful login from an address that had just failed repeatedly",
              "Treat as a possible break-in: check `last`/`who`, the user's sessions and processes, "
@@ -49,15 +56,25 @@ def _lines(*groups: Iterable[str]) -> tuple[str, ...]:
     return tuple(out[:MAX_EVIDENCE])
 
 
-def _bruteforce(obs: Mapping[str, Any], window: Mapping[str, Any]) -> list[Finding]:
+# (kind, observations list, its count field, metric, summary): one row per burst kind
+BURSTS = (
+    ("ssh_bruteforce", "bruteforce", "failures_in_window", "auth.failed_logins",
+     "{n} failed SSH logins from one address within {minutes:g} minutes"),
+    ("ssh_preauth_probing", "preauth_probing", "probes_in_window", "auth.preauth_probes",
+     "{n} SSH connections from one address ended before authentication within {minutes:g} "
+     "minutes"),
+)
+
+
+def _bursts(obs: Mapping[str, Any], window: Mapping[str, Any]) -> list[Finding]:
     minutes = window["findtime_s"] / 60
     return [Finding(
-        source=SOURCE, kind="ssh_bruteforce", key=item["address"], severity=Severity.MEDIUM,
-        summary=(f"{item['failures_in_window']} failed SSH logins from one address within "
-                 f"{minutes:g} minutes"),
+        source=SOURCE, kind=kind, key=item["address"], severity=Severity.MEDIUM,
+        summary=summary.format(n=item[field], minutes=minutes),
         labels={"address": item["address"]}, evidence=_lines(item["evidence"]),
-        metric="auth.failed_logins", value=float(item["failures_in_window"]))
-        for item in obs["bruteforce"][:MAX_FINDINGS_PER_KIND]]
+        metric=metric, value=float(item[field]))
+        for kind, name, field, metric, summary in BURSTS
+        for item in obs.get(name, [])[:MAX_FINDINGS_PER_KIND]]
 
 
 def _after_failures(obs: Mapping[str, Any], window: Mapping[str, Any]) -> list[Finding]:
@@ -125,5 +142,5 @@ def detect(result: CollectResult, ctx: DetectContext) -> list[Finding]:
     """Findings for one cycle of auth log observations."""
     obs = result.observations
     window = obs["window"]
-    return (_bruteforce(obs, window) + _after_failures(obs, window) + _new_sources(obs, ctx)
+    return (_bursts(obs, window) + _after_failures(obs, window) + _new_sources(obs, ctx)
             + _sudo(obs) + _users(obs))

@@ -150,11 +150,81 @@ static int only_blanks_left(const Scan *sc, Py_ssize_t q, Py_ssize_t le) {
     return q == le;
 }
 
-/* FAILED: Failed (\S+) for (invalid user )?(\S+|.*?) from HOST
- *         (?: port \d+)?(?: on \S+)?(?: ssh\d*)?(?=: |\]|[ \t\r]*$)                          */
+/* The message start of line [ls, le): after its first "sshd" when that is sshd's tag, as
+ * _LINE_HEAD in collectors/auth_regexes.py: sshd(?:-session|-auth)?(?:\[(\d+)\]:|\]:?| \d+ - ...) 
+ * then (?:kernel:...)?(?:(?:error|fatal): (?:PAM: )?)?(?:\[ID ...\] )?. Returns the offset, NO_HEAD
+ * (no message can match on this line) or ODD_HEAD (a rarer form: the regexes decide). */
+#define NO_HEAD (-1)
+#define ODD_HEAD (-2)
+static Py_ssize_t header_end(const Scan *sc, Py_ssize_t p, Py_ssize_t le, Py_ssize_t *pid0,
+                             Py_ssize_t *pid1) {
+    Py_ssize_t q = p + 4;
+    *pid0 = *pid1 = -1;
+    if (AT(q, le, "-session")) q += 8;
+    else if (AT(q, le, "-auth")) q += 5;
+    else if (AT(q, le, "(pam_unix)[")) return ODD_HEAD;      /* old pam_unix: OLD_PAM decides */
+    if (AT(q, le, "[")) {
+        Py_ssize_t d = digits_end(sc, q + 1, le);
+        if (d == q + 1 || !AT(d, le, "]: ")) return NO_HEAD;
+        *pid0 = q + 1;
+        *pid1 = d;
+        q = d + 3;
+    } else if (AT(q, le, "]: ")) {
+        q += 3;
+    } else if (AT(q, le, "] ")) {
+        q += 2;
+    } else if (AT(q, le, " ") && q + 1 < le && is_digit(sc->s[q + 1])) {
+        return ODD_HEAD;                                   /* RFC 5424 */
+    } else {
+        return NO_HEAD;
+    }
+    if (AT(q, le, "kernel:")) return ODD_HEAD;
+    if (AT(q, le, "error: ") || AT(q, le, "fatal: ")) {
+        q += 7;
+        if (AT(q, le, "PAM: ")) q += 5;
+    }
+    if (AT(q, le, "[ID ")) return ODD_HEAD;
+    return q;
+}
+
+/* the first "sshd" of the line (none, or a '\r' before it: NO_HEAD), and its message start */
+static Py_ssize_t message_start(const Scan *sc, const Hit *h, Py_ssize_t *pid0, Py_ssize_t *pid1) {
+    const unsigned char *t = memmem(sc->s + h->ls, (size_t)(h->le - h->ls), "sshd", 4);
+    if (t == NULL || memchr(sc->s + h->ls, '\r', (size_t)(t - sc->s - h->ls))) return NO_HEAD;
+    return header_end(sc, t - sc->s, h->le, pid0, pid1);
+}
+
+/* occurrences of " from " in [a, le) (stops counting at 2) */
+static int froms(const Scan *sc, Py_ssize_t a, Py_ssize_t le) {
+    int n = 0;
+    while (n < 2 && a < le) {
+        const unsigned char *f = memmem(sc->s + a, (size_t)(le - a), " from ", 6);
+        if (f == NULL) break;
+        n++;
+        a = f - sc->s + 1;
+    }
+    return n;
+}
+
+/* the tail after a host, as collectors.auth_anchor._TAIL's first reading: (?: port \d+)?
+ * (?: ssh\d*)? then ": " or blanks to the end; anything else (" on ", " [preauth]"): -1 */
+static int tail_ok(const Scan *sc, Py_ssize_t q, Py_ssize_t le) {
+    q = port_end(sc, q, le);
+    if (AT(q, le, " on ")) return 0;
+    if (AT(q, le, " ssh")) q = digits_end(sc, q + 4, le);
+    return AT(q, le, ": ") || only_blanks_left(sc, q, le);
+}
+
+/* FAILED: at the message start, Failed (\S+) for (invalid user )?(rest), the rest read by
+ * collectors.auth_anchor.after_for: fast when it has one reading, a one-word user and one
+ * " from " after it (any number for a real account, whose name is one word). */
 static int failed_at(const Scan *sc, Py_ssize_t p, Hit *h) {
     if (!AT(p + 6, sc->n, " ")) return NOTHING;
     line_of(sc, p, h);
+    Py_ssize_t ms = message_start(sc, h, &h->pid0, &h->pid1);
+    if (ms == NO_HEAD) return NOTHING;
+    if (ms == ODD_HEAD) return SLOW;
+    if (ms != p) return NOTHING;
     Py_ssize_t le = h->le, m0 = p + 7, m1, q, u0;
     int invalid = 0;
     m1 = q = token_end(sc, m0, le);
@@ -164,12 +234,10 @@ static int failed_at(const Scan *sc, Py_ssize_t p, Hit *h) {
     u0 = q;
     q = token_end(sc, q, le);
     if (q == u0 || !AT(q, le, " from ")) return SLOW;
+    if (invalid && froms(sc, q, le) != 1) return SLOW;
     h->h0 = q + 6;
     if ((h->h1 = q = host_end(sc, h->h0, le)) < 0) return SLOW;
-    q = port_end(sc, q, le);
-    if (AT(q, le, " on ")) return SLOW;
-    if (AT(q, le, " ssh")) q = digits_end(sc, q + 4, le);
-    if (!AT(q, le, ": ") && !AT(q, le, "]") && !only_blanks_left(sc, q, le)) return SLOW;
+    if (!tail_ok(sc, q, le)) return SLOW;
     const unsigned char *m = sc->s + m0;
     Py_ssize_t len = m1 - m0;
     if ((len == 8 && !memcmp(m, "password", 8)) || (len == 20 && !memcmp(m, "keyboard-interactive", 20))
@@ -184,12 +252,18 @@ static int failed_at(const Scan *sc, Py_ssize_t p, Hit *h) {
     return FAST;
 }
 
-/* INVALID: Invalid user (\S*|.*?) from HOST(?: port \d+)?[ \t\r]*$ */
+/* INVALID: at the message start, Invalid user (rest), read by collectors.auth_anchor.invalid_user
+ * (the last " from HOST[ port N]" ending the line): fast with one " from ", after a \S* user */
 static int invalid_at(const Scan *sc, Py_ssize_t p, Hit *h) {
     if (!AT(p + 7, sc->n, " user ")) return NOTHING;
     line_of(sc, p, h);
+    Py_ssize_t ms = message_start(sc, h, &h->pid0, &h->pid1);
+    if (ms == NO_HEAD) return NOTHING;
+    if (ms == ODD_HEAD) return SLOW;
+    if (ms != p) return NOTHING;
     Py_ssize_t le = h->le, q;
     h->u0 = p + 13;
+    if (AT(h->u0, le, "from ") || froms(sc, h->u0 - 1, le) != 1) return SLOW;
     h->u1 = q = token_end(sc, h->u0, le);
     if (!AT(q, le, " from ")) return SLOW;
     h->h0 = q + 6;
@@ -204,7 +278,7 @@ static int invalid_at(const Scan *sc, Py_ssize_t p, Hit *h) {
  * taking the first " ruser=" (a later one is the lazy part's second try: slow), or an accepted
  * login (kind 1): Accepted([^\r\n]*) whose rest starts as ACCEPTED_REST, (\S+) for (\S+) from HOST */
 static int accepted_at(const Scan *sc, Py_ssize_t p, Py_ssize_t q, Hit *h) {
-    line_of(sc, p, h);
+    (void)p;
     Py_ssize_t le = h->le;
     if (h->pid0 < 0 || !AT(q, le, " ")) return SLOW;
     h->m0 = q + 1;
@@ -214,32 +288,42 @@ static int accepted_at(const Scan *sc, Py_ssize_t p, Py_ssize_t q, Hit *h) {
     h->u1 = q = token_end(sc, h->u0, le);
     if (h->u1 == h->u0 || !AT(q, le, " from ")) return SLOW;
     h->h0 = q + 6;
-    if ((h->h1 = host_end(sc, h->h0, le)) < 0) return SLOW;
+    if ((h->h1 = host_end(sc, h->h0, le)) < 0 || !tail_ok(sc, h->h1, le)) return SLOW;
     h->kind = 1;
     return FAST;
 }
 
+/* PROBES[0]: (?:Connection (?:closed|reset) by|Disconnected from) (?:authenticating|invalid)
+ * user (?:.*) (\S+) port \d+(?: \[preauth\])?[ \t\r]*$, read from the end (kind 2) */
+static int probe_at(const Scan *sc, Py_ssize_t q, Hit *h) {
+    Py_ssize_t le = h->le, e = le, d, u0;
+    if (AT(q, le, "authenticating user ")) u0 = q + 20;
+    else if (AT(q, le, "invalid user ")) u0 = q + 13;
+    else return NOTHING;                   /* no user: not a probe event */
+    while (e > u0 && (is_blank(sc->s[e - 1]) || sc->s[e - 1] == '\r')) e--;
+    if (e - 10 >= u0 && AT(e - 10, le, " [preauth]")) e -= 10;
+    for (d = e; d > u0 && is_digit(sc->s[d - 1]); d--) {}
+    if (d == e || d - 6 < u0 || !AT(d - 6, le, " port ")) return SLOW;
+    h->h1 = d - 6;
+    for (h->h0 = h->h1; h->h0 > u0 && !is_space(sc->s[h->h0 - 1]); h->h0--) {}
+    if (h->h0 == h->h1 || h->h0 - 1 < u0 || sc->s[h->h0 - 1] != ' ') return SLOW;
+    if (memchr(sc->s + u0, '\r', (size_t)(h->h0 - u0))) return SLOW;
+    h->u0 = h->u1 = h->m0 = h->m1 = u0;
+    if (h->pid0 < 0) h->pid0 = h->pid1 = u0;
+    h->kind = 2;
+    return FAST;
+}
+
 static int sshd_at(const Scan *sc, Py_ssize_t p, Hit *h) {
-    Py_ssize_t n = sc->n, q = p + 4;
-    h->pid0 = h->pid1 = -1;
-    if (AT(q, n, "-session")) q += 8;
-    if (AT(q, n, "[")) {
-        Py_ssize_t d = digits_end(sc, q + 1, n);
-        if (d == q + 1 || !AT(d, n, "]: ")) return NOTHING;
-        h->pid0 = q + 1;
-        h->pid1 = d;
-        q = d + 3;
-    } else if (AT(q, n, "]: ")) {
-        q += 3;
-    } else if (AT(q, n, "] ")) {
-        q += 2;
-    } else {
+    line_of(sc, p, h);
+    Py_ssize_t n = h->le, q;
+    /* only the line's first "sshd" can be sshd's tag: a later one is in a client's text */
+    if (memmem(sc->s + h->ls, (size_t)(p - h->ls), "sshd", 4)
+        || memchr(sc->s + h->ls, '\r', (size_t)(p - h->ls)))
         return NOTHING;
-    }
-    if (AT(q, n, "error: ") || AT(q, n, "fatal: ")) {
-        q += 7;
-        if (AT(q, n, "PAM: ")) q += 5;
-    }
+    q = header_end(sc, p, n, &h->pid0, &h->pid1);
+    if (q == NO_HEAD) return NOTHING;
+    if (q == ODD_HEAD) return SLOW;
     int verdict;
     switch (q < n ? sc->s[q] : 0) {
     case 'p':
@@ -249,7 +333,7 @@ static int sshd_at(const Scan *sc, Py_ssize_t p, Hit *h) {
     case 'R':
         if (AT(q, n, "ROOT LOGIN REFUSED")) { verdict = SLOW; break; }
         if (!AT(q, n, "Received disconnect from ")) return NOTHING;
-        line_of(sc, p, h);               /* ...(?: port \d+)?:[ \t]*3: : only code 3 can match */
+        /* ...(?: port \d+)?:[ \t]*3: : only code 3 can match */
         return memmem(sc->s + q, (size_t)(h->le - q), "3: ", 3) ? SLOW : NOTHING;
     case 'm':
         verdict = AT(q, n, "message repeated ") || AT(q, n, "maximum authentication attempts exceeded")
@@ -260,13 +344,25 @@ static int sshd_at(const Scan *sc, Py_ssize_t p, Hit *h) {
         verdict = AT(q, n, "Authentication ") ? SLOW : NOTHING;
         break;
     case 'a': verdict = AT(q, n, "authentication ") ? SLOW : NOTHING; break;
-    case 'U': verdict = AT(q, n, "User ") ? SLOW : NOTHING; break;
+    case 'U': verdict = AT(q, n, "User ") || AT(q, n, "Unable to negotiate with ") ? SLOW : NOTHING;
+        break;
     case 'r': verdict = AT(q, n, "refused connect from") ? SLOW : NOTHING; break;
-    case 'D': verdict = AT(q, n, "Disconnecting") ? SLOW : NOTHING; break;
+    case 'C':
+        if (AT(q, n, "Connection closed by ")) return probe_at(sc, q + 21, h);
+        if (AT(q, n, "Connection reset by ")) return probe_at(sc, q + 20, h);
+        return NOTHING;
+    case 'D':
+        if (AT(q, n, "Disconnected from ")) return probe_at(sc, q + 18, h);
+        verdict = AT(q, n, "Disconnecting") || AT(q, n, "Did not receive identification string from ")
+                  ? SLOW : NOTHING;
+        break;
+    case 'b': verdict = AT(q, n, "banner exchange: Connection from ") ? SLOW : NOTHING; break;
+    case 'T': verdict = AT(q, n, "Timeout before authentication for ") ? SLOW : NOTHING; break;
+    case 'd': verdict = AT(q, n, "drop connection #") ? SLOW : NOTHING; break;
+    case 's': verdict = AT(q, n, "srclimit_penalise: ") ? SLOW : NOTHING; break;
     default: return NOTHING;
     }
     if (verdict == NOTHING) return NOTHING;
-    line_of(sc, p, h);
     if (verdict == SLOW || h->pid0 < 0) return SLOW;
     Py_ssize_t le = h->le;
     const unsigned char *r = memmem(sc->s + q, (size_t)(le - q), " ruser=", 7);

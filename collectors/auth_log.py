@@ -128,12 +128,20 @@ def _top(counter: Mapping[bytes, int], n: int = TOP_ADDRESSES
     return top, {"addresses": len(rest), "count": sum(v for _, v in rest)}
 
 
+def _bursts(counts: AuthCounts, window: FailureWindow, field: str) -> list[dict[str, Any]]:
+    ranked = sorted(window.hits.items(), key=lambda kv: (-kv[1]["peak"], kv[0]))[:TOP_ADDRESSES]
+    return [{"address": safe_text(host), field: hit["peak"], "first_at": hit["first_at"],
+             "last_at": hit["last_at"], "evidence": counts.evidence.get(safe_text(host), [])}
+            for host, hit in ranked]
+
+
 def observe(counts: AuthCounts, window: FailureWindow, accepted: list[dict[str, Any]],
-            sources: set[str], info: Mapping[str, Any]) -> dict[str, Any]:
+            sources: set[str], info: Mapping[str, Any],
+            probes: FailureWindow | None = None) -> dict[str, Any]:
     """The observations of one cycle (bounded, JSON-able)."""
     by_ip, by_ip_rest = _top(counts.failed_by_ip)
+    probes_by_ip, _ = _top(counts.probes_by_ip)
     names, _ = _top(counts.invalid_user_names, 10)
-    brute = sorted(window.hits.items(), key=lambda kv: (-kv[1]["peak"], kv[0]))[:TOP_ADDRESSES]
     return {
         **info,
         "lines_read": counts.lines,
@@ -159,20 +167,26 @@ def observe(counts: AuthCounts, window: FailureWindow, accepted: list[dict[str, 
         "users_created": counts.users_created,
         "groups_created": counts.groups_created,
         "password_changes": counts.password_changes,
-        "bruteforce": [{"address": safe_text(host), "failures_in_window": hit["peak"],
-                        "first_at": hit["first_at"], "last_at": hit["last_at"],
-                        "evidence": counts.evidence.get(safe_text(host), [])}
-                       for host, hit in brute],
+        "bruteforce": _bursts(counts, window, "failures_in_window"),
+        "preauth_probes": counts.probes,
+        "preauth_probes_by_ip": probes_by_ip,
+        "preauth_probing": _bursts(counts, probes, "probes_in_window") if probes else [],
+        "unattributed_events": counts.unattributed,
         "window": {"max_retry": window.max_retry, "findtime_s": window.findtime},
     }
 
 
 def _check_logins(scanner: AuthScanner, window: FailureWindow, accepted: list[dict[str, Any]],
-                  sources: dict[tuple[bytes, bytes], str]) -> None:
-    """Count the failures before each login of the last chunk; keep them (suspicious ones
-    always, up to a bound) as records, and the distinct user@address pairs."""
+                  sources: dict[tuple[bytes, bytes], str],
+                  probes: FailureWindow | None = None) -> None:
+    """Count the failures (or pre-authentication probes, whichever is more) before each login
+    of the last chunk; keep them (suspicious ones always, up to a bound) as records, and the
+    distinct user@address pairs."""
     stamped = [login for login in scanner.accepted if login.ts is not None]
-    befores = window.failures_before([(login.host, login.ts) for login in stamped])
+    at = [(login.host, login.ts) for login in stamped]
+    befores = window.failures_before(at)
+    if probes is not None:
+        befores = [max(a, b) for a, b in zip(befores, probes.failures_before(at))]
     evidence = scanner.counts.evidence
     for login, before in zip(stamped, befores):
         pair = (login.user, login.host)
@@ -204,25 +218,31 @@ def collect(ctx: CollectContext) -> CollectResult:
                     "patterns run in Python, about 3x slower: run `make native`")
     window = FailureWindow(previous.get("window"), settings.SSH_BRUTEFORCE_MAX_RETRY,
                            settings.SSH_BRUTEFORCE_FINDTIME_SECONDS)
+    probes = FailureWindow(previous.get("probe_window"), settings.SSH_BRUTEFORCE_MAX_RETRY,
+                           settings.SSH_BRUTEFORCE_FINDTIME_SECONDS)
     accepted: list[dict[str, Any]] = []
     sources: dict[tuple[bytes, bytes], str] = {}
     for chunk in src.chunks():
         scanner.feed(chunk)
         window.add(scanner.fail_times, scanner.fail_hosts)
+        probes.add(scanner.probe_times, scanner.probe_hosts)
         scanner.fail_times, scanner.fail_hosts = [], []
-        _check_logins(scanner, window, accepted, sources)
+        scanner.probe_times, scanner.probe_hosts = [], []
+        _check_logins(scanner, window, accepted, sources, probes)
     if not src.available:
         return CollectResult(observations={"backend": src.backend_used}, available=False,
                              note=src.note)
     counts = scanner.counts
     log.debug("auth_log: %d lines, %d failed logins, %d addresses over the window",
               counts.lines, counts.failed_logins, len(window.hits))
-    observations = observe(counts, window, accepted, set(sources.values()), src.info())
+    observations = observe(counts, window, accepted, set(sources.values()), src.info(), probes)
     observations["scanner"] = "c" if scanner.native else "regex"   # regex: make native not run
     samples = (Sample("auth.failed_logins", float(counts.failed_logins), by_hour=True),
                Sample("auth.accepted_logins", float(counts.accepted_count), by_hour=True),
                Sample("auth.invalid_users", float(counts.invalid_users), by_hour=True),
-               Sample("auth.sudo_failures", float(counts.sudo_failure_count)))
+               Sample("auth.sudo_failures", float(counts.sudo_failure_count)),
+               Sample("auth.preauth_probes", float(counts.probes), by_hour=True))
     state = {**src.new_state(), STATE_KEY: {"window": window.state(),
+                                            "probe_window": probes.state(),
                                             "pending": scanner.pending}}
     return CollectResult(observations=observations, samples=samples, state=state)

@@ -16,7 +16,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from collectors.auth_admin import ADMIN, MAX_EVENTS, SU
-from collectors.auth_regexes import FAILED, INVALID, SSHD, SSHD_PID
+from collectors.auth_anchor import KEYS
+from collectors.auth_regexes import FAILED, INVALID, OLD_PAM, SSHD, SSHD_PID
 from collectors.chunkscan import authscan, in_lines, malformed_lines
 
 
@@ -33,7 +34,11 @@ class NativeFeed:
         if not clean:
             self.counts.malformed += malformed_lines(chunk)
         self._native_failed(chunk, *failed, slow_failed)
-        starts, users, hosts = _offsets(invalid[0]), invalid[1], invalid[2]
+        starts, users, hosts = _offsets(invalid[0]), invalid[1], _keys(invalid[2])
+        if None in hosts:                         # not an address: not counted (as _invalid)
+            known = [h is not None for h in hosts]
+            self.counts.unattributed += known.count(False)
+            starts, users, hosts = (list(compress(col, known)) for col in (starts, users, hosts))
         if slow_invalid:
             more: tuple[list[int], list[bytes], list[bytes]] = ([], [], [])
             self._invalid(in_lines(INVALID, chunk, slow_invalid), more[0], more[2], more[1])
@@ -56,6 +61,13 @@ class NativeFeed:
         c.none_probes += none
         c.other_failures += other
         starts = np.frombuffer(starts_raw, dtype=np.int64)
+        hosts = _keys(hosts)
+        if None in hosts:                         # totals counted; no address (as _failed)
+            known = np.array([h is not None for h in hosts], dtype=bool)
+            c.unattributed += int(np.count_nonzero(~known))
+            kinds, starts = kinds[known], starts[known]
+            hosts = [h for h in hosts if h is not None]
+            login = int(np.count_nonzero(kinds == 0))
         if login == len(kinds):
             c.failed_by_ip.update(hosts)
             events = (starts.tolist(), hosts)
@@ -76,6 +88,10 @@ class NativeFeed:
         """PAM failures and accepted logins (fields) and the other sshd lines (regex), in line
         order: a PAM failure counts once its connection tries another user, or logs in. Events
         of a pid seen once in the chunk (most) cannot meet another: they are taken in bulk."""
+        hosts = _keys(hosts)
+        if 2 in kinds or None in hosts:
+            kinds, starts, pids, users, hosts, methods = self._native_probes(
+                kinds, starts, pids, users, hosts, methods)
         accepted = kinds.count(1)
         self.counts.pam_failures += len(kinds) - accepted
         self.counts.accepted_count += accepted
@@ -94,8 +110,27 @@ class NativeFeed:
             self._sshd(in_lines(SSHD, chunk, slow), {})
         if logins:                            # all of them, in line order
             self._logins = sorted(self._logins + logins, key=itemgetter(3))
+        if slow:                              # old pam_unix lines are slow lines (their tag)
+            self._old_pam(in_lines(OLD_PAM, chunk, slow))
         if self.pending and b"sshd" in chunk:
             self._resolve_pending(chunk)
+
+    def _native_probes(self, kinds: bytes, *columns: list[Any]) -> tuple[Any, ...]:
+        """Take out the probes (kind 2) and the logins without an address; the rest stays."""
+        starts, hosts = columns[0], columns[3]
+        kind = np.frombuffer(kinds, dtype=np.uint8)
+        probe = kind == 2
+        if None in hosts:
+            missing = np.array([h is None for h in hosts], dtype=bool)
+            self.counts.unattributed += int(np.count_nonzero(missing & (kind != 0)))
+            counted = probe & ~missing
+            keep = ~probe & ~(missing & (kind == 1))   # as _accepted: a login is not counted
+        else:
+            counted, keep = probe, ~probe
+        self._probe_starts += compress(starts, counted.tolist())
+        self._probe_hosts += compress(hosts, counted.tolist())
+        kept = keep.tolist()
+        return (kind[keep].tobytes(), *(list(compress(c, kept)) for c in columns))
 
     def _sshd_in_order(self, chunk: bytes, starts: list[int], kinds: list[int],
                        pids: list[bytes], users: list[bytes], hosts: list[bytes],
@@ -114,7 +149,7 @@ class NativeFeed:
                     self._starts.append(start)
                     self._hosts.append(host)
                 self._logins.append((user, host, method, start))
-            elif not user:
+            elif not user or host is None:
                 continue
             elif seen is None:                    # _pam(), inline
                 pam_users[pid] = {user}
@@ -141,6 +176,11 @@ class NativeFeed:
                 c.sudo_command_count += 1
             else:
                 self._su(in_lines(SU, chunk, [start]))
+
+
+def _keys(hosts: list[bytes]) -> list[bytes | None]:
+    """Address keys of raw tokens (collectors.auth_anchor.address_key, cached)."""
+    return list(map(KEYS.__getitem__, hosts))
 
 
 def _offsets(raw: bytes) -> list[int]:

@@ -26,9 +26,12 @@ from typing import Any, Iterable, NamedTuple
 import numpy as np
 
 from collectors.auth_admin import MAX_LINE_KEPT, AdminEvents, safe_text
+from collectors.auth_anchor import KEYS, after_for, invalid_user
 from collectors.auth_native import NativeFeed
 from collectors.auth_regexes import (ACCEPTED_REST, ADDRESS_IN_LINE, FAILED, INVALID,
-                                     LOGIN_METHODS, RARE_MESSAGES, RESOLVES, SSHD)
+                                     OLD_PAM, REPEATED_INNER,
+                                     LOGIN_METHODS, PROBE_KEYWORDS, PROBES, RARE_MESSAGES,
+                                     RESOLVES, SSHD)
 from collectors.auth_times import LineClock
 from collectors.chunkscan import authscan as _authscan, count_lines, malformed_lines
 
@@ -65,6 +68,9 @@ class AuthCounts:
     groups_created: list[dict[str, Any]] = field(default_factory=list)
     password_changes: list[dict[str, Any]] = field(default_factory=list)
     evidence: dict[str, list[str]] = field(default_factory=dict)
+    probes: int = 0                       # pre-authentication probing events (own window)
+    probes_by_ip: Counter = field(default_factory=Counter)
+    unattributed: int = 0                 # events whose address is ambiguous or no address
     unstamped: int = 0                    # events whose line had no readable timestamp
 
 
@@ -92,6 +98,10 @@ class AuthScanner(NativeFeed, AdminEvents):
         self.fail_hosts: list[bytes] = []       # addresses as logged (bytes, decoded at the end)
         self._starts: list[int] = []            # this chunk's failure lines (start offsets)
         self._hosts: list[bytes] = []
+        self.probe_times: list[float] = []      # pre-authentication probes, as fail_* are
+        self.probe_hosts: list[bytes] = []
+        self._probe_starts: list[int] = []
+        self._probe_hosts: list[bytes] = []
         self._evidence_full: set[bytes] = set()
         self._logins: list[tuple[bytes, bytes, bytes, int]] = []  # user, host, method, line start
         self.accepted: list[Login] = []   # the last chunk's accepted logins (see Login)
@@ -115,6 +125,7 @@ class AuthScanner(NativeFeed, AdminEvents):
 
     def _flush(self) -> None:
         """Stamp this chunk's failure events (in bulk) and keep sample lines per address."""
+        self._flush_probes()
         starts, hosts = self._starts, self._hosts
         self._starts, self._hosts = [], []
         c = self.counts
@@ -135,6 +146,30 @@ class AuthScanner(NativeFeed, AdminEvents):
             if host not in full:
                 self._evidence(host, firsts[host])
                 if host not in full and firsts[host] != start:
+                    self._evidence(host, start)
+
+    def _flush_probes(self) -> None:
+        """Stamp this chunk's probes (in bulk, in line order); one sample line per address."""
+        starts, hosts = self._probe_starts, self._probe_hosts
+        self._probe_starts, self._probe_hosts = [], []
+        if not starts:
+            return
+        at = np.asarray(starts, dtype=np.int64)
+        if len(at) > 1 and (at[1:] < at[:-1]).any():     # slow-path probes came after the C's
+            order = np.argsort(at, kind="stable").tolist()
+            starts, hosts = [starts[i] for i in order], [hosts[i] for i in order]
+        c = self.counts
+        c.probes += len(starts)
+        c.probes_by_ip.update(hosts)
+        stamped = (~np.isnan(stamps := self.clock.stamps(self._chunk, starts)))
+        kept = int(np.count_nonzero(stamped))
+        c.unstamped += len(starts) - kept
+        self.probe_times.extend(stamps[stamped].tolist())
+        self.probe_hosts.extend(hosts if kept == len(hosts)
+                                else compress(hosts, stamped.tolist()))
+        if not self._evidence_full.issuperset(hosts):
+            for host, start in dict(zip(reversed(hosts), reversed(starts))).items():
+                if host not in self._evidence_full:
                     self._evidence(host, start)
 
     def _evidence(self, host: bytes, start: int) -> None:
@@ -167,6 +202,8 @@ class AuthScanner(NativeFeed, AdminEvents):
             self._count_invalid(users)
             if b"sshd" in chunk:
                 self._sshd(SSHD.finditer(chunk), {})
+                if b"sshd(pam_unix)" in chunk:
+                    self._old_pam(OLD_PAM.finditer(chunk))
                 if self.pending:
                     self._resolve_pending(chunk)
             self._su(self.su_matches(chunk))
@@ -200,7 +237,20 @@ class AuthScanner(NativeFeed, AdminEvents):
         rfind = self._chunk.rfind
         logins: list[bytes] = []
         for m in matches:
-            method, invalid, _user, host = m.groups()
+            _pid, method, invalid, rest = m.groups()
+            parsed = after_for(rest, invalid is not None)
+            host = None if parsed is None else KEYS[parsed[1]]
+            if host is None:                  # sshd's line, but who it is about is unclear
+                c.unattributed += 1
+                if method in LOGIN_METHODS:
+                    c.failed_logins += 1
+                elif method == b"publickey":
+                    c.publickey_failures += 1
+                elif method == b"none":
+                    c.none_probes += 1
+                else:
+                    c.other_failures += 1
+                continue
             if method in LOGIN_METHODS:
                 logins.append(host)
             elif method == b"publickey":
@@ -220,7 +270,12 @@ class AuthScanner(NativeFeed, AdminEvents):
                  users: list[bytes]) -> None:
         rfind = self._chunk.rfind
         for m in matches:
-            user, host = m.groups()
+            parsed = invalid_user(m.group(2))
+            host = None if parsed is None else KEYS[parsed[1]]
+            if host is None:
+                self.counts.unattributed += 1
+                continue
+            user = parsed[0]
             users.append(user[:64])
             starts.append(rfind(b"\n", 0, m.start()) + 1)
             hosts.append(host)
@@ -239,32 +294,75 @@ class AuthScanner(NativeFeed, AdminEvents):
             pid, rep, rep_method, ruser, rhost, puser, keyword, rest = m.groups()
             if rhost is not None:
                 self.counts.pam_failures += 1
-                self._pam(m.start(), pid, puser or ruser or b"", rhost, pam_users)
+                self._pam(m.start(), pid, puser or ruser or b"", KEYS[rhost], pam_users)
             elif rep is not None:
                 self._repeated(m, int(rep), rep_method)
             elif keyword == b"Accepted":
                 self._accepted(m, pid, rest, pam_users)
+            elif keyword in PROBE_KEYWORDS:
+                self._probe(m.start(), keyword + rest)
             elif keyword is not None:
                 self._rare(m, pid, keyword, rest)
 
     def _repeated(self, m: re.Match[bytes], times: int, method: bytes) -> None:
-        """``message repeated N times: [ Failed ...]``: the inner line was counted once already."""
+        """``message repeated N times: [ Failed M for ...]``: N failures of the inner line."""
         _, end = self._line_at(m.start())
-        inner = FAILED.search(self._chunk, m.start(), end)
-        if inner is None or times < 2 or (method == b"publickey" and not inner.group(2)):
+        inner = REPEATED_INNER.search(self._chunk, m.start(), end)
+        if inner is None or times < 1:
             return
-        c, host = self.counts, inner.group(4)
+        invalid, rest = inner.groups()
+        if method == b"publickey" and not invalid:
+            self.counts.publickey_failures += times
+            return
+        parsed = after_for(rest, invalid is not None)
+        c, host = self.counts, None if parsed is None else KEYS[parsed[1]]
         if method in LOGIN_METHODS:
-            c.failed_logins += times - 1
-            c.failed_by_ip[host] += times - 1
+            c.failed_logins += times
+        elif method == b"publickey":
+            c.publickey_failures += times
+        elif method == b"none":
+            c.none_probes += times
+        else:
+            c.other_failures += times
+        if host is None:
+            c.unattributed += 1
+            return
+        if method in LOGIN_METHODS:
+            c.failed_by_ip[host] += times
         # N comes from the log: anyone who can write to syslog can claim 10**12 repeats
-        for _ in range(min(times, MAX_REPEAT_EVENTS) - 1):
+        for _ in range(min(times, MAX_REPEAT_EVENTS)):
             self._failure(m.start(), host)
 
-    def _pam(self, pos: int, pid: bytes | None, user: bytes, rhost: bytes,
+    def _probe(self, pos: int, message: bytes) -> None:
+        """A pre-authentication probe (collectors.auth_regexes.PROBES), counted per address."""
+        for pattern in PROBES:
+            found = pattern.match(message)
+            if found:
+                host = KEYS[found.group(found.lastindex or 1)]
+                if host is None:
+                    self.counts.unattributed += 1
+                else:
+                    self._probe_starts.append(self._chunk.rfind(b"\n", 0, pos) + 1)
+                    self._probe_hosts.append(host)
+                return
+
+    def _old_pam(self, matches: Iterable[re.Match[bytes]]) -> None:
+        """Old pam_unix failures (collectors.auth_regexes.OLD_PAM): one event each, N for
+        "N more"; the count comes from the log, so it is bounded as repeats are."""
+        for m in matches:
+            more, rhost = m.groups()
+            host = KEYS[rhost]
+            self.counts.pam_failures += 1
+            if host is None:
+                self.counts.unattributed += 1
+                continue
+            for _ in range(min(int(more) if more else 1, MAX_REPEAT_EVENTS)):
+                self._failure(m.start(), host)
+
+    def _pam(self, pos: int, pid: bytes | None, user: bytes, rhost: bytes | None,
              pam_users: dict[bytes, set[bytes]]) -> None:
         """A PAM failure counts (as in fail2ban) once the same connection tries another user."""
-        if pid is None or not user:
+        if pid is None or not user or rhost is None:
             return
         seen = pam_users.setdefault(pid, set())
         if seen and user not in seen:
@@ -274,9 +372,14 @@ class AuthScanner(NativeFeed, AdminEvents):
     def _accepted(self, m: re.Match[bytes], pid: bytes | None, rest: bytes,
                   pam_users: dict[bytes, set[bytes]]) -> None:
         parts = ACCEPTED_REST.match(rest)
-        if parts is None:
+        parsed = None if parts is None else after_for(parts.group(2), False)
+        if parsed is None:
             return
-        method, user, host = parts.groups()
+        method, (user, raw) = parts.group(1), parsed
+        host = KEYS[raw]
+        if host is None:
+            self.counts.unattributed += 1
+            return
         self.counts.accepted_count += 1
         earlier = pam_users.get(pid or b"")
         if earlier and (len(earlier) > 1 or user not in earlier):   # failed as other users
@@ -296,7 +399,11 @@ class AuthScanner(NativeFeed, AdminEvents):
         if host is None:
             host = self._earlier_address(m.start(), pid)
         if host:
-            self._failure(m.start(), host.rstrip(b":"))
+            key = KEYS[host]
+            if key is None:
+                self.counts.unattributed += 1
+            else:
+                self._failure(m.start(), key)
         elif pid is not None and len(self.pending) < MAX_PENDING:
             start, _ = self._line_at(m.start())
             self.pending[pid.decode()] = {"ts": self.stamp(start) or self.now, "after": m.end()}
@@ -327,8 +434,9 @@ class AuthScanner(NativeFeed, AdminEvents):
                     break
                 start, end = self._line_at(at)
                 found = RESOLVES.search(chunk, at, end)
-                if found:
-                    self._failure(at, found.group(1).rstrip(b":"))
+                key = found and KEYS[found.group(1)]
+                if key:
+                    self._failure(at, key)
                     del self.pending[pid]
                     break
                 pos = end

@@ -9,17 +9,41 @@ from __future__ import annotations
 import re
 
 LOGIN_METHODS = (b"password", b"keyboard-interactive", b"keyboard-interactive/pam")
-_HOST = rb"(?:::ffff:)?([0-9A-Za-z][\w.:%-]*)"
+_HOST = rb"(?:::ffff:)?([0-9A-Za-z:][\w.:%-]*)"
 _TAIL = rb"(?: port \d+)?(?: on \S+)?(?: ssh\d*)?(?=: |\]|[ \t\r]*$)"
 _SUFFIX = rb"(?: via \S+)?(?: (?:port \d+|on \S+|\[preauth\])){0,3}\s*$"
-# the user is a single word for real accounts; an invalid user's name is whatever the client
-# sent, so the lazy fallback finds the first " from HOST port N ssh2" that ends the message
-FAILED = re.compile(rb"Failed (\S+) for (invalid user )?(\S+|.*?) from " + _HOST + _TAIL, re.M)
-INVALID = re.compile(rb"Invalid user (\S*|.*?) from " + _HOST +
-                     rb"(?: port \d+)?[ \t\r]*$", re.M)
+# A message counts only at the start of its line's message: after the line's first "sshd", when
+# that is sshd's tag (a tag or message inside a client's user name is text); who it is about is
+# read from the end (collectors.auth_anchor).
+_PREF = (rb"(?:kernel: ?\[ *\d+\.\d+\]:? )?(?:(?:error|fatal): (?:PAM: )?)?"   # fail2ban common.conf
+         rb"(?:\[ID \d+ [\w.]+\] )?")
+_SD = rb'(?:\[[^\]"\r\n]*(?:"(?:[^"\\\r\n]|\\.)*"[^\]"\r\n]*)*\])+'
+_LINE_HEAD = (rb"^(?:(?!sshd)[^\r\n])*sshd(?:-session|-auth)?(?:\[(\d+)\]:|\]:?| \d+ - (?:-|"
+              + _SD + rb")) " + _PREF)
+FAILED = re.compile(_LINE_HEAD + rb"Failed (\S+) for (invalid user )?([^\r\n]*)", re.M)
+INVALID = re.compile(_LINE_HEAD + rb"Invalid user ([^\r\n]*)", re.M)
+# Pre-authentication probing (OpenSSH packet.c sshpkt_vfatal, sshd.c, srclimit.c; fail2ban's
+# ddos/aggressive modes, CrowdSec's sshd-logs): counted per address apart from failures. The
+# first two name the client's user before the address: the address is the last word before
+# " port N" at the end. Samples with provenance: tests/fixtures/auth/preauth.log.
+PROBE_KEYWORDS = (b"Connection closed by ", b"Connection reset by ", b"Disconnected from ",
+                   b"Did not receive identification string from ",
+                   b"banner exchange: Connection from ", b"Unable to negotiate with ",
+                   b"Timeout before authentication for ", b"drop connection #",
+                   b"srclimit_penalise: ")
+PROBES = (
+    re.compile(rb"(?:Connection (?:closed|reset) by|Disconnected from) (?:authenticating|invalid) "
+               rb"user (?:.*) (\S+) port \d+(?: \[preauth\])?[ \t\r]*$"),
+    re.compile(rb"Did not receive identification string from " + _HOST),
+    re.compile(rb"banner exchange: Connection from " + _HOST + rb"(?: port \d+)?: invalid format"),
+    re.compile(rb"Unable to negotiate with " + _HOST + rb"(?: port \d+)?: no matching "),
+    re.compile(rb"Timeout before authentication for (?:connection from )?" + _HOST),
+    re.compile(rb"drop connection #\d+ from \[([^\]\s]+)\]:\d+ on \[[^\]\s]*\]:\d+ penalty: "),
+    re.compile(rb"srclimit_penalise: (?:ipv[46]: new ([0-9A-Fa-f.:]+)/(?:32|128) (?:active|deferred)"
+               rb"|([0-9A-Fa-f.:]+)/(?:32|128): activating ipv[46]) penalty of "),
+)
 # "sshd[pid]: " (also sshd-session), or "[sshd]: " / "[sshd] " without a pid
-_SSHD_HEAD = rb"sshd(?:-session)?(?:\[(\d+)\]:|\]:?) (?:(?:error|fatal): (?:PAM: )?)?"
-SSHD = re.compile(_SSHD_HEAD + rb"(?:"
+SSHD = re.compile(_LINE_HEAD + rb"(?:"
                   rb"message repeated (\d+) times: \[ Failed (\S+) for "
                   rb"|pam_unix\(sshd:auth\): authentication failure;[^\n]*? ruser=(\S*) "
                   rb"rhost=(\S+)(?:[ \t]+user=(\S*))?"
@@ -29,7 +53,8 @@ SSHD = re.compile(_SSHD_HEAD + rb"(?:"
                   rb"|Received disconnect from \S+(?: port \d+)?:[ \t]*3: "
                   rb"|Disconnecting: Too many authentication failures"
                   rb"|Disconnecting(?= (?:from )?(?:invalid|authenticating) user [^\r\n]*: "
-                  rb"Change of username))([^\r\n]*))", re.M)
+                  rb"Change of username)|" + rb"|".join(re.escape(k) for k in PROBE_KEYWORDS)
+                  + rb")([^\r\n]*))", re.M)
 # One row per rare sshd message: the address it names (the last group), tried in order
 RARE_MESSAGES = (
     re.compile(rb"ROOT LOGIN REFUSED FROM " + _HOST),
@@ -44,8 +69,15 @@ RARE_MESSAGES = (
     re.compile(rb"refused connect from \S+ \((?:::ffff:)?([^)\s]+)\)"),
     re.compile(rb"Received disconnect from " + _HOST),
 )
+REPEATED_INNER = re.compile(rb"message repeated \d+ times: \[ Failed \S+ for (invalid user )?"
+                            rb"([^\r\n]*?)\]?[ \t\r]*$", re.M)
+# pam_unix before Linux-PAM 0.99 tagged its lines "sshd(pam_unix)[pid]" (loghub Linux_2k); such a
+# log has no sshd "Failed ..." line beside them, so each failure (and each of "N more
+# authentication failures", pam_unix support.c) is a failure event of the address
+OLD_PAM = re.compile(rb"^(?:(?!sshd)[^\r\n])*sshd\(pam_unix\)\[\d+\]: (?:authentication failure|"
+                     rb"(\d+) more authentication failures?);[^\r\n]*? rhost=(\S+)", re.M)
 SSHD_PID = re.compile(rb"sshd(?:-session)?\[(\d+)\]")
-ACCEPTED_REST = re.compile(rb" (\S+) for (\S+) from " + _HOST)
+ACCEPTED_REST = re.compile(rb" (\S+) for ([^\r\n]*)")
 RESOLVES = re.compile(rb"(?:Connection (?:closed|reset)|Disconnect(?:ed|ing)|Received disconnect)"
                       rb"(?: (?:by|from))?(?: (?:invalid|authenticating) user \S+)? " + _HOST)
 ADDRESS_IN_LINE = re.compile(rb"(?:from|by|rhost=) " + _HOST)

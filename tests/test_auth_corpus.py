@@ -38,6 +38,14 @@ def normal_mode(path: Path) -> list[tuple[dict, str]]:
             if block in (0, 1) and "== 'aggressive'" not in expect.get("constraint", "")]
 
 
+# fail2ban reads "Failed password for invalid user test from A port N ssh2: from B port M ssh2" as
+# OpenSSH < 7's auth-info after the port. No OpenSSH since writes an auth-info after a password
+# failure (auth.c auth_log: only key extras), so the text is a user name "test from A port N
+# ssh2:" and the client is B: anchored at the end (issue 13), as the attack it stands for wants.
+OVERRULED = {"Failed password for invalid user test from 127.0.0.1 port 58946 ssh2: "
+             "from 10.10.1.2 port 55555 ssh2": "10.10.1.2"}
+
+
 def agreement(cases: list[tuple[dict, str]], prefix: str) -> tuple[float, list[str]]:
     """Share of lines where "is a failure" and its address agree with fail2ban's annotation.
 
@@ -53,6 +61,9 @@ def agreement(cases: list[tuple[dict, str]], prefix: str) -> tuple[float, list[s
         hosts = Counter(h.decode() for h in scanner.fail_hosts)
         added, before = hosts - before, hosts
         matched = bool(added)
+        overruled = [host for tail, host in OVERRULED.items() if line.endswith(tail)]
+        if overruled:
+            expect = {"match": True, "host": overruled[0]}
         ok = matched == expect["match"] and (not matched or not expect.get("host")
                                              or expect["host"] in added)
         agree += ok
