@@ -2,9 +2,12 @@
 
 Each entry becomes one line in rsyslog's high-precision format (UTC), so the same parsers read
 files and the journal: ``2026-11-23T10:00:01.123456+00:00 HOST PROG[PID]: MESSAGE``. Control
-characters in MESSAGE are escaped the way rsyslog does (``#012`` for a newline). An entry that
-calls itself ``kernel`` is rendered as the program ``kernel`` only when journald read it from the
-kernel (``_TRANSPORT=kernel``); otherwise as ``kernel(not_kmsg)``, so no user can forge a kernel line.
+characters in MESSAGE are escaped the way rsyslog does (``#012`` for a newline).
+
+Any program may call itself anything (``logger -t sshd``), so the identifiers whose lines raise
+findings are believed only when the fields journald itself records say who wrote them (WRITERS):
+``kernel`` only from ``_TRANSPORT=kernel``, sshd only from a process of uid 0 (``_UID``). Otherwise the
+program is rendered with a suffix (``kernel(not_kmsg)``, ``sshd(not_root)``) that no pattern matches.
 """
 from __future__ import annotations
 
@@ -21,11 +24,27 @@ from core.context import CommandError, Runner
 log = logging.getLogger(__name__)
 
 OUTPUT_FIELDS = ("MESSAGE", "PRIORITY", "SYSLOG_IDENTIFIER", "SYSLOG_PID", "_PID", "_COMM",
-                 "_HOSTNAME", "_TRANSPORT")
+                 "_HOSTNAME", "_TRANSPORT", "_UID")
 KERNEL = "kernel"
-# any program may call itself "kernel" (logger -t kernel); journald sets _TRANSPORT=kernel only for
-# what it read from /dev/kmsg, so an identifier "kernel" from another transport is renamed
-UNTRUSTED_KERNEL = "kernel(not_kmsg)"
+
+
+@dataclass(frozen=True)
+class Writer:
+    """Who may write lines under an identifier: a journald-set field, its value, the rename."""
+
+    field: str
+    value: str
+    suffix: str
+
+
+# journald sets _TRANSPORT=kernel only for what it read from /dev/kmsg, and _UID from the sender's
+# socket credentials; sshd (and OpenSSH 9.8's sshd-session/sshd-auth, whose pre-auth lines the
+# root monitor writes) always logs as root, so a non-root "sshd" is someone's logger.
+_SSHD = Writer("_UID", "0", "(not_root)")
+WRITERS: Mapping[str, Writer] = {
+    KERNEL: Writer("_TRANSPORT", KERNEL, "(not_kmsg)"),
+    "sshd": _SSHD, "sshd-session": _SSHD, "sshd-auth": _SSHD,
+}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _TOKEN_BAD = re.compile(r"[\s\[\]:\x00-\x1f\x7f]+")
 
@@ -73,8 +92,9 @@ def render_entry(entry: Mapping[str, Any]) -> bytes | None:
     if message is None:
         return None
     program = _token(entry.get("SYSLOG_IDENTIFIER") or entry.get("_COMM"), "unknown")
-    if program == KERNEL and entry.get("_TRANSPORT") != KERNEL:
-        program = UNTRUSTED_KERNEL
+    writer = WRITERS.get(program)
+    if writer is not None and entry.get(writer.field) != writer.value:
+        program += writer.suffix
     pid = entry.get("SYSLOG_PID") or entry.get("_PID")
     pid_part = f"[{pid}]" if isinstance(pid, str) and pid.isdigit() else ""
     host = _token(entry.get("_HOSTNAME"), "localhost")

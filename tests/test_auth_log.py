@@ -170,12 +170,12 @@ def test_journal_backend_on_a_real_journal_file(corpus: Path, tmp_path: Path,
     (accepted,) = loghub_lines(corpus, "Accepted password for fztu", 1)
     accepted = accepted.split(": ", 1)[1].replace("119.137.62.142", "183.62.140.253")
     entries = [entry(i, text, SYSLOG_IDENTIFIER="sshd", _PID=str(100 + i), PRIORITY="5",
-                     SYSLOG_FACILITY="4") for i, text in enumerate(failures)]
+                     SYSLOG_FACILITY="4", _UID="0") for i, text in enumerate(failures)]
     entries.append(entry(6, accepted, SYSLOG_IDENTIFIER="sshd", _PID="200", PRIORITY="6",
-                         SYSLOG_FACILITY="10"))
+                         SYSLOG_FACILITY="10", _UID="0"))
     entries.append(entry(7, "Failed password for root from 192.0.2.99 port 1 ssh2",
                          SYSLOG_IDENTIFIER="sshd", _PID="300", PRIORITY="6",
-                         SYSLOG_FACILITY="3"))          # not an auth facility: not read
+                         SYSLOG_FACILITY="3", _UID="0"))  # not an auth facility: not read
     build(tmp_path / "journal", "auth", entries)
     settings = make_settings(AUTH_LOG_BACKEND="journal",
                              JOURNAL_DIRECTORY=str(tmp_path / "journal"),
@@ -188,3 +188,33 @@ def test_journal_backend_on_a_real_journal_file(corpus: Path, tmp_path: Path,
     assert login_seen["failures_before"] == 6 and login_seen["ts"] == T0 / 1e6 + 6
     kinds = {f.kind for f in detect_auth.detect(result, DetectContext(settings, T0 / 1e6, store))}
     assert kinds == {"ssh_bruteforce", "login_after_failures"}
+
+
+def test_journal_sshd_lines_from_a_non_root_writer_are_not_believed(tmp_path: Path,
+                                                                     make_settings: Any,
+                                                                     store: Any) -> None:
+    """`logger -p auth.info -t sshd` as a user: journald records _UID, and only root is sshd."""
+    from tests.test_journal import T0, build, entry
+
+    attacker, operator = "203.0.113.7", "192.168.1.50"
+    forged = [entry(i, f"Failed password for root from {operator} port {4000 + i} ssh2",
+                    SYSLOG_IDENTIFIER="sshd", _PID=str(100 + i), PRIORITY="5", SYSLOG_FACILITY="4",
+                    _UID="1000", _COMM="logger") for i in range(8)]
+    forged.append(entry(8, f"Accepted password for root from {attacker} port 5 ssh2",
+                        SYSLOG_IDENTIFIER="sshd-session", _PID="150", PRIORITY="6",
+                        SYSLOG_FACILITY="10"))       # no _UID at all: not believed either
+    real = entry(9, f"Accepted publickey for alice from {operator} port 6 ssh2: ED25519 SHA256:x",
+                 SYSLOG_IDENTIFIER="sshd", _PID="200", PRIORITY="6", SYSLOG_FACILITY="10",
+                 _UID="0", _COMM="sshd")
+    build(tmp_path / "journal", "auth", forged + [real])
+    settings = make_settings(AUTH_LOG_BACKEND="journal",
+                             JOURNAL_DIRECTORY=str(tmp_path / "journal"),
+                             LOG_START_AT="start", AUTH_LOG_PATH=tmp_path / "absent.log")
+    result = collect(settings, {}, T0 / 1e6 + 60)
+    obs = result.observations
+    assert obs["lines_read"] == 10
+    assert obs["failed_logins"] == 0 and obs["failed_by_ip"] == {}
+    (login_seen,) = obs["accepted_logins"]
+    assert login_seen["user"] == "alice" and login_seen["failures_before"] == 0
+    kinds = {f.kind for f in detect_auth.detect(result, DetectContext(settings, T0 / 1e6, store))}
+    assert "login_after_failures" not in kinds and "ssh_bruteforce" not in kinds

@@ -49,7 +49,7 @@ def build(folder: Path, name: str, entries: list[bytes]) -> Path:
 
 def sshd(i: int, text: str, facility: str = "4", prio: str = "6") -> bytes:
     return entry(i, text, SYSLOG_IDENTIFIER="sshd", _PID=str(100 + i), PRIORITY=prio,
-                 SYSLOG_FACILITY=facility)
+                 SYSLOG_FACILITY=facility, _UID="0")
 
 
 @pytest.fixture
