@@ -31,7 +31,10 @@ _LINE_ENDS = re.compile(r"\r\n?")
 
 # Links: any scheme URL (Discord links http(s)://, <http(s)://...> and [text](http(s)://...);
 # terminals link more schemes), and the scheme-less forms clients still link or preview.
-_SCHEME_URL = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]{0,31}):[/\\]{2}([^\s/\\?#<>\[\]\"'`|]*)")
+# No word boundary and no length bound on the scheme: "xxhttps://" must not leave "https://". The
+# separators go first, on their own, so one URL's host can never swallow the next URL's scheme.
+_SCHEME = re.compile(r"(?i)([a-z0-9+.\-]+):[/\\]{2}")
+_URL_HOST = re.compile(r"\[://\]([^\s/\\?#<>\[\]\"'`|]+)")
 _BARE_HOST = re.compile(r"(?i)\b(?:www\d{0,3}|ftp|discord(?:app)?)\.[a-z0-9\-.]*[a-z0-9]")
 _DEFANGED_SCHEMES = {"http": "hxxp", "https": "hxxps", "ftp": "fxp", "ftps": "fxps"}
 
@@ -79,15 +82,14 @@ def strip(text: object, multiline: bool = False) -> str:
     return _SPACE_RUNS.sub(" ", value).strip()
 
 
-def _defang_url(match: re.Match[str]) -> str:
-    scheme, host = match.group(1), match.group(2)
-    scheme = _DEFANGED_SCHEMES.get(scheme.lower(), scheme)
-    return f"{scheme}[://]{host.replace('.', '[.]')}"
+def _defang_scheme(match: re.Match[str]) -> str:
+    return f"{_DEFANGED_SCHEMES.get(match.group(1).lower(), match.group(1))}[://]"
 
 
 def defang(text: str) -> str:
     """Links made unclickable: ``https://a.example/x`` -> ``hxxps[://]a[.]example/x``."""
-    text = _SCHEME_URL.sub(_defang_url, text)
+    text = _SCHEME.sub(_defang_scheme, text)
+    text = _URL_HOST.sub(lambda m: "[://]" + m.group(1).replace(".", "[.]"), text)
     return _BARE_HOST.sub(lambda m: m.group(0).replace(".", "[.]"), text)
 
 
