@@ -90,6 +90,19 @@ def render_console_recap(text: str) -> str:
     return console.render({"purpose": "recap", "text": text})
 
 
+def render_cycle_summary(text: str) -> str:
+    """`--once` without --json: the cycle summary printed on the terminal."""
+    from monitor_agent import summary_text  # noqa: PLC0415 - the entry point
+
+    return summary_text({
+        "started_at": "2026-06-15T08:00:00", "host": "nas", "duration_s": 0.1, "notes": [],
+        "collectors": {"processes": {"ok": False, "available": True, "error": text,
+                                     "note": None, "duration_s": 0.0}},
+        "findings": [{"severity": "high", "floor": "high", "kind": "process_missing",
+                      "summary": text}],
+        "verdict": {"severity": "high", "by": "llm", "reason": text}, "alerts": []})
+
+
 def render_speech(text: str) -> str:
     return home_assistant.announcement({"host": text, "items": [item(text)]})
 
@@ -125,6 +138,7 @@ RENDERERS: dict[str, tuple[Callable[[str], str], bool, bool, bool]] = {
     "discord": (render_discord, True, True, True),
     "console": (render_console, True, False, True),   # its own lines; see assert_inert
     "console recap": (render_console_recap, True, False, True),
+    "cycle summary": (render_cycle_summary, True, False, True),
     "speech": (render_speech, False, True, False),     # heard, not clicked; see assert_inert
     "prompt": (render_prompt, True, True, True),
     "prompt sanitise": (sanitise, False, True, True),
@@ -145,6 +159,8 @@ def assert_inert(name: str, out: str, newlines: bool, mentions: bool, links: boo
         assert not re.search(r"[/@<>\\\[\]]", out)  # no symbol is read out
     if name == "console":
         assert len(out.split("\n")) == 3, out  # head, finding, why: no field forged a line
+    if name == "cycle summary":
+        assert len(out.split("\n")) == 6, out
 
 
 FRAGMENTS = ["https://", "http://", "HTTPS://", "https:\\\\", "www.", "discord.gg/", "@everyone",
