@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence, TextIO
 
 from core import process_setup   # first: one BLAS thread, before numpy is imported
+from core.untrusted import for_terminal  # noqa: E402 - re and unicodedata only
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -81,13 +82,15 @@ def summary_text(report: dict[str, Any]) -> str:
     for name, status in report["collectors"].items():
         mark = "ok " if status["ok"] and status["available"] else ("n/a" if status["ok"] else "ERR")
         detail = status["error"] or status["note"] or ""
-        lines.append(f"  [{mark}] {name:13} {status['duration_s']:6.3f} s  {detail}")
+        lines.append(f"  [{mark}] {name:13} {status['duration_s']:6.3f} s  "
+                     f"{for_terminal(detail)}")
     findings = report["findings"]
     lines.append(f"Findings: {len(findings)}")
     for f in sorted(findings, key=lambda f: f["severity"] != "high"):
-        lines.append(f"  {f['severity'].upper():6} (floor {f['floor']}) {f['kind']}: {f['summary']}")
+        lines.append(f"  {f['severity'].upper():6} (floor {f['floor']}) {f['kind']}: "
+                     f"{for_terminal(f['summary'])}")
     v = report["verdict"]
-    lines.append(f"Verdict: {v['severity']} by {v['by']}: {v['reason']}"
+    lines.append(f"Verdict: {v['severity']} by {v['by']}: {for_terminal(v['reason'])}"
                  + (f" [{v['note']}]" if v.get("note") else ""))
     for a in report["alerts"]:
         lines.append(f"Alert: {a['channel']} {a['purpose']} {a['severity']} -> {a['status']}")

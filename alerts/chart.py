@@ -13,6 +13,8 @@ matplotlib.use("Agg")  # no display on a server; must precede pyplot
 import matplotlib.dates as mdates  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 
+from core.untrusted import for_chart  # noqa: E402
+
 Series = Sequence[tuple[float, float]]
 MAX_LINES = 6   # per panel: more lines than this are unreadable; the busiest are kept
 
@@ -71,7 +73,7 @@ def render_png(data: Mapping[str, Mapping[str, Series]], title: str, since: floa
             for name in sorted(busiest):
                 xs = [datetime.fromtimestamp(t) for t, _ in series[name]]
                 ys = [v for _, v in series[name]]
-                label = key_of(name) or metric_of(name)
+                label = for_chart(key_of(name) or metric_of(name))  # keys are untrusted names
                 if panel.step:
                     ax.step(xs, ys, where="post", label=label, linewidth=1.3)
                 else:

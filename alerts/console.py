@@ -5,6 +5,7 @@ import sys
 import time
 from typing import Any, Mapping, TextIO
 
+from core.untrusted import for_terminal
 from data_storage import OutboxMessage
 
 LATE_AFTER_S = 120.0
@@ -20,17 +21,18 @@ def late_note(created_at: float, now: float) -> str:
 
 
 def render(payload: Mapping[str, Any], late: str = "") -> str:
-    """Plain-text lines for an alert or resolved payload."""
+    """Plain-text lines for an alert or resolved payload; untrusted fields one line each, so no
+    field can forge a line of its own."""
     if payload.get("purpose") == "recap":
-        return f"[RECAP]{late}\n{payload.get('text', '')}"
+        return f"[RECAP]{late}\n{for_terminal(payload.get('text', ''), multiline=True)}"
     items = payload.get("items", [])
     head = "RESOLVED" if payload.get("purpose") == "resolved" else "ALERT"
-    lines = [f"[{head}] {payload.get('host', '')}: {len(items)} finding(s){late}"]
+    lines = [f"[{head}] {for_terminal(payload.get('host', ''))}: {len(items)} finding(s){late}"]
     for item in items:
         lines.append(f"  {MARK.get(item['severity'], '  ')} {item['severity'].upper():6} "
-                     f"{item['kind']}: {item['summary']}")
+                     f"{for_terminal(item['kind'])}: {for_terminal(item['summary'])}")
         if item.get("reason"):
-            lines.append(f"       why: {item['reason']}")
+            lines.append(f"       why: {for_terminal(item['reason'])}")
     return "\n".join(lines)
 
 

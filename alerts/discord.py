@@ -101,8 +101,9 @@ def finding_embed(item: Mapping[str, Any], host: str, created_at: float) -> dict
             "description": truncate(escape(item.get("summary", "")), DESCRIPTION_MAX),
             "color": COLOURS.get(severity, COLOURS["none"]),
             "fields": fields[:FIELDS_MAX],
-            "footer": {"text": truncate(f"{item.get('why', '')} · "
-                                        f"{str(item.get('fingerprint', ''))[:16]}", FOOTER_MAX)},
+            "footer": {"text": truncate(f"{inline(item.get('why', ''), 40)} · "
+                                        f"{inline(str(item.get('fingerprint', ''))[:16], 16)}",
+                                        FOOTER_MAX)},
             "timestamp": _ts(created_at)}
 
 

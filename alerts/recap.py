@@ -21,6 +21,7 @@ from alerts.channels import accepts, make_notifiers
 from alerts.outbox import Notifier, deliver_due
 from core.model import Severity
 from core.settings import Settings
+from core.untrusted import for_terminal
 from data_storage import Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -91,7 +92,7 @@ def metric_lines(store: Store, since: float) -> list[str]:
         values = [v for _, v in store.samples_since(name, since)]
         if not values:
             continue
-        text = f"{name}: avg {fmean(values):.4g} (min {min(values):.4g}, max {max(values):.4g})"
+        text = f"{for_terminal(name)}: avg {fmean(values):.4g} (min {min(values):.4g}, max {max(values):.4g})"
         base = store.baseline(name)
         if base is not None and base.n > 1:
             text += f" vs usual {base.centre:.4g} ± {base.spread:.4g}"
@@ -134,7 +135,7 @@ def build(store: Store, settings: Settings, now: float,
                      if Severity.parse(row.severity) is not Severity.NONE)
     finding_lines = [f"{g['severity'].upper()} {g['kind']}: {g['count']}× in {g['distinct']} "
                      f"finding(s), {_hhmm(g['first_seen'])}–{_hhmm(g['last_seen'])}; e.g. "
-                     f"{g['example']}" for g in groups[:MAX_GROUPS]]
+                     f"{for_terminal(g['example'])}" for g in groups[:MAX_GROUPS]]
     if len(groups) > MAX_GROUPS:
         finding_lines.append(f"and {len(groups) - MAX_GROUPS} more kind(s)")
     metrics = metric_lines(store, since)
@@ -152,7 +153,7 @@ def build(store: Store, settings: Settings, now: float,
             log.warning("the LLM summary failed, using the plain one: %s", err)
             written = None
         if written:
-            summary, by = written.strip()[:1500], "llm"
+            summary, by = for_terminal(written)[:1500], "llm"
     worst = max((Severity.parse(g["severity"]) for g in groups), key=lambda s: s.rank,
                 default=Severity.NONE)
     payload = {"purpose": "recap", "host": host, "created_at": now, "title": title,

@@ -1,17 +1,12 @@
-"""Text helpers shared by the notifiers: escaping untrusted text for Discord, truncation, speech."""
+"""Text helpers shared by the notifiers: Discord escaping and speech on top of core.untrusted."""
 from __future__ import annotations
 
 import re
 
-ELLIPSIS = "…"
-ZERO_WIDTH = "\u200b"
+from core.untrusted import for_discord, strip
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-# Discord markdown: emphasis, code, spoilers, quotes, headers, lists, masked links, timestamps.
-_MARKDOWN = re.compile(r"([\\*_~`|>\[\]()#<])")
-_LINE_START = re.compile(r"(?m)^(\s*)([-+])")
-# @everyone, @here, <@id>, <@!id>, <@&role>, <#channel>: break the sigil so nothing can ping.
-_MENTION = re.compile(r"@")
+ELLIPSIS = "…"
+
 _URL = re.compile(r"(?i)\b(?:https?|ftp|file)://\S+|\bwww\.\S+")
 _IPV4 = re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b")
 _IPV6 = re.compile(r"(?<![\w:])(?:[0-9a-f]{0,4}(?::[0-9a-f]{1,4})*::(?:[0-9a-f]{1,4}:)*[0-9a-f]{0,4}"
@@ -22,16 +17,9 @@ _UNSPEAKABLE = re.compile(r"[^\w\s.,:;!?'%°-]")
 _SPACES = re.compile(r"\s+")
 
 
-def clean(text: object) -> str:
-    """Text without control or bidi-override characters (newlines and tabs are kept)."""
-    return _CONTROL.sub("", str(text))
-
-
 def escape(text: object) -> str:
-    """Untrusted text made inert for Discord: no mentions, no markdown, no control characters."""
-    escaped = _MARKDOWN.sub(r"\\\1", clean(text))
-    escaped = _LINE_START.sub(r"\1\\\2", escaped)
-    return _MENTION.sub("@" + ZERO_WIDTH, escaped)
+    """Untrusted text made inert for Discord, line breaks kept (core.untrusted.for_discord)."""
+    return for_discord(text, multiline=True)
 
 
 def truncate(text: str, limit: int) -> str:
@@ -49,12 +37,12 @@ def truncate(text: str, limit: int) -> str:
 
 def inline(text: object, limit: int) -> str:
     """Escaped, single-line and truncated: for titles, field values and labels."""
-    return truncate(escape(_SPACES.sub(" ", clean(text)).strip()), limit)
+    return truncate(for_discord(text), limit)
 
 
 def speakable(text: object, limit: int = 200) -> str:
     """A short sentence made to be heard: no URLs, no addresses or long numbers read digit by digit."""
-    said = clean(text)
+    said = strip(text)  # not defanged: a link is said as "a link"
     said = _URL.sub("a link", said)
     said = _IPV4.sub("an address", said)
     said = _IPV6.sub("an address", said)

@@ -9,12 +9,12 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from core.model import Finding
+from core.untrusted import neutralise
 
 MAX_DATA_CHARS = 300          # each untrusted string in the data block
 MAX_OBSERVATION_LEAVES = 200  # observation values looked at per cycle
@@ -23,7 +23,6 @@ KNOWN_SHARE = 0.10            # ... for the known issues that apply
 FINDINGS_SHARE = 0.40         # ... of what is left, for finding rows and baselines
 RESERVE_TOKENS = 120          # room for the "not shown" summary lines
 
-_DROP_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 _MENTIONS = (
     (re.compile(r"@(everyone|here)", re.IGNORECASE), r"at-\1"),
     (re.compile(r"<@!?(\d+)>"), r"[user \1]"),
@@ -66,10 +65,9 @@ def estimate_tokens(text: str) -> int:
 
 
 def sanitise(text: Any, cap: int = MAX_DATA_CHARS, forbidden: str = "") -> str:
-    """One line of inert text: NFKC, no control/format characters, mentions neutralised, capped."""
-    value = unicodedata.normalize("NFKC", str(text))
-    value = "".join(" " if unicodedata.category(c) in _DROP_CATEGORIES or c.isspace() else c
-                    for c in value)
+    """One line of inert text: core.untrusted's neutraliser, then mentions and chat-template
+    tokens rewritten, the boundary removed, capped."""
+    value = neutralise(text)
     for pattern, replacement in _MENTIONS:
         value = pattern.sub(replacement, value)
     if forbidden:

@@ -7,11 +7,18 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from core.settings import Settings
+from core.untrusted import for_terminal
 from data_storage import Store, StoreError
 
 BASELINES_SHOWN = 40
+
+
+def _cell(value: object) -> Text:
+    """Untrusted text as a rich Text: neutralised, and never read as rich markup or emoji codes."""
+    return Text(for_terminal(value))
 
 
 def _when(ts: float | None) -> str:
@@ -30,20 +37,23 @@ def tables(store: Store) -> list[Any]:
         out.append("No cycle has run yet: run `python monitor_agent.py --once`.")
     else:
         verdict = last["verdict"]
-        out.append(f"[bold]Last cycle[/bold] {last['started_at']} on {last['host']}, "
-                   f"{last['duration_s']:.2f} s; verdict [bold]{verdict['severity']}[/bold] by "
-                   f"{verdict['by']}: {verdict['reason']}")
+        out.append(Text.assemble(
+            ("Last cycle", "bold"),
+            f" {for_terminal(last['started_at'])} on {for_terminal(last['host'])}, "
+            f"{last['duration_s']:.2f} s; verdict ", (for_terminal(verdict["severity"]), "bold"),
+            f" by {for_terminal(verdict['by'])}: {for_terminal(verdict['reason'])}"))
         collectors = Table("collector", "state", "time", "detail", title="Collectors")
         for name, status in last["collectors"].items():
             state = ("[green]ok[/green]" if status["ok"] and status.get("available", True)
                      else "[yellow]n/a[/yellow]" if status["ok"] else "[red]error[/red]")
-            collectors.add_row(name, state, f"{status['duration_s']:.3f} s",
-                               status["error"] or status.get("note") or "")
+            collectors.add_row(_cell(name), state, f"{status['duration_s']:.3f} s",
+                               _cell(status["error"] or status.get("note") or ""))
         out.append(collectors)
     findings = Table("severity", "floor", "kind", "summary", "since", "last alert",
                      title="Open findings")
     for row in sorted(store.findings().values(), key=lambda r: (r.severity != "high", r.kind)):
-        findings.add_row(row.severity, row.floor, row.kind, row.summary, _when(row.first_seen),
+        findings.add_row(_cell(row.severity), _cell(row.floor), _cell(row.kind),
+                         _cell(row.summary), _when(row.first_seen),
                          f"{row.alerted_severity} {_when(row.alerted_at)}" if row.alerted_at
                          else "-")
     out.append(findings if findings.row_count else "No open findings.")
@@ -52,7 +62,7 @@ def tables(store: Store) -> list[Any]:
     for name in names[:BASELINES_SHOWN]:
         b = store.baseline(name)
         if b is not None:
-            baselines.add_row(name, str(b.n), f"{b.centre:.2f}", f"{b.spread:.2f}",
+            baselines.add_row(_cell(name), str(b.n), f"{b.centre:.2f}", f"{b.spread:.2f}",
                               f"{b.minimum:.2f}", f"{b.maximum:.2f}")
     if len(names) > BASELINES_SHOWN:
         baselines.caption = f"and {len(names) - BASELINES_SHOWN} more series"

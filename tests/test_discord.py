@@ -216,10 +216,11 @@ def test_the_webhook_url_never_appears_in_logs_errors_or_the_outbox(discord, mak
 
 
 def test_escape_and_truncate_helpers():
-    assert escape("@everyone") == "@\u200beveryone"
+    assert escape("@everyone <@1>") == "\uff20everyone \\<\uff201\\>"   # no zero-width (Cf) trick
     assert escape("a_b*c`d|e~f>g") == "a\\_b\\*c\\`d\\|e\\~f\\>g"
     assert escape("# head\n- item") == "\\# head\n\\- item"
     assert escape("bell\x07 rtl\u202e") == "bell rtl"
+    assert escape("see https://x.example/a") == "see hxxps\\[://\\]x\\[.\\]example/a"
     assert truncate("abcdef", 4) == "abc…" and truncate("abc", 4) == "abc"
     assert truncate("ab\\*c", 4) == "ab…"          # never a dangling backslash before the ellipsis
     said = speakable("Login from 203.0.113.9 and 2001:db8::1, see https://x.example/a?b=1; "

@@ -16,7 +16,7 @@ from core.cycle import Agent
 from core.model import Finding, Severity
 from tests.fakes import make_finding
 from tests.fakes.ollama_server import FakeOllama, finding_ids
-from tests.injection_payloads import PAYLOADS
+from tests.injection_payloads import HIDDEN_TEXT, PAYLOADS
 
 MENTION = re.compile(r"@(everyone|here)|<@[!&]?\d+>|<#\d+>", re.IGNORECASE)
 MARKER = re.compile(r"^(BEGIN|END)-DATA-")
@@ -78,6 +78,9 @@ def _check_structure(prompt_text: str, payload: str) -> None:
             assert form not in outside
     assert not MENTION.search(prompt_text)
     assert not any(unicodedata.category(c) == "Cc" and c != "\n" for c in prompt_text)
+    # Nor invisible, bidi or tag characters anywhere (core.untrusted strips them from the data).
+    assert not any(unicodedata.category(c) in {"Cf", "Co", "Cs", "Cn"} for c in prompt_text)
+    assert not any(0xE0000 <= ord(c) <= 0xE0FFF or 0xFE00 <= ord(c) <= 0xFE0F for c in prompt_text)
     assert "<|" not in prompt_text and "|>" not in prompt_text
 
 
@@ -85,7 +88,8 @@ def test_corpus_is_large_enough() -> None:
     assert len(PAYLOADS) >= 30
 
 
-@pytest.mark.parametrize("name, payload", PAYLOADS, ids=[n for n, _ in PAYLOADS])
+@pytest.mark.parametrize("name, payload", PAYLOADS + HIDDEN_TEXT,
+                         ids=[n for n, _ in PAYLOADS + HIDDEN_TEXT])
 def test_floors_hold_and_prompt_structure_holds(name: str, payload: str, fake: FakeOllama,
                                                 judge: OllamaJudge, store, make_settings) -> None:
     findings = findings_for(payload)
