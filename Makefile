@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # Debian packages: what the agent uses at run time, and the real parts the tests drive.
 APT_RUN := python3 python3-venv python3-dev gcc libvectorscan-dev nmap iputils-ping lm-sensors procps
 APT_TEST := $(APT_RUN) rsyslog logrotate systemd-journal-remote podman runc busybox-static \
-            fail2ban systemd iproute2 faketime
+            fail2ban systemd iproute2 faketime debootstrap
 PYTEST_ARGS ?=
 
 PREFIX ?= /opt/monitor-agent
@@ -100,6 +100,7 @@ install: apt-run
 	  id -u $(SERVICE_USER) >/dev/null 2>&1 || useradd --system --home-dir /var/lib/monitor-agent \
 	    --shell /usr/sbin/nologin $(SERVICE_USER); \
 	  chgrp $(SERVICE_USER) /etc/monitor-agent/env; \
+	  sh scripts/ping_group_range.sh $(SERVICE_USER); \
 	  if [ -d /run/systemd/system ]; then \
 	    systemctl daemon-reload && systemctl enable --now monitor-agent.service && \
 	    echo "installed and started: journalctl -u monitor-agent -f"; \
