@@ -59,6 +59,13 @@ def test_recap_uses_the_llm_summary_when_it_answers_and_the_plain_one_otherwise(
     assert plain["summary_by"] == "plain" and plain["summary"]
 
 
+def _join_abandoned() -> None:
+    """Wait for the summary calls a test abandoned, so no later test sees their threads end."""
+    for thread in threading.enumerate():
+        if thread.name == "recap-summary":
+            thread.join(30)
+
+
 class _Recorder:
     """A notifier that records what it was asked to send."""
 
@@ -85,7 +92,8 @@ def test_a_stop_during_a_hung_summary_queues_the_plain_recap_once_and_sends_noth
     try:
         ids = run_due(store, settings, {"discord": notifier}, lambda: now, stop)
     finally:
-        hung.close()
+        hung.close()          # the abandoned request then fails
+        _join_abandoned()
     assert time.monotonic() - t0 < 30.0           # not the client's 60 s
     assert hung.requests.is_set() and len(ids) == 1 and notifier.sent == []
     (due,) = store.due_messages(now + 1)          # queued with the plain summary, still due
@@ -106,5 +114,6 @@ def test_a_summary_past_its_bound_gives_the_plain_recap(make_settings, store: St
         written = build(store, settings, time.time(), llm_summariser(settings))
     finally:
         release.set()
+        _join_abandoned()
     assert time.monotonic() - t0 < 30.0           # the call was left, not waited for (60 s)
     assert written["summary_by"] == "plain" and written["summary"]

@@ -88,7 +88,7 @@ def test_repeated_timeouts_leave_no_threads_and_no_processes(tmp_path: Path) -> 
             run_command([str(script)], 0.5)
         assert time.monotonic() - t0 < CALL_BOUND_S
         assert reap(marker) == []
-    assert threading.active_count() == threads
+    assert threading.active_count() == threads, threading.enumerate()
 
 
 def test_output_is_read_up_to_a_cap_then_the_command_is_stopped() -> None:
