@@ -3,6 +3,10 @@
 Queued exactly once per day: the outbox inserts and the ``recaps`` row commit in one transaction,
 so a restart neither loses nor repeats it; a recap missed while the agent was down is queued on
 start within RECAP_GRACE_HOURS. Delivery goes through the same outbox as alerts.
+
+The LLM summary is the one network call made while building: it runs bounded (core.bounded), so a
+hung Ollama neither holds the loop past its timeout nor delays a stop. A stop during it queues the
+recap with the plain summary (same transaction, so still once) and leaves it due in the outbox.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from typing import Any, Callable, Mapping, Sequence
 from alerts import chart
 from alerts.channels import accepts, make_notifiers
 from alerts.outbox import Notifier, deliver_due
+from core.bounded import Stopped, run_bounded
 from core.model import Severity
 from core.settings import Settings
 from core.untrusted import for_terminal
@@ -29,6 +34,7 @@ log = logging.getLogger(__name__)
 WINDOW_S = 86400.0
 MAX_GROUPS = 20
 MAX_METRICS = 15
+SUMMARY_GRACE_S = 5.0   # beyond the Ollama client's own timeout, before the plain summary is used
 Summariser = Callable[[str], "str | None"]
 
 
@@ -149,6 +155,9 @@ def build(store: Store, settings: Settings, now: float,
         facts = "\n".join([summary, *finding_lines, *metrics])
         try:
             written = summariser(facts)
+        except Stopped:  # queued all the same (plain): it then stays due, sent after the restart
+            log.info("the LLM summary of the recap was abandoned on stop; the plain one is used")
+            written = None
         except Exception as err:  # noqa: BLE001 - the LLM must never cost the recap
             log.warning("the LLM summary failed, using the plain one: %s", err)
             written = None
@@ -195,25 +204,37 @@ def queue(store: Store, settings: Settings, channels: Sequence[str], payload: Ma
     return ids
 
 
-def llm_summariser(settings: Settings) -> Summariser:
-    """The LLM's summary (``analysis.ollama_judge.summarise``); None from it means the plain one."""
+def llm_summariser(settings: Settings, stop: threading.Event | None = None,
+                   heartbeat: Callable[[], None] = lambda: None) -> Summariser:
+    """The LLM's summary (``analysis.ollama_judge.summarise``) within OLLAMA_TIMEOUT_SECONDS plus
+    a grace, whatever the client does; None means the plain one; Stopped when ``stop`` is set."""
     from analysis.ollama_judge import summarise  # noqa: PLC0415 - imports the ollama client
 
-    return lambda facts: summarise(settings, facts)
+    limit = settings.OLLAMA_TIMEOUT_SECONDS + SUMMARY_GRACE_S
+
+    def bounded(facts: str) -> str | None:
+        finished, text = run_bounded(lambda: summarise(settings, facts), limit, stop, heartbeat,
+                                     name="recap-summary")
+        if not finished:
+            log.warning("no LLM summary for the recap within %.0f s; the plain one is used", limit)
+        return text if finished else None
+
+    return bounded
 
 
 def run_due(store: Store, settings: Settings, notifiers: Mapping[str, Notifier],
-            clock: Callable[[], float] = time.time, stop: threading.Event | None = None
-            ) -> list[int]:
+            clock: Callable[[], float] = time.time, stop: threading.Event | None = None,
+            heartbeat: Callable[[], None] = lambda: None) -> list[int]:
     """Queue and try to deliver today's recap when it is due (called after each cycle)."""
     now = clock()
     day = recap_due(store, settings, now)
     if day is None:
         return []
-    payload = build(store, settings, now, llm_summariser(settings))
+    payload = build(store, settings, now, llm_summariser(settings, stop, heartbeat))
     ids = queue(store, settings, list(notifiers), payload, now, day)
     log.info("daily recap for %s queued (%d message(s))", day, len(ids))
-    deliver_due(store, notifiers, clock(), settings.ALERT_RETRY_MAX_SECONDS, clock, stop=stop)
+    deliver_due(store, notifiers, clock(), settings.ALERT_RETRY_MAX_SECONDS, clock, stop=stop,
+                heartbeat=heartbeat)
     return ids
 
 

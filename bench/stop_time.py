@@ -3,7 +3,8 @@
 Each scenario starts the real agent loop (`monitor_agent.py`) on a fresh store with one watched
 process missing (a high finding every cycle), waits until the hang is reached, sends SIGTERM and
 times the exit: a Discord webhook, Home Assistant and Ollama that accept the request and never
-answer (loopback servers), and a `ping` that hangs with a child holding its output open.
+answer (loopback servers), Ollama hung while the daily recap asks it for its summary, and a
+`ping` that hangs with a child holding its output open.
 Writes bench/results/stop_time.json.
 """
 from __future__ import annotations
@@ -48,6 +49,11 @@ def scenario(folder: Path, name: str) -> tuple[dict[str, str], Callable[[], bool
     elif name == "hung Home Assistant":
         env.update(MONITOR_HOME_ASSISTANT_URL=server.url, MONITOR_HOME_ASSISTANT_TOKEN="token",
                    MONITOR_GOOGLE_HOME_SPEAKER_ID="media_player.kitchen")
+    elif name == "hung Ollama (recap summary)":
+        due_at = time.time() - 60              # today's recap slot passed a minute ago, no finding
+        env.update(MONITOR_OLLAMA_HOST=server.url, MONITOR_OLLAMA_TIMEOUT_SECONDS="60", TZ="UTC",
+                   MONITOR_PROCESSES_TO_MONITOR="",
+                   MONITOR_DAILY_RECAP_TIME=time.strftime("%H:%M", time.gmtime(due_at)))
     else:
         env.update(MONITOR_OLLAMA_HOST=server.url, MONITOR_OLLAMA_TIMEOUT_SECONDS="60")
     return env, server.requests.is_set, server.close
@@ -60,7 +66,7 @@ def stop_time(name: str) -> float:
         extra, reached, cleanup = scenario(folder, name)
         env = {"PATH": os.environ["PATH"], "HOME": tmp, "MONITOR_DATA_DIR": str(folder / "data"),
                "MONITOR_PROCESSES_TO_MONITOR": unique_name(), "MONITOR_INTERVAL_SECONDS": "300",
-               **extra}
+               **extra}    # a scenario may clear the watched process (no finding, no verdict)
         proc = subprocess.Popen([sys.executable, str(ROOT / "monitor_agent.py")], cwd=ROOT,
                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
@@ -83,7 +89,8 @@ def stop_time(name: str) -> float:
 
 def main() -> int:
     """Measure every scenario; 1 if any broke the 2 s promise."""
-    names = ["hung Discord", "hung Home Assistant", "hung Ollama", "hung child (ping)"]
+    names = ["hung Discord", "hung Home Assistant", "hung Ollama", "hung Ollama (recap summary)",
+             "hung child (ping)"]
     figures = {}
     for name in names:
         figures[name] = round(stop_time(name), 3)

@@ -38,15 +38,23 @@ def kill_group(proc: subprocess.Popen) -> None:
 
     The group, not the pid: a hung command's child that holds the output pipe open would
     otherwise outlive it, keep the read waiting forever and stay behind as an orphan."""
+    _killpg(proc)
+    _reap(proc, KILL_WAIT_S)
+
+
+def _killpg(proc: subprocess.Popen) -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass     # the group is gone (or its last member is a zombie we are about to reap)
+
+
+def _reap(proc: subprocess.Popen, wait_s: float) -> None:
     try:
-        proc.wait(KILL_WAIT_S)
+        proc.wait(max(0.0, wait_s))
     except subprocess.TimeoutExpired:
-        log.warning("command %s (pid %d) survived SIGKILL for %g s", proc.args, proc.pid,
-                    KILL_WAIT_S)
+        log.warning("command %s (pid %d) still runs after SIGKILL (stuck in the kernel?); "
+                    "not waited for longer", proc.args, proc.pid)
 
 
 def _read_bounded(proc: subprocess.Popen, name: str, timeout_s: float, max_output: int
@@ -136,8 +144,11 @@ def kill_children() -> int:
     shutdown); how many were running."""
     with _children_lock:
         running = [p for p in _children if p.poll() is None]
+    for proc in running:   # every group first, then one shared wait: a stop is not held by
+        _killpg(proc)      # KILL_WAIT_S per command stuck in the kernel (D state: sensors, nvidia-smi)
+    deadline = time.monotonic() + KILL_WAIT_S
     for proc in running:
-        kill_group(proc)
+        _reap(proc, deadline - time.monotonic())
     return len(running)
 
 

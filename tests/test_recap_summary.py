@@ -1,12 +1,15 @@
 """The recap's LLM summary: asked of a loopback Ollama, data kept inert, the plain one on failure."""
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
-from alerts.recap import build, llm_summariser
+from alerts import recap
+from alerts.recap import build, llm_summariser, run_due
 from analysis.ollama_judge import summarise
 from data_storage import Store
+from tests.fakes.hung import HungServer
 from tests.fakes.ollama_server import SERVER_ERROR, FakeOllama
 from tests.ha_server import free_port
 
@@ -54,3 +57,63 @@ def test_recap_uses_the_llm_summary_when_it_answers_and_the_plain_one_otherwise(
     down = make_settings(OLLAMA_HOST=f"http://127.0.0.1:{free_port()}")
     plain = build(store, down, now, llm_summariser(down))
     assert plain["summary_by"] == "plain" and plain["summary"]
+
+
+def _join_abandoned() -> None:
+    """Wait for the summary calls a test abandoned, so no later test sees their threads end."""
+    for thread in threading.enumerate():
+        if thread.name == "recap-summary":
+            thread.join(30)
+
+
+class _Recorder:
+    """A notifier that records what it was asked to send."""
+
+    channel = "discord"
+
+    def __init__(self) -> None:
+        self.sent: list[Any] = []
+
+    def send(self, message: Any, now: float) -> None:
+        self.sent.append(message)
+
+
+def test_a_stop_during_a_hung_summary_queues_the_plain_recap_once_and_sends_nothing(
+        make_settings, store: Store) -> None:
+    hung = HungServer()
+    settings = make_settings(OLLAMA_HOST=hung.url, OLLAMA_TIMEOUT_SECONDS=60.0,
+                             DAILY_RECAP_TIME="00:00", RECAP_GRACE_HOURS=24)
+    stop = threading.Event()
+    hung_at = threading.Thread(target=lambda: hung.requests.wait(30) and stop.set(), daemon=True)
+    hung_at.start()
+    notifier = _Recorder()
+    now = time.time()
+    t0 = time.monotonic()
+    try:
+        ids = run_due(store, settings, {"discord": notifier}, lambda: now, stop)
+    finally:
+        hung.close()          # the abandoned request then fails
+        _join_abandoned()
+    assert time.monotonic() - t0 < 30.0           # not the client's 60 s
+    assert hung.requests.is_set() and len(ids) == 1 and notifier.sent == []
+    (due,) = store.due_messages(now + 1)          # queued with the plain summary, still due
+    assert due.purpose == "recap" and due.payload["summary_by"] == "plain"
+    assert run_due(store, settings, {"discord": notifier}, lambda: now + 60) == []  # day marked
+
+
+def test_a_summary_past_its_bound_gives_the_plain_recap(make_settings, store: Store,
+                                                         monkeypatch) -> None:
+    import analysis.ollama_judge as judge
+
+    release = threading.Event()
+    monkeypatch.setattr(judge, "summarise", lambda settings, facts: release.wait(60) and "late")
+    monkeypatch.setattr(recap, "SUMMARY_GRACE_S", 0.0)
+    settings = make_settings(OLLAMA_TIMEOUT_SECONDS=0.2)
+    t0 = time.monotonic()
+    try:
+        written = build(store, settings, time.time(), llm_summariser(settings))
+    finally:
+        release.set()
+        _join_abandoned()
+    assert time.monotonic() - t0 < 30.0           # the call was left, not waited for (60 s)
+    assert written["summary_by"] == "plain" and written["summary"]

@@ -88,7 +88,7 @@ def test_repeated_timeouts_leave_no_threads_and_no_processes(tmp_path: Path) -> 
             run_command([str(script)], 0.5)
         assert time.monotonic() - t0 < CALL_BOUND_S
         assert reap(marker) == []
-    assert threading.active_count() == threads
+    assert threading.active_count() == threads, threading.enumerate()
 
 
 def test_output_is_read_up_to_a_cap_then_the_command_is_stopped() -> None:
@@ -118,3 +118,26 @@ def test_stop_kills_a_running_command_with_its_children(tmp_path: Path) -> None:
     assert not worker.is_alive()                  # the read ended: the pipe's writers died
     assert box["done"].returncode == -signal.SIGKILL
     assert reap(marker) == []
+
+
+STUCK = 5                 # commands that outlive SIGKILL (a read stuck in the kernel, D state)
+
+
+def test_stop_waits_once_for_commands_stuck_in_the_kernel_not_once_each(monkeypatch) -> None:
+    """Before, each command left running cost KILL_WAIT_S (2 s) in turn, so five stuck ones
+    held a stop for 10 s; now every group is signalled first and one shared wait follows."""
+    import core.context as context
+
+    procs = [context.start_background(["sleep", "1000"]) for _ in range(STUCK)]
+    monkeypatch.setattr(context.os, "killpg", lambda pid, sig: None)   # SIGKILL does not take
+    t0 = time.monotonic()
+    try:
+        assert kill_children() == STUCK
+        took = time.monotonic() - t0
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+            context.release_child(proc)
+    assert all(proc.returncode == -signal.SIGKILL for proc in procs)  # none had died before
+    assert took < context.KILL_WAIT_S * (STUCK - 2), f"{took:.1f} s for {STUCK} stuck commands"
