@@ -174,6 +174,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         settings = load_settings(args.config)
+        from core.cycle import check_fits
+
+        check_fits(settings)  # a cycle that cannot fit its interval is a settings error
     except ConfigError as err:
         print(f"configuration error: {err}", file=sys.stderr)
         return EXIT_CONFIG

@@ -18,7 +18,7 @@ from analysis.known_issues import KnownIssues, KnownMatch, load_known_issues, re
 from core.context import CollectContext, DetectContext
 from core.model import CollectorStatus, CollectResult, Finding, Sample, Verdict, max_severity
 from core.redact import redact
-from core.settings import Settings
+from core.settings import Settings, check_cycle_fits
 from data_storage import Store
 
 log = logging.getLogger(__name__)
@@ -208,7 +208,7 @@ class Agent:
                dctx: DetectContext) -> Verdict:
         if not findings and not self.settings.ALWAYS_ASK_LLM:
             return rules_verdict(findings)
-        limit = self.settings.OLLAMA_TIMEOUT_SECONDS * 2 + JUDGE_GRACE_S
+        limit = judge_limit_s(self.settings)
         try:
             finished, verdict = _bounded(lambda: self.judge.judge(findings, observations, dctx),
                                          limit, self.stop, self.heartbeat)
@@ -353,6 +353,27 @@ class Agent:
                              self.settings.HISTORY_RETENTION_DAYS)
         except Exception as err:  # noqa: BLE001 - bookkeeping must not fail a committed cycle
             log.warning("cycle bookkeeping failed: %s", _error_text(err))
+
+
+def judge_limit_s(settings: Settings) -> float:
+    """How long a cycle waits for the judge before the rules decide."""
+    return settings.OLLAMA_TIMEOUT_SECONDS * 2 + JUDGE_GRACE_S
+
+
+def collector_bounds(settings: Settings) -> dict[str, float]:
+    """Each enabled collector's time bound in a cycle (one that cannot load takes no time)."""
+    bounds: dict[str, float] = {}
+    for name in settings.COLLECTORS:
+        try:
+            bounds[name] = float(collectors.load(name).timeout_s(settings))
+        except collectors.CollectorUnavailable:
+            continue  # reported as failed at once by every cycle
+    return bounds
+
+
+def check_fits(settings: Settings) -> None:
+    """ConfigError when the worst cycle of these settings is longer than their interval."""
+    check_cycle_fits(settings, collector_bounds(settings), judge_limit_s(settings))
 
 
 def _chosen(decisions: list[Decision], purpose: str) -> list[Decision]:

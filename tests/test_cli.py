@@ -64,7 +64,7 @@ def test_test_mode_runs_one_cycle(tmp_path: Path) -> None:
 def test_signal_stops_the_loop_within_two_seconds_with_a_sound_store(
         tmp_path: Path, signum: int) -> None:
     proc = subprocess.Popen([sys.executable, str(ROOT / "monitor_agent.py")], cwd=ROOT,
-                            env=agent_env(tmp_path, MONITOR_INTERVAL_SECONDS="10",
+                            env=agent_env(tmp_path, MONITOR_INTERVAL_SECONDS="30", OLLAMA_TIMEOUT_SECONDS="5",
                                           PROCESSES_TO_MONITOR=unique_name()),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     db = tmp_path / "data" / "monitor.db"

@@ -68,7 +68,7 @@ def test_the_agent_loop_notifies_ready_status_watchdog_and_stopping(
     env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "NOTIFY_SOCKET": str(path),
            "WATCHDOG_USEC": "400000", "MONITOR_DATA_DIR": str(tmp_path / "data"),
            "MONITOR_COLLECTORS": "processes", "MONITOR_PROCESSES_TO_MONITOR": unique_name(),
-           "MONITOR_INTERVAL_SECONDS": "10"}
+           "MONITOR_INTERVAL_SECONDS": "30", "MONITOR_OLLAMA_TIMEOUT_SECONDS": "5"}
     proc = subprocess.Popen([sys.executable, str(ROOT / "monitor_agent.py")], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
