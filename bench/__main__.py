@@ -24,6 +24,8 @@ BENCHMARKS: dict[str, str] = {
     "auth_ingest": "auth.log extraction on 1 GiB against grep -c and fail2ban-regex",
     "auth_phases": "auth.log extraction's time by phase, with and without the malloc tuning",
     "time_to_alert": "loop mode: a login after a brute force written to auth.log -> Discord",
+    "delivery_window": "the double window of one delivery and the cost of marking its start",
+    "stop_latency": "loop mode: SIGTERM after a committed cycle -> the process has exited",
 }
 
 
