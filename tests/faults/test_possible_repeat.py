@@ -2,7 +2,8 @@
 
 The agent used to die now and then between Discord posting a message and the outbox marking it
 sent (a SIGKILL with a slow Discord doubled 8 of 23 alerts), and the re-sent copy looked like a
-new alert. Now the outbox records "attempt started" durably before the network call; a message
+new alert. Here the fake Discord holds a killed run's POST (posting it, answering late) so the
+kill always lands inside the window, whatever the load. Now the outbox records "attempt started" durably before the network call; a message
 found with an attempt started and no outcome is re-sent with "(possible repeat ...)" in the text
 the operator sees (Discord content, console line, Home Assistant sentence). A read timeout (the
 POST went out, no answer came) counts as an unknown outcome too.
@@ -34,7 +35,7 @@ from tests.procs import unique_name
 
 pytestmark = pytest.mark.faults
 
-SLOW_S = 1.0          # the fake Discord posts, then answers this late: the window we kill in
+HOLD_S = 15.0         # a killed run's POST: Discord posts it, but answers only this late
 RUNS = 8              # agent runs; every other one is killed while its POST is in flight
 WAIT_S = 120.0        # for an agent run to reach Discord or to end, even on a loaded machine
 NOW = 1_800_000_000.0
@@ -110,7 +111,7 @@ def test_a_read_timeout_makes_the_retry_a_possible_repeat(make_settings: Any) ->
                            payload=_payload("process nginx is not running"), now=NOW,
                            dedupe_key="x")
             # Discord posts the message but answers after the client's timeout (0.2 s)
-            discord.script = [Reply(200, delay_s=1.0)]
+            discord.script = [Reply(200, delay_s=10.0)]   # far past 0.2 s, on any load
             notifiers = {"discord": DiscordNotifier(settings, timeout_s=0.2)}
             [first] = deliver_due(store, notifiers, NOW, 60)
             assert first.status == "queued" and "did not answer" in (first.error or "")
@@ -143,7 +144,6 @@ def test_sigkill_during_a_slow_delivery_loses_nothing_and_marks_each_double(
     names: list[str] = []
     killed = 0
     with FakeDiscord() as discord:
-        discord.default = Reply(200, delay_s=SLOW_S)
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path),
                "MONITOR_DATA_DIR": str(tmp_path / "data"), "MONITOR_COLLECTORS": "processes",
                "MONITOR_DISCORD_WEBHOOK_URL": discord.url,
@@ -153,11 +153,14 @@ def test_sigkill_during_a_slow_delivery_loses_nothing_and_marks_each_double(
                 names.append(unique_name("never-runs"))   # a new high finding, a new alert
             env["MONITOR_PROCESSES_TO_MONITOR"] = ",".join(names)
             before = discord.requests
+            kill = run % 2 == 0 and run < RUNS
+            # the held answer leaves the kill all the time it needs, on any load
+            discord.script = [Reply(200, delay_s=HOLD_S)] if kill else []
             proc = subprocess.Popen([sys.executable, str(ROOT / "monitor_agent.py"), "--once"],
                                     cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                                     stderr=subprocess.PIPE, text=True)
             try:
-                if run % 2 == 0 and run < RUNS:
+                if kill:
                     deadline = time.monotonic() + WAIT_S
                     while discord.requests == before and time.monotonic() < deadline:
                         assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
@@ -170,9 +173,9 @@ def test_sigkill_during_a_slow_delivery_loses_nothing_and_marks_each_double(
                 if proc.poll() is None:
                     proc.kill()
                     proc.wait()
-            if run % 2 or run == RUNS:
+            if not kill:
                 assert proc.returncode == 0, err
-        deadline = time.monotonic() + WAIT_S               # the last killed POST lands too
+        deadline = time.monotonic() + WAIT_S               # the held POSTs land too
         while len(discord.accepted) < discord.requests and time.monotonic() < deadline:
             time.sleep(0.05)
         copies: dict[tuple[str, ...], list[str]] = defaultdict(list)
@@ -189,8 +192,7 @@ def test_sigkill_during_a_slow_delivery_loses_nothing_and_marks_each_double(
     assert len(copies) == len(stored) == RUNS                         # nothing lost
     doubled = {k: v for k, v in copies.items() if len(v) > 1}
     assert len(doubled) == killed                                     # each kill: one double
-    for contents in copies.values():
-        assert "possible repeat" not in contents[0]
-        assert all("possible repeat" in c for c in contents[1:]), contents
+    for contents in copies.values():   # the held original may land after its repeat
+        assert sum("possible repeat" not in c for c in contents) == 1, contents
     print(f"\npossible repeat: {RUNS} alerts, {killed} runs killed mid-POST, "
-          f"{len(doubled)} doubled, every second copy marked")
+          f"{len(doubled)} doubled, each double's other copy marked")
