@@ -7,14 +7,14 @@ BIN := $(VENV)/bin
 # Debian packages: what the agent uses at run time, and the real parts the tests drive.
 APT_RUN := python3 python3-venv python3-dev gcc libvectorscan-dev nmap iputils-ping lm-sensors procps
 APT_TEST := $(APT_RUN) rsyslog logrotate systemd-journal-remote podman runc busybox-static \
-            fail2ban systemd iproute2 faketime debootstrap
+            fail2ban systemd iproute2 faketime debootstrap stress-ng
 PYTEST_ARGS ?=
 
 PREFIX ?= /opt/monitor-agent
 DESTDIR ?=
 SERVICE_USER ?= monitor-agent
 
-.PHONY: run test bench faults fuzz install apt-run apt-test venv venv-dev ha-venv native clean
+.PHONY: run test test-under-load bench faults fuzz install apt-run apt-test venv venv-dev ha-venv native clean
 
 define apt_install
 	@if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
@@ -67,6 +67,15 @@ run: apt-run venv
 	$(BIN)/python monitor_agent.py --once
 
 test: apt-test venv-dev ha-venv
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The whole suite with `stress-ng --cpu 6` beside it (CI's shared 2-core machine, and worse): no
+# test may lean on wall-clock speed. stress-ng is stopped by its own pid; pytest's code is returned.
+STRESS_CPUS ?= 6
+test-under-load: apt-test venv-dev ha-venv
+	@stress-ng --cpu $(STRESS_CPUS) --quiet & pid=$$!; \
+	trap 'kill -TERM '$$pid' 2>/dev/null; wait '$$pid' 2>/dev/null' EXIT; \
+	echo "stress-ng --cpu $(STRESS_CPUS) running as pid $$pid"; \
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 faults: apt-test venv-dev

@@ -60,6 +60,7 @@ class OutboxMessage:
     payload: Mapping[str, Any]
     attempts: int
     status: str
+    possible_repeat: bool = False   # an earlier attempt started and its outcome is unknown
 
 
 class Store:
@@ -248,10 +249,10 @@ class Store:
         """Queued outbox messages whose next attempt is due, oldest first."""
         cur = self._conn.execute(
             "SELECT id, created_at, channel, purpose, fingerprint, severity, payload, attempts, "
-            "status FROM outbox WHERE status = 'queued' AND next_attempt_at <= ? ORDER BY id "
-            "LIMIT ?", (now, limit))
-        return [OutboxMessage(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7], r[8])
-                for r in cur]
+            "status, possible_repeat OR attempt_started_at IS NOT NULL FROM outbox "
+            "WHERE status = 'queued' AND next_attempt_at <= ? ORDER BY id LIMIT ?", (now, limit))
+        return [OutboxMessage(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), r[7], r[8],
+                              bool(r[9])) for r in cur]
 
     @_reading
     def outbox_counts(self) -> dict[str, int]:
@@ -278,18 +279,28 @@ class Store:
 
     # -- outbox updates (outside a cycle's transaction: one per delivery attempt) -----------------
 
+    def mark_started(self, message_id: int, now: float) -> None:
+        """Record, durably, that an attempt is about to start (an attempt left open is a repeat)."""
+        with self._tx() as conn:
+            conn.execute("UPDATE outbox SET possible_repeat = (possible_repeat OR "
+                         "attempt_started_at IS NOT NULL), attempt_started_at=? WHERE id=?",
+                         (now, message_id))
+
     def mark_sent(self, message_id: int, now: float) -> None:
         """Record that a message was delivered."""
         with self._tx() as conn:
             conn.execute("UPDATE outbox SET status='sent', sent_at=?, attempts=attempts+1, "
-                         "last_error=NULL WHERE id=?", (now, message_id))
+                         "last_error=NULL, attempt_started_at=NULL WHERE id=?", (now, message_id))
 
-    def mark_retry(self, message_id: int, next_at: float, error: str, give_up: bool = False) -> None:
+    def mark_retry(self, message_id: int, next_at: float, error: str, give_up: bool = False,
+                   possible_repeat: bool = False) -> None:
         """Record a failed attempt and when to try again (or that it failed for good)."""
         with self._tx() as conn:
             conn.execute("UPDATE outbox SET status=?, attempts=attempts+1, next_attempt_at=?, "
-                         "last_error=? WHERE id=?",
-                         ("failed" if give_up else "queued", next_at, error[:500], message_id))
+                         "last_error=?, attempt_started_at=NULL, "
+                         "possible_repeat = (possible_repeat OR ?) WHERE id=?",
+                         ("failed" if give_up else "queued", next_at, error[:500],
+                          int(possible_repeat), message_id))
 
     def trim(self, now: float, retention_days: int) -> int:
         """Delete samples, finding events and old cycles/outbox rows past retention; rows deleted."""

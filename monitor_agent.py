@@ -217,6 +217,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(args.config, allow_unsafe_files=args.allow_unsafe_files)
         trust.check_folder(settings.DATA_DIR, "DATA_DIR", relaxed=settings.ALLOW_UNSAFE_FILES)
+        from core.cycle import check_fits
+
+        check_fits(settings)  # a cycle that cannot fit its interval is a settings error
     except ConfigError as err:  # also an unsafe config file or data folder (UnsafeFileError)
         print(f"configuration error: {err}", file=sys.stderr)
         return EXIT_CONFIG

@@ -9,6 +9,7 @@ from core.untrusted import for_terminal
 from data_storage import OutboxMessage
 
 LATE_AFTER_S = 120.0
+REPEAT_NOTE = " (possible repeat: an earlier attempt was cut off before it was confirmed)"
 MARK = {"high": "!!", "medium": "! ", "low": ". ", "none": "  "}
 
 
@@ -18,6 +19,11 @@ def late_note(created_at: float, now: float) -> str:
     if waited < LATE_AFTER_S:
         return ""
     return f" (late: queued {waited / 60:.0f} min ago, at {time.strftime('%H:%M', time.localtime(created_at))})"
+
+
+def delivery_note(message: OutboxMessage, now: float) -> str:
+    """What the operator must know about this delivery: late, and/or possibly sent before."""
+    return late_note(message.created_at, now) + (REPEAT_NOTE if message.possible_repeat else "")
 
 
 def render(payload: Mapping[str, Any], late: str = "") -> str:
@@ -47,5 +53,5 @@ class ConsoleNotifier:
     def send(self, message: OutboxMessage, now: float) -> None:
         """Print the message."""
         stream = self._stream or sys.stdout
-        stream.write(render(message.payload, late_note(message.created_at, now)) + "\n")
+        stream.write(render(message.payload, delivery_note(message, now)) + "\n")
         stream.flush()

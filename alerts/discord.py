@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping
 import requests
 from discord_webhook import DiscordWebhook
 
-from alerts.console import late_note
+from alerts.console import delivery_note
 from alerts.outbox import DeliveryError
 from alerts.text import ELLIPSIS, escape, inline, truncate
 from core.model import Severity
@@ -207,7 +207,7 @@ BODIES: dict[str, Callable[[Mapping[str, Any], str], dict[str, Any]]] = {
 
 def render(message: OutboxMessage, now: float) -> dict[str, Any]:
     """The JSON body of the webhook message for an outbox message."""
-    late = late_note(message.created_at, now)
+    late = delivery_note(message, now)
     return BODIES.get(message.purpose, alert_body)(message.payload, late)
 
 
@@ -238,8 +238,11 @@ class DiscordNotifier:
             # 502 or a plain-text 429 would raise) and logs bodies; we judge the answer ourselves.
             response = hook.api_post_request()
         # "from None": requests' exceptions quote the URL, whose path is the webhook's secret.
-        except requests.Timeout:
-            raise DeliveryError(f"Discord did not answer within {self._timeout_s:.0f} s") from None
+        except requests.Timeout as err:
+            # a read timeout comes after the POST went out: Discord may have posted it
+            raise DeliveryError(f"Discord did not answer within {self._timeout_s:.0f} s",
+                                outcome_unknown=not isinstance(err, requests.ConnectTimeout)
+                                ) from None
         except requests.RequestException as err:
             raise DeliveryError(f"Discord unreachable: {type(err).__name__}: "
                                 f"{redact(str(err))}") from None

@@ -27,7 +27,7 @@ PERMANENT = {400: "Home Assistant rejected the call (400): check HOME_ASSISTANT_
                   "that the TTS integration is set up"}
 
 
-def announcement(payload: Mapping[str, Any], late_s: float = 0.0) -> str:
+def announcement(payload: Mapping[str, Any], late_s: float = 0.0, repeat: bool = False) -> str:
     """A sentence made to be heard, e.g. "Alert on nas: 2 high findings. Process nginx is not running."."""
     items = list(payload.get("items", []))
     highs = [i for i in items if str(i.get("severity")) == Severity.HIGH.value]
@@ -37,6 +37,8 @@ def announcement(payload: Mapping[str, Any], late_s: float = 0.0) -> str:
     head = f"Alert on {host}: {count} {level}finding{'s' if count != 1 else ''}."
     if late_s >= LATE_AFTER_S:
         head = f"Late alert, from {late_s / 60:.0f} minutes ago. " + head
+    if repeat:
+        head = "Possibly a repeat. " + head
     first = (highs or items or [{}])[0]
     detail = speakable(first.get("summary", ""), SPOKEN_MAX)
     sentence = f"{head} {detail[:1].upper()}{detail[1:]}".strip()
@@ -70,12 +72,15 @@ class HomeAssistantNotifier:
 
     def send(self, message: OutboxMessage, now: float) -> None:
         """Speak the alert; 401/403/404/400 are permanent, 5xx and network errors are retried."""
-        url, body = self.request(announcement(message.payload, now - message.created_at))
+        url, body = self.request(announcement(message.payload, now - message.created_at,
+                                               message.possible_repeat))
         try:
             response = requests.post(url, json=body, timeout=self._timeout_s,
                                      headers={"Authorization": f"Bearer {self._token}"})
         except requests.Timeout as err:
-            raise DeliveryError(f"Home Assistant did not answer within {self._timeout_s:.0f} s"
+            # a read timeout comes after the call went out: the speaker may have said it
+            raise DeliveryError(f"Home Assistant did not answer within {self._timeout_s:.0f} s",
+                                outcome_unknown=not isinstance(err, requests.ConnectTimeout)
                                 ) from err
         except requests.RequestException as err:
             raise DeliveryError(f"Home Assistant unreachable: {type(err).__name__}: "

@@ -22,10 +22,11 @@ class DeliveryError(Exception):
     """A send failed; ``retry_after`` is the server's own wait, ``permanent`` means never retry."""
 
     def __init__(self, message: str, retry_after: float | None = None,
-                 permanent: bool = False) -> None:
+                 permanent: bool = False, outcome_unknown: bool = False) -> None:
         super().__init__(message)
         self.retry_after = retry_after
         self.permanent = permanent
+        self.outcome_unknown = outcome_unknown  # sent, then no answer: the retry may be a repeat
 
 
 class Notifier(Protocol):
@@ -79,6 +80,8 @@ def deliver_due(store: Store, notifiers: Mapping[str, Notifier], now: float, cap
             results.append(Delivery(message.id, message.channel, message.purpose,
                                     message.severity, "failed", error))
             continue
+        # durable before the network call: if we die mid-send, the next start says "possible repeat"
+        store.mark_started(message.id, clock() if clock else now)
         try:
             _send(notifier, message, now, stop, heartbeat, send_limit_s)
         except Stopped:
@@ -90,7 +93,8 @@ def deliver_due(store: Store, notifiers: Mapping[str, Notifier], now: float, cap
             error = redact(str(err))
             attempts = message.attempts + 1
             wait = err.retry_after if err.retry_after is not None else backoff_s(attempts, cap_s)
-            store.mark_retry(message.id, now + wait, error, give_up=err.permanent)
+            store.mark_retry(message.id, now + wait, error, give_up=err.permanent,
+                             possible_repeat=err.outcome_unknown)
             status = "failed" if err.permanent else "queued"
             log.warning("%s delivery of message %d failed (attempt %d), %s: %s", message.channel,
                         message.id, attempts,

@@ -22,6 +22,11 @@ KINDS = (
              "A watched container restarted since the last cycle",
              "A climbing restart count is a crash loop: read `docker logs NAME` from before the "
              "restart, check memory limits (OOMKilled) and the container's dependencies."),
+    KindSpec("docker_unreachable", "containers", Severity.HIGH, Severity.HIGH,
+             "Docker cannot be reached, so no watched container can be seen",
+             "The summary says why (no socket, permission denied, nothing listening, a hung "
+             "engine) and the fix: `systemctl status docker`, `journalctl -u docker`, restart "
+             "it; check DOCKER_HOST and the agent's access to the socket."),
 )
 
 
@@ -69,8 +74,20 @@ RULES: tuple[tuple[str, Callable[[str, Mapping[str, Any]], str | None], str, str
 _SPECS = {k.kind: k for k in KINDS}
 
 
+def _unreachable(facts: Mapping[str, Any]) -> Finding:
+    """One finding for the engine, naming every watched container it hides."""
+    spec = _SPECS["docker_unreachable"]
+    names = ", ".join(facts["containers"])
+    return Finding(source="containers", kind=spec.kind, key="engine", severity=spec.severity,
+                   floor=spec.floor,
+                   summary=f"Docker unreachable, the state of {names} is unknown: {facts['error']}",
+                   labels={"containers": names, "engine": str(facts["url"])})
+
+
 def detect(result: CollectResult, ctx: DetectContext) -> list[Finding]:
-    """One finding per watched container and rule that applies."""
+    """One finding per watched container and rule that applies, or one for an engine out of reach."""
+    if result.observations.get("unreachable"):
+        return [_unreachable(result.observations["unreachable"])]
     findings = []
     for name, facts in result.observations["watched"].items():
         for kind, rule, metric, field in RULES:

@@ -26,6 +26,7 @@ BENCHMARKS: dict[str, str] = {
     "time_to_alert": "loop mode: a login after a brute force written to auth.log -> Discord",
     "stop_time": "SIGTERM to exit while Discord, Home Assistant, Ollama or a child command hangs",
     "store_backup": "store safety on 30 days of history: quick_check at start, a verified backup",
+    "delivery_window": "the double window of one delivery and the cost of marking its start",
 }
 
 

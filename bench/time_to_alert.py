@@ -33,7 +33,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "time_to_alert.json"
-INTERVAL_S = 10            # the smallest MONITOR_INTERVAL_SECONDS core/settings.py accepts
+INTERVAL_S = 40            # the smallest interval core.cycle.check_fits accepts for auth_log's 30 s
+OLLAMA_TIMEOUT_S = 2       # bound and this judge (2 x 2 s + 5 s grace): 39 s
 START_TIMEOUT_S = 60.0     # the agent's start and first cycle
 STOP_TIMEOUT_S = 30.0
 POLL_S = 0.02
@@ -71,6 +72,7 @@ def agent_env(folder: Path, log: Path, ollama: str, discord: str) -> dict[str, s
         "MONITOR_DATA_DIR": str(folder / "data"), "MONITOR_COLLECTORS": "auth_log",
         "MONITOR_AUTH_LOG_PATH": str(log), "MONITOR_AUTH_LOG_BACKEND": "file",
         "MONITOR_INTERVAL_SECONDS": str(INTERVAL_S), "MONITOR_OLLAMA_HOST": ollama,
+        "MONITOR_OLLAMA_TIMEOUT_SECONDS": str(OLLAMA_TIMEOUT_S),
         "MONITOR_DISCORD_WEBHOOK_URL": discord, "MONITOR_HOME_ASSISTANT_URL": "",
         "MONITOR_METRICS_PORT": "0", "MONITOR_DAILY_RECAP_TIME": recap_time_far_from_now(),
         "MONITOR_KNOWN_ISSUES_PATH": str(folder / "known_issues.json"),

@@ -1,8 +1,10 @@
 """Watched containers through the Docker API (the ``docker`` SDK): state, health, restarts, OOM.
 
 The engine is DOCKER_HOST when set, else the DOCKER_HOST environment variable, else the default
-socket. No engine, no socket, or no permission on it is ``available=False`` with the fix in the
-note. A watched container that does not exist is reported, and counts as down.
+socket. No engine, no socket, no permission on it, or an engine that does not answer, is a note with
+the fix; with containers watched it is also an ``unreachable`` observation (their state is unknown,
+which the detector reports), with none watched the source is merely unavailable. A watched
+container that does not exist is reported, and counts as down.
 """
 from __future__ import annotations
 
@@ -29,6 +31,9 @@ _FIXES: tuple[tuple[type[OSError], str], ...] = (
                         "(`systemctl status docker`)? Set DOCKER_HOST if it listens elsewhere"),
     (ConnectionRefusedError, "nothing answers at {url}: start Docker (`systemctl start docker`) "
                              "or fix DOCKER_HOST"),
+    (TimeoutError, "the Docker API at {url} took the connection but gave no answer within "
+                   "{timeout} s: the engine is hung (`systemctl status docker`, `journalctl -u "
+                   "docker`); restart it"),
 )
 
 
@@ -63,9 +68,11 @@ def _causes(err: BaseException) -> list[BaseException]:
 def explain(err: BaseException, url: str) -> str:
     """Turn an SDK/requests failure into one sentence naming the fix."""
     causes = _causes(err)
+    if any(isinstance(c, requests.exceptions.Timeout) for c in causes):
+        causes.append(TimeoutError())  # requests' timeouts wrap urllib3's, not always the OSError
     for kind, text in _FIXES:
         if any(isinstance(c, kind) for c in causes):
-            return text.format(url=url)
+            return text.format(url=url, timeout=API_TIMEOUT_S)
     return f"cannot use the Docker API at {url}: {str(err)[:200]}"
 
 
@@ -133,24 +140,35 @@ def _inspector(client: docker.DockerClient) -> Callable[[str], Mapping[str, Any]
     return inspect
 
 
+def unreachable(ctx: CollectContext, url: str, note: str) -> CollectResult:
+    """The engine cannot tell us anything: with containers watched, that is itself an observation.
+
+    ``resolves=False``: what was open about a container stays open, since nobody can see it now.
+    """
+    names = ctx.settings.DOCKER_CONTAINERS_TO_MONITOR
+    observations: dict[str, Any] = {"engine": None, "watched": {}}
+    if names:
+        observations["unreachable"] = {"url": url, "error": note, "containers": list(names)}
+    # forget the negotiated version: the engine may come back as another release
+    return CollectResult(observations=observations, available=bool(names), note=note,
+                         state=dict(ctx.state, api=None), resolves=False)
+
+
 def collect(ctx: CollectContext) -> CollectResult:
-    """Inspect every watched container; the engine missing is unavailable, not an error."""
+    """Inspect every watched container; an engine out of reach is an observation, not an error."""
     url = engine_url(ctx.settings, os.environ)
     names = ctx.settings.DOCKER_CONTAINERS_TO_MONITOR
     known = ctx.state.get("api") or {}
     cached = known.get("version") if known.get("url") == url else None
     try:
-        client = connect(url, cached)
+        client = connect(url, cached, timeout=API_TIMEOUT_S)
     except EngineUnavailable as err:
-        # forget the negotiated version: the engine may come back as another release
-        return CollectResult(observations={"engine": None, "watched": {}}, available=False,
-                             note=str(err), state=dict(ctx.state, api=None))
+        return unreachable(ctx, url, str(err))
     try:
         listed = client.api.containers(all=True)
         watched, state = summarize(names, _inspector(client), ctx.state.get("restarts", {}))
     except (docker.errors.APIError, requests.exceptions.RequestException) as err:
-        return CollectResult(observations={"engine": None, "watched": {}}, available=False,
-                             note=explain(err, url), state=dict(ctx.state, api=None))
+        return unreachable(ctx, url, explain(err, url))
     finally:
         client.close()
     running = sum(1 for c in listed if c.get("State") == "running")

@@ -19,7 +19,7 @@ from core.bounded import Stopped, run_bounded
 from core.context import CollectContext, DetectContext
 from core.model import CollectorStatus, CollectResult, Finding, Sample, Verdict, max_severity
 from core.redact import redact
-from core.settings import Settings
+from core.settings import Settings, check_cycle_fits
 from core.store_backup import backup_if_due
 from data_storage import Store, StoreDamaged
 
@@ -67,14 +67,8 @@ def _bounded(fn: Callable[[], Any], timeout_s: float, stop: threading.Event,
 def cycle_budget_s(settings: Settings) -> float:
     """The longest a healthy cycle can take: the slowest collector (they run in parallel), the
     judge's bound, the deliveries' budget and the bookkeeping; past it the cycle is stuck."""
-    slowest = 0.0
-    for name in settings.COLLECTORS:
-        try:
-            slowest = max(slowest, float(collectors.load(name).timeout_s(settings)))
-        except Exception:  # noqa: BLE001 - a broken collector is reported by the cycle itself
-            continue
-    judge = settings.OLLAMA_TIMEOUT_SECONDS * 2 + JUDGE_GRACE_S
-    return slowest + judge + DELIVERY_BUDGET_S + BOOKKEEPING_S
+    slowest = max(collector_bounds(settings).values(), default=0.0)
+    return slowest + judge_limit_s(settings) + DELIVERY_BUDGET_S + BOOKKEEPING_S
 
 
 class Agent:
@@ -210,7 +204,7 @@ class Agent:
                dctx: DetectContext) -> Verdict:
         if not findings and not self.settings.ALWAYS_ASK_LLM:
             return rules_verdict(findings)
-        limit = self.settings.OLLAMA_TIMEOUT_SECONDS * 2 + JUDGE_GRACE_S
+        limit = judge_limit_s(self.settings)
         try:
             finished, verdict = _bounded(lambda: self.judge.judge(findings, observations, dctx),
                                          limit, self.stop, self.heartbeat)
@@ -359,6 +353,27 @@ class Agent:
             raise  # the live store failed its check: stop and say so rather than carry on
         except Exception as err:  # noqa: BLE001 - bookkeeping must not fail a committed cycle
             log.warning("cycle bookkeeping failed: %s", _error_text(err))
+
+
+def judge_limit_s(settings: Settings) -> float:
+    """How long a cycle waits for the judge before the rules decide."""
+    return settings.OLLAMA_TIMEOUT_SECONDS * 2 + JUDGE_GRACE_S
+
+
+def collector_bounds(settings: Settings) -> dict[str, float]:
+    """Each enabled collector's time bound in a cycle (one that cannot load takes no time)."""
+    bounds: dict[str, float] = {}
+    for name in settings.COLLECTORS:
+        try:
+            bounds[name] = float(collectors.load(name).timeout_s(settings))
+        except collectors.CollectorUnavailable:
+            continue  # reported as failed at once by every cycle
+    return bounds
+
+
+def check_fits(settings: Settings) -> None:
+    """ConfigError when the worst cycle of these settings is longer than their interval."""
+    check_cycle_fits(settings, collector_bounds(settings), judge_limit_s(settings))
 
 
 def _chosen(decisions: list[Decision], purpose: str) -> list[Decision]:

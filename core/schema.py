@@ -40,4 +40,10 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX cycles_started ON cycles (started_at);
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
+    # 2: a delivery whose outcome is unknown (the agent died mid-send) is re-sent as a possible
+    # repeat: attempt_started_at is set, durably, before the network call and cleared after it.
+    """
+    ALTER TABLE outbox ADD COLUMN attempt_started_at REAL;
+    ALTER TABLE outbox ADD COLUMN possible_repeat INTEGER NOT NULL DEFAULT 0;
+    """,
 )

@@ -355,3 +355,25 @@ def _describe(err: ValidationError) -> str:
             message += f" (got {item['input']!r})"
         lines.append(f"{name}: {message}")
     return "; ".join(lines)
+
+
+def check_cycle_fits(settings: Settings, collector_bounds: Mapping[str, float],
+                     judge_bound_s: float) -> None:
+    """ConfigError unless the slowest enabled collector plus the judge fit one interval.
+
+    The collectors run in parallel (each within its own bound), then the judge runs after them:
+    the worst cycle is the largest collector bound plus the judge's bound, no more and no less.
+    """
+    interval = settings.MONITOR_INTERVAL_SECONDS
+    slowest, collect_s = max(collector_bounds.items(), key=lambda kv: kv[1],
+                             default=("none", 0.0))
+    worst = collect_s + judge_bound_s
+    if worst <= interval:
+        return
+    raise ConfigError(
+        f"MONITOR_INTERVAL_SECONDS: {interval} s cannot hold one cycle, which may take "
+        f"{worst:.0f} s: the collectors run in parallel and the slowest, {slowest}, may take "
+        f"{collect_s:.0f} s; then the judge may take {judge_bound_s:.0f} s "
+        f"(OLLAMA_TIMEOUT_SECONDS {settings.OLLAMA_TIMEOUT_SECONDS:g} s, twice, plus grace). "
+        f"Raise MONITOR_INTERVAL_SECONDS to at least {int(-(-worst // 1))}, lower "
+        f"OLLAMA_TIMEOUT_SECONDS, or remove {slowest} from COLLECTORS")

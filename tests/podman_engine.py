@@ -98,7 +98,11 @@ class PodmanEngine:
         imported = self.podman("import", str(tarball), IMAGE)
         if imported.returncode != 0:
             raise EngineError(f"podman import failed: {imported.stderr.strip()}")
-        log = open(self.folder / "service.log", "wb")
+        return self.serve()
+
+    def serve(self) -> "PodmanEngine":
+        """Start the API service (again, after stop_service) and wait until its socket answers."""
+        log = open(self.folder / "service.log", "ab")
         # conmon inherits this working folder and writes its "oom" marker there: keep it in tmp.
         self.proc = subprocess.Popen(["podman", "system", "service", "--time=0", self.url],
                                      env=self.env, stdout=log, stderr=log,
@@ -112,6 +116,12 @@ class PodmanEngine:
                 return self
             time.sleep(0.05)
         raise EngineError(f"podman service did not answer within 30 s: {self.log_tail()}")
+
+    def stop_service(self) -> None:
+        """Stop only the API service, by its pid: containers keep running under conmon."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
 
     def _answers(self) -> bool:
         if not self.socket.exists():

@@ -192,9 +192,21 @@ def test_no_socket_is_unavailable_with_the_fix_and_the_cycle_goes_on(
                              DOCKER_CONTAINERS_TO_MONITOR=["web"])
     report = _agent(settings, store).run_cycle()
     status = report["collectors"]["containers"]
-    assert status["ok"] and not status["available"] and status["error"] is None
+    assert status["ok"] and status["error"] is None
     assert "no Docker socket" in status["note"] and "DOCKER_HOST" in status["note"]
-    assert report["collectors"]["processes"]["ok"] and report["findings"] == []
+    assert report["collectors"]["processes"]["ok"]
+    # a watched container nobody can see is a finding (tests/faults/test_docker_unreachable.py)
+    assert [(f["kind"], f["severity"]) for f in report["findings"]] == [
+        ("docker_unreachable", "high")]
+    assert "no Docker socket" in report["findings"][0]["summary"]
+
+
+def test_no_socket_with_nothing_watched_is_only_unavailable(make_settings: Any,
+                                                             tmp_path: Path) -> None:
+    settings = make_settings(DOCKER_HOST=f"unix://{tmp_path}/docker.sock")
+    result = collect(CollectContext(settings, time.time(), {}))
+    assert not result.available and "no Docker socket" in (result.note or "")
+    assert "unreachable" not in result.observations
 
 
 def test_nothing_listening_names_the_fix(make_settings: Any) -> None:
@@ -202,7 +214,8 @@ def test_nothing_listening_names_the_fix(make_settings: Any) -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # bound, not listening: connections are refused
         result = collect(_ctx(make_settings, f"tcp://127.0.0.1:{port}"))
-    assert not result.available and "nothing answers" in (result.note or "")
+    assert result.available and "nothing answers" in (result.note or "")
+    assert result.observations["unreachable"]["containers"] == ["web"]
 
 
 def test_permission_denied_names_the_docker_group(make_settings: Any, tmp_path: Path) -> None:

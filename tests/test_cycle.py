@@ -117,7 +117,7 @@ def test_an_overrunning_collector_times_out_and_does_not_pile_up(
     agent = make_agent(settings, store)
     t0 = time.monotonic()
     first = agent.run_cycle()
-    assert time.monotonic() - t0 < 3
+    assert time.monotonic() - t0 < 15  # 0.3 s expected; waiting for the collector: 30 s
     assert "timed out" in first["collectors"]["nmap"]["error"]
     second = agent.run_cycle()
     assert "still running" in second["collectors"]["nmap"]["error"]
@@ -142,7 +142,7 @@ def test_stop_mid_cycle_aborts_quickly_and_commits_nothing(
     t0 = time.monotonic()
     with pytest.raises(CycleAborted):
         agent.run_cycle()
-    assert time.monotonic() - t0 < 1.5
+    assert time.monotonic() - t0 < 10  # 0.3 s expected; waiting for the collector: 20 s
     assert store.baseline("processes.count") is None and store.last_cycle() is None
 
 

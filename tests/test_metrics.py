@@ -81,7 +81,7 @@ def test_the_running_agent_serves_metrics(tmp_path: Path) -> None:
     env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path),
            "MONITOR_DATA_DIR": str(tmp_path / "data"), "MONITOR_COLLECTORS": "processes",
            "MONITOR_PROCESSES_TO_MONITOR": unique_name(), "MONITOR_METRICS_PORT": str(port),
-           "MONITOR_INTERVAL_SECONDS": "10"}
+           "MONITOR_INTERVAL_SECONDS": "30", "MONITOR_OLLAMA_TIMEOUT_SECONDS": "5"}
     proc = subprocess.Popen([sys.executable, str(ROOT / "monitor_agent.py")], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -129,7 +129,7 @@ def test_a_ping_that_hangs_is_killed_within_the_bound(make_settings: Any) -> Non
 
     t0 = time.monotonic()
     result = ping.collect(_ctx(settings, hanging))
-    assert time.monotonic() - t0 < 1.5
+    assert time.monotonic() - t0 < 10.0  # 1 s expected; not killed: 30 s
     for r in result.observations["targets"].values():
         assert (r["ok"], r["loss_percent"]) == (False, 100.0)
         assert "did not finish" in r["error"]

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -30,10 +31,11 @@ def notify_socket(tmp_path: Path):
     sock.close()
 
 
-def drain(sock: socket.socket, seconds: float) -> list[str]:
-    messages = []
+def drain(sock: socket.socket, seconds: float,
+          enough: Callable[[list[str]], bool] = lambda messages: False) -> list[str]:
+    messages: list[str] = []
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not enough(messages):
         try:
             messages.append(sock.recv(4096).decode())
         except socket.timeout:
@@ -68,11 +70,14 @@ def test_the_agent_loop_notifies_ready_status_watchdog_and_stopping(
     env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "NOTIFY_SOCKET": str(path),
            "WATCHDOG_USEC": "400000", "MONITOR_DATA_DIR": str(tmp_path / "data"),
            "MONITOR_COLLECTORS": "processes", "MONITOR_PROCESSES_TO_MONITOR": unique_name(),
-           "MONITOR_INTERVAL_SECONDS": "10"}
+           "MONITOR_INTERVAL_SECONDS": "30", "MONITOR_OLLAMA_TIMEOUT_SECONDS": "5"}
     proc = subprocess.Popen([sys.executable, str(ROOT / "monitor_agent.py")], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        messages = drain(sock, 3.0)
+        # until the first cycle's status and five feeds after it: a loaded machine starts slowly
+        messages = drain(sock, 60.0, lambda got: any(m.startswith("STATUS=") for m in got)
+                         and got[[m.startswith("STATUS=") for m in got].index(True):].count(
+                             "WATCHDOG=1") >= 5)
         proc.send_signal(signal.SIGTERM)
         proc.wait(10)
         messages += drain(sock, 0.5)
