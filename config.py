@@ -9,6 +9,7 @@ EnvironmentFile), not in this file.
 TEST_MODE = False                      # True: run one cycle and exit (same as --once)
 MONITOR_INTERVAL_SECONDS = 300         # seconds between the starts of two cycles (>= 10)
 DATA_DIR = "./data"                    # folder of the SQLite store (monitor.db); created if missing
+COLLECTOR_TIMEOUT_SECONDS = 0.0       # cap on every collector's time in a cycle; 0: each one's own bound (syslog 90 s, processes 15 s ...)
 COLLECTORS = ["syslog", "auth_log", "sensors", "ping", "nmap", "processes", "containers", "llm_runtimes"]  # enabled collectors, by name
 HISTORY_RETENTION_DAYS = 30            # samples and finding history older than this are trimmed
 STORE_BACKUP_INTERVAL_HOURS = 24       # hours between two verified online backups of the store (DATA_DIR/backups)

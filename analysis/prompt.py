@@ -67,7 +67,7 @@ def estimate_tokens(text: str) -> int:
 def sanitise(text: Any, cap: int = MAX_DATA_CHARS, forbidden: str = "") -> str:
     """One line of inert text: core.untrusted's neutraliser, then mentions and chat-template
     tokens rewritten, the boundary removed, capped."""
-    value = neutralise(text)
+    value = neutralise(str(text)[: 8 * cap])  # the cap first: whatever the input, bounded work
     for pattern, replacement in _MENTIONS:
         value = pattern.sub(replacement, value)
     if forbidden:

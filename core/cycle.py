@@ -99,7 +99,7 @@ class Agent:
         try:
             module = collectors.load(name)
             ctx = CollectContext(self.settings, now, self.store.collector_state(name))
-            timeout = float(module.timeout_s(self.settings))
+            timeout = collector_bound(module, self.settings)
         except Exception as err:  # noqa: BLE001 - one broken collector degrades, never kills
             slot.status = CollectorStatus(False, _error_text(err), 0.0)
             slot.done.set()
@@ -360,12 +360,19 @@ def judge_limit_s(settings: Settings) -> float:
     return settings.OLLAMA_TIMEOUT_SECONDS * 2 + JUDGE_GRACE_S
 
 
+def collector_bound(module: Any, settings: Settings) -> float:
+    """A collector's time bound in a cycle: its own, capped by COLLECTOR_TIMEOUT_SECONDS if set."""
+    own = float(module.timeout_s(settings))
+    cap = settings.COLLECTOR_TIMEOUT_SECONDS
+    return min(own, cap) if cap > 0 else own
+
+
 def collector_bounds(settings: Settings) -> dict[str, float]:
     """Each enabled collector's time bound in a cycle (one that cannot load takes no time)."""
     bounds: dict[str, float] = {}
     for name in settings.COLLECTORS:
         try:
-            bounds[name] = float(collectors.load(name).timeout_s(settings))
+            bounds[name] = collector_bound(collectors.load(name), settings)
         except collectors.CollectorUnavailable:
             continue  # reported as failed at once by every cycle
     return bounds

@@ -69,6 +69,7 @@ class Settings(BaseModel):
     MONITOR_INTERVAL_SECONDS: int = Field(ge=10, le=86400)
     DATA_DIR: Path
     COLLECTORS: tuple[CollectorName, ...]
+    COLLECTOR_TIMEOUT_SECONDS: float = Field(ge=0, le=3600)
     HISTORY_RETENTION_DAYS: int = Field(ge=1, le=3650)
     STORE_BACKUP_INTERVAL_HOURS: int = Field(ge=1, le=8760)
     STORE_BACKUP_GENERATIONS: int = Field(ge=0, le=100)
@@ -376,4 +377,5 @@ def check_cycle_fits(settings: Settings, collector_bounds: Mapping[str, float],
         f"{collect_s:.0f} s; then the judge may take {judge_bound_s:.0f} s "
         f"(OLLAMA_TIMEOUT_SECONDS {settings.OLLAMA_TIMEOUT_SECONDS:g} s, twice, plus grace). "
         f"Raise MONITOR_INTERVAL_SECONDS to at least {int(-(-worst // 1))}, lower "
-        f"OLLAMA_TIMEOUT_SECONDS, or remove {slowest} from COLLECTORS")
+        f"OLLAMA_TIMEOUT_SECONDS, set COLLECTOR_TIMEOUT_SECONDS (a cap on every collector), "
+        f"or remove {slowest} from COLLECTORS")

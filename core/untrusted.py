@@ -31,9 +31,11 @@ _LINE_ENDS = re.compile(r"\r\n?")
 
 # Links: any scheme URL (Discord links http(s)://, <http(s)://...> and [text](http(s)://...);
 # terminals link more schemes), and the scheme-less forms clients still link or preview.
-# No word boundary and no length bound on the scheme: "xxhttps://" must not leave "https://". The
-# separators go first, on their own, so one URL's host can never swallow the next URL's scheme.
-_SCHEME = re.compile(r"(?i)([a-z0-9+.\-]+):[/\\]{2}")
+# No word boundary on the scheme: "xxhttps://" must not leave "https://" (the separator is what
+# is defanged, so a longer scheme run is still cut). Its length is bounded: unbounded, a long run of
+# scheme characters with no ":" after it costs quadratic time (300 kB of "x" from the LLM: minutes).
+# The separators go first, on their own, so one URL's host can never swallow the next URL's scheme.
+_SCHEME = re.compile(r"(?i)([a-z0-9+.\-]{1,64}):[/\\]{2}")
 _URL_HOST = re.compile(r"\[://\]([^\s/\\?#<>\[\]\"'`|]+)")
 _BARE_HOST = re.compile(r"(?i)\b(?:www\d{0,3}|ftp|discord(?:app)?)\.[a-z0-9\-.]*[a-z0-9]")
 _DEFANGED_SCHEMES = {"http": "hxxp", "https": "hxxps", "ftp": "fxp", "ftps": "fxps"}

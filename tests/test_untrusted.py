@@ -298,3 +298,21 @@ def test_recap_lines_are_neutralised_when_built(store: Store, make_settings) -> 
     assert_inert("recap", text, True, False)
     assert text.count("hxxps[://]evil[.]example/a") == 2      # the LLM summary and the example
     assert not any(line.lstrip().startswith("FAKE") for line in text.splitlines())
+
+
+def test_the_neutraliser_is_linear_on_long_runs_without_a_separator() -> None:
+    """300 kB of scheme characters (an LLM's garbage answer) took minutes with an unbounded scheme
+    (each start re-scanned the run); the bound is several hundred times the ~0.3 s it takes now."""
+    import time
+
+    from analysis.prompt import sanitise
+    from core.untrusted import neutralise
+
+    for text in ("x" * 300_000, "a+b." * 75_000, "x" * 299_990 + "https://a.example/"):
+        t0 = time.monotonic()
+        out = neutralise(text)
+        assert time.monotonic() - t0 < 60, f"{text[:8]}...: super-linear"
+        assert "https://" not in out and len(out) <= len(text) + 16
+    t0 = time.monotonic()
+    assert len(sanitise("x" * 300_000, 500)) == 500
+    assert time.monotonic() - t0 < 60

@@ -40,7 +40,9 @@ def agent_env(tmp_path: Path, fake: dict[str, str]) -> dict[str, str]:
             "LD_PRELOAD": str(LIBFAKETIME), "FAKETIME_DONT_FAKE_MONOTONIC": "1", **fake,
             "MONITOR_DATA_DIR": str(tmp_path / "data"), "MONITOR_COLLECTORS": "processes",
             "MONITOR_PROCESSES_TO_MONITOR": unique_name(), "MONITOR_OLLAMA_HOST":
-            "http://127.0.0.1:9", "MONITOR_INTERVAL_SECONDS": str(INTERVAL_S)}
+            "http://127.0.0.1:9", "MONITOR_INTERVAL_SECONDS": str(INTERVAL_S),
+            # a cycle must fit its interval: 3 s for the collector, 2 x 1 s + 5 s for the judge
+            "MONITOR_COLLECTOR_TIMEOUT_SECONDS": "3", "MONITOR_OLLAMA_TIMEOUT_SECONDS": "1"}
 
 
 class Agent:

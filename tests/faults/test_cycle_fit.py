@@ -52,6 +52,20 @@ def test_parallel_collectors_count_once_and_the_judge_after_them(make_settings: 
         check_fits(make_settings(**base, MONITOR_INTERVAL_SECONDS=31))
 
 
+def test_collector_timeout_caps_every_bound_and_the_cycle_enforces_it(make_settings: Any,
+                                                                      store: Any) -> None:
+    """COLLECTOR_TIMEOUT_SECONDS (like Prometheus' scrape_timeout) makes short intervals possible."""
+    base = {"COLLECTORS": ["processes", "syslog"], "OLLAMA_TIMEOUT_SECONDS": 1,
+            "MONITOR_INTERVAL_SECONDS": 10}
+    with pytest.raises(ConfigError, match="COLLECTOR_TIMEOUT_SECONDS"):
+        check_fits(make_settings(**base))
+    capped = make_settings(**base, COLLECTOR_TIMEOUT_SECONDS=3)
+    assert collector_bounds(capped) == {"processes": 3.0, "syslog": 3.0}
+    check_fits(capped)                                          # 3 s + (2 x 1 + 5) s = 10 s
+    assert collector_bounds(make_settings(**base, COLLECTOR_TIMEOUT_SECONDS=200)) == {
+        "processes": 15.0, "syslog": 90.0}                      # a cap never lengthens a bound
+
+
 def test_only_enabled_collectors_count(make_settings: Any) -> None:
     check_fits(make_settings(COLLECTORS=["processes"], OLLAMA_TIMEOUT_SECONDS=1,
                              MONITOR_INTERVAL_SECONDS=22))      # 15 s + 7 s

@@ -69,7 +69,7 @@ def test_every_cycle_ends_in_time_with_a_verdict_whatever_ollama_does(make_setti
     missing = f"monitor-never-runs-{uuid.uuid4().hex[:8]}"
     settings = make_settings(COLLECTORS=["processes"], PROCESSES_TO_MONITOR=[missing],
                              OLLAMA_TIMEOUT_SECONDS=TIMEOUT_S, LLM_CACHE_MINUTES=0,
-                             MONITOR_INTERVAL_SECONDS=INTERVAL_S)
+                             MONITOR_INTERVAL_SECONDS=INTERVAL_S, COLLECTOR_TIMEOUT_SECONDS=2)
     bound = 2 * TIMEOUT_S + JUDGE_GRACE_S + 2.0    # the judge's own bound, plus collecting
     assert bound < INTERVAL_S
     dead = f"http://127.0.0.1:{closed_port()}"
