@@ -150,29 +150,90 @@ static int only_blanks_left(const Scan *sc, Py_ssize_t q, Py_ssize_t le) {
     return q == le;
 }
 
-/* The message start of line [ls, le): after its first "sshd" when that is sshd's tag, as
- * _LINE_HEAD in collectors/auth_regexes.py: sshd(?:-session|-auth)?(?:\[(\d+)\]:|\]:?| \d+ - ...) 
- * then (?:kernel:...)?(?:(?:error|fatal): (?:PAM: )?)?(?:\[ID ...\] )?. Returns the offset, NO_HEAD
- * (no message can match on this line) or ODD_HEAD (a rarer form: the regexes decide). */
+/* <\d{1,3}> at q: its end, or q */
+static Py_ssize_t pri_end(const Scan *sc, Py_ssize_t q, Py_ssize_t le) {
+    if (!AT(q, le, "<")) return q;
+    Py_ssize_t d = digits_end(sc, q + 1, le);
+    return d > q + 1 && d - q - 1 <= 3 && AT(d, le, ">") ? d + 1 : q;
+}
+
+/* \S+ followed by " " at q: the offset after the space, or -1 */
+static Py_ssize_t word_sp(const Scan *sc, Py_ssize_t q, Py_ssize_t le) {
+    Py_ssize_t e = token_end(sc, q, le);
+    return e > q && AT(e, le, " ") ? e + 1 : -1;
+}
+
+/* (?:[A-Z][a-z]{2} {1,2}\d{1,2} \d\d:\d\d:\d\d|\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d\S*) at q:
+ * the offset after its space, or q */
+static Py_ssize_t stamp_end(const Scan *sc, Py_ssize_t q, Py_ssize_t le) {
+    const unsigned char *s = sc->s;
+    Py_ssize_t i = q, d;
+    if (q + 3 <= le && s[q] >= 'A' && s[q] <= 'Z' && s[q + 1] >= 'a' && s[q + 1] <= 'z'
+        && s[q + 2] >= 'a' && s[q + 2] <= 'z') {
+        i = q + 3;
+        if (!AT(i, le, " ")) return q;
+        i += AT(i + 1, le, " ") ? 2 : 1;
+        d = digits_end(sc, i, le);
+        if (d == i || d - i > 2) return q;
+        i = d;
+    } else {
+        d = digits_end(sc, q, le);
+        if (d - q != 4 || !AT(d, le, "-") || d + 16 > le) return q;
+        i = d + 1;
+        if (!is_digit(s[i]) || !is_digit(s[i + 1]) || s[i + 2] != '-' || !is_digit(s[i + 3])
+            || !is_digit(s[i + 4]) || (s[i + 5] != 'T' && s[i + 5] != ' '))
+            return q;
+        i += 5;
+    }
+    /* " hh:mm:ss" (traditional) or "Thh:mm:ss" (ISO): i is at the separator */
+    if (i + 9 > le || !is_digit(s[i + 1]) || !is_digit(s[i + 2]) || s[i + 3] != ':'
+        || !is_digit(s[i + 4]) || !is_digit(s[i + 5]) || s[i + 6] != ':' || !is_digit(s[i + 7])
+        || !is_digit(s[i + 8]))
+        return q;
+    if (s[q] >= 'A' && s[i] != ' ') return q;
+    i += 9;
+    if (s[q] < 'A') i = token_end(sc, i, le);                 /* ISO: \S* */
+    return AT(i, le, " ") ? i + 1 : q;
+}
+
+/* The program position of the line starting at ls, as HEAD in collectors/auth_regexes.py:
+ * (?><\d{1,3}>1 \S+ \S+ |(?:<\d{1,3}>)?+(?:STAMP )?+(?:[^\s\[\]]*[^\s\[\]:] )?+), every part
+ * taken when present and never given back, so one reading: the tag's offset. */
+static Py_ssize_t program_pos(const Scan *sc, Py_ssize_t ls, Py_ssize_t le) {
+    Py_ssize_t q = pri_end(sc, ls, le), e;
+    if (q > ls && AT(q, le, "1 ")) {                                     /* RFC 5424 */
+        Py_ssize_t t = word_sp(sc, q + 2, le);
+        if (t >= 0 && (t = word_sp(sc, t, le)) >= 0) return t;
+    }
+    q = stamp_end(sc, q, le);
+    for (e = q; e < le && !is_space(sc->s[e]) && sc->s[e] != '[' && sc->s[e] != ']'; e++) {}
+    return e > q && sc->s[e - 1] != ':' && AT(e, le, " ") ? e + 1 : q;    /* a host token */
+}
+
+/* The message start after sshd's tag at p (the "sshd" of "sshd[1]: " or of "[sshd]: "), as
+ * _LINE_HEAD's end: (?:\[sshd(?:-session|-auth)?\]:?|sshd(?:-session|-auth)?(?:\[(\d+)\]:|
+ * \d+ - ...)) then (?:kernel:...)?(?:(?:error|fatal): (?:PAM: )?)?(?:\[ID ...\] )?. Returns the
+ * offset, NO_HEAD (no message can match on this line) or ODD_HEAD (a rarer form: the regexes
+ * decide). */
 #define NO_HEAD (-1)
 #define ODD_HEAD (-2)
-static Py_ssize_t header_end(const Scan *sc, Py_ssize_t p, Py_ssize_t le, Py_ssize_t *pid0,
-                             Py_ssize_t *pid1) {
+static Py_ssize_t header_end(const Scan *sc, Py_ssize_t p, int bracket, Py_ssize_t le,
+                             Py_ssize_t *pid0, Py_ssize_t *pid1) {
     Py_ssize_t q = p + 4;
     *pid0 = *pid1 = -1;
     if (AT(q, le, "-session")) q += 8;
     else if (AT(q, le, "-auth")) q += 5;
-    else if (AT(q, le, "(pam_unix)[")) return ODD_HEAD;      /* old pam_unix: OLD_PAM decides */
-    if (AT(q, le, "[")) {
+    else if (!bracket && AT(q, le, "(pam_unix)[")) return ODD_HEAD;   /* old pam_unix: OLD_PAM */
+    if (bracket) {
+        if (AT(q, le, "]: ")) q += 3;
+        else if (AT(q, le, "] ")) q += 2;
+        else return NO_HEAD;
+    } else if (AT(q, le, "[")) {
         Py_ssize_t d = digits_end(sc, q + 1, le);
         if (d == q + 1 || !AT(d, le, "]: ")) return NO_HEAD;
         *pid0 = q + 1;
         *pid1 = d;
         q = d + 3;
-    } else if (AT(q, le, "]: ")) {
-        q += 3;
-    } else if (AT(q, le, "] ")) {
-        q += 2;
     } else if (AT(q, le, " ") && q + 1 < le && is_digit(sc->s[q + 1])) {
         return ODD_HEAD;                                   /* RFC 5424 */
     } else {
@@ -187,11 +248,15 @@ static Py_ssize_t header_end(const Scan *sc, Py_ssize_t p, Py_ssize_t le, Py_ssi
     return q;
 }
 
-/* the first "sshd" of the line (none, or a '\r' before it: NO_HEAD), and its message start */
-static Py_ssize_t message_start(const Scan *sc, const Hit *h, Py_ssize_t *pid0, Py_ssize_t *pid1) {
-    const unsigned char *t = memmem(sc->s + h->ls, (size_t)(h->le - h->ls), "sshd", 4);
-    if (t == NULL || memchr(sc->s + h->ls, '\r', (size_t)(t - sc->s - h->ls))) return NO_HEAD;
-    return header_end(sc, t - sc->s, h->le, pid0, pid1);
+/* the message start of the line of h when sshd's tag is at its program position, else NO_HEAD;
+ * tag: where the tag's "sshd" must be (>= 0), or -1 */
+static Py_ssize_t message_start(const Scan *sc, const Hit *h, Py_ssize_t tag, Py_ssize_t *pid0,
+                                Py_ssize_t *pid1) {
+    Py_ssize_t t = program_pos(sc, h->ls, h->le);
+    int bracket = AT(t, h->le, "[");
+    t += bracket;
+    if ((tag >= 0 && t != tag) || !AT(t, h->le, "sshd")) return NO_HEAD;
+    return header_end(sc, t, bracket, h->le, pid0, pid1);
 }
 
 /* occurrences of " from " in [a, le) (stops counting at 2) */
@@ -221,7 +286,7 @@ static int tail_ok(const Scan *sc, Py_ssize_t q, Py_ssize_t le) {
 static int failed_at(const Scan *sc, Py_ssize_t p, Hit *h) {
     if (!AT(p + 6, sc->n, " ")) return NOTHING;
     line_of(sc, p, h);
-    Py_ssize_t ms = message_start(sc, h, &h->pid0, &h->pid1);
+    Py_ssize_t ms = message_start(sc, h, -1, &h->pid0, &h->pid1);
     if (ms == NO_HEAD) return NOTHING;
     if (ms == ODD_HEAD) return SLOW;
     if (ms != p) return NOTHING;
@@ -257,7 +322,7 @@ static int failed_at(const Scan *sc, Py_ssize_t p, Hit *h) {
 static int invalid_at(const Scan *sc, Py_ssize_t p, Hit *h) {
     if (!AT(p + 7, sc->n, " user ")) return NOTHING;
     line_of(sc, p, h);
-    Py_ssize_t ms = message_start(sc, h, &h->pid0, &h->pid1);
+    Py_ssize_t ms = message_start(sc, h, -1, &h->pid0, &h->pid1);
     if (ms == NO_HEAD) return NOTHING;
     if (ms == ODD_HEAD) return SLOW;
     if (ms != p) return NOTHING;
@@ -317,11 +382,7 @@ static int probe_at(const Scan *sc, Py_ssize_t q, Hit *h) {
 static int sshd_at(const Scan *sc, Py_ssize_t p, Hit *h) {
     line_of(sc, p, h);
     Py_ssize_t n = h->le, q;
-    /* only the line's first "sshd" can be sshd's tag: a later one is in a client's text */
-    if (memmem(sc->s + h->ls, (size_t)(p - h->ls), "sshd", 4)
-        || memchr(sc->s + h->ls, '\r', (size_t)(p - h->ls)))
-        return NOTHING;
-    q = header_end(sc, p, n, &h->pid0, &h->pid1);
+    q = message_start(sc, h, p, &h->pid0, &h->pid1);       /* this "sshd" is the tag? */
     if (q == NO_HEAD) return NOTHING;
     if (q == ODD_HEAD) return SLOW;
     int verdict;

@@ -12,14 +12,22 @@ LOGIN_METHODS = (b"password", b"keyboard-interactive", b"keyboard-interactive/pa
 _HOST = rb"(?:::ffff:)?([0-9A-Za-z:][\w.:%-]*)"
 _TAIL = rb"(?: port \d+)?(?: on \S+)?(?: ssh\d*)?(?=: |\]|[ \t\r]*$)"
 _SUFFIX = rb"(?: via \S+)?(?: (?:port \d+|on \S+|\[preauth\])){0,3}\s*$"
-# A message counts only at the start of its line's message: after the line's first "sshd", when
-# that is sshd's tag (a tag or message inside a client's user name is text); who it is about is
-# read from the end (collectors.auth_anchor).
+# A message counts only where sshd's tag sits in the syslog header, at the program position (a
+# host named "sshd-gw", or a client's text holding "sshd[1]: ", is no tag): an optional <PRI>, a
+# traditional ("Mmm dd hh:mm:ss") or ISO 8601 stamp (rsyslog's high precision, journal entries
+# as collectors.journal renders them), one host token (no brackets, not ending in ":"), the tag;
+# or RFC 5424's "<PRI>1 TS HOST APP PROCID MSGID SD". Every part is taken or left without
+# backtracking (possessive, atomic), so collectors/_authscan.c's program_pos reads it the same.
+# Who a line is about is read from the end (collectors.auth_anchor).
 _PREF = (rb"(?:kernel: ?\[ *\d+\.\d+\]:? )?(?:(?:error|fatal): (?:PAM: )?)?"   # fail2ban common.conf
          rb"(?:\[ID \d+ [\w.]+\] )?")
 _SD = rb'(?:\[[^\]"\r\n]*(?:"(?:[^"\\\r\n]|\\.)*"[^\]"\r\n]*)*\])+'
-_LINE_HEAD = (rb"^(?:(?!sshd)[^\r\n])*sshd(?:-session|-auth)?(?:\[(\d+)\]:|\]:?| \d+ - (?:-|"
-              + _SD + rb")) " + _PREF)
+_STAMP = (rb"(?:[A-Z][a-z]{2} {1,2}\d{1,2} \d\d:\d\d:\d\d"
+          rb"|\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d\S*) ")
+HEAD = (rb"^(?><\d{1,3}>1 \S+ \S+ |(?:<\d{1,3}>)?+(?:" + _STAMP + rb")?+"
+        rb"(?:[^\s\[\]]*[^\s\[\]:] )?+)")
+_LINE_HEAD = (HEAD + rb"(?:\[sshd(?:-session|-auth)?\]:?|sshd(?:-session|-auth)?(?:\[(\d+)\]:"
+              rb"| \d+ - (?:-|" + _SD + rb"))) " + _PREF)
 FAILED = re.compile(_LINE_HEAD + rb"Failed (\S+) for (invalid user )?([^\r\n]*)", re.M)
 INVALID = re.compile(_LINE_HEAD + rb"Invalid user ([^\r\n]*)", re.M)
 # Pre-authentication probing (OpenSSH packet.c sshpkt_vfatal, sshd.c, srclimit.c; fail2ban's
@@ -74,7 +82,7 @@ REPEATED_INNER = re.compile(rb"message repeated \d+ times: \[ Failed \S+ for (in
 # pam_unix before Linux-PAM 0.99 tagged its lines "sshd(pam_unix)[pid]" (loghub Linux_2k); such a
 # log has no sshd "Failed ..." line beside them, so each failure (and each of "N more
 # authentication failures", pam_unix support.c) is a failure event of the address
-OLD_PAM = re.compile(rb"^(?:(?!sshd)[^\r\n])*sshd\(pam_unix\)\[\d+\]: (?:authentication failure|"
+OLD_PAM = re.compile(HEAD + rb"sshd\(pam_unix\)\[\d+\]: (?:authentication failure|"
                      rb"(\d+) more authentication failures?);[^\r\n]*? rhost=(\S+)", re.M)
 SSHD_PID = re.compile(rb"sshd(?:-session)?\[(\d+)\]")
 ACCEPTED_REST = re.compile(rb" (\S+) for ([^\r\n]*)")

@@ -68,6 +68,8 @@ class LineClock:
         """Epoch seconds of the line of ``chunk`` starting at ``start``."""
         if chunk[start:start + 1] == b"<":                  # <PRI> before the stamp
             start = chunk.find(b">", start, start + 6) + 1
+            if chunk[start:start + 2] == b"1 ":              # RFC 5424: "<PRI>1 TIMESTAMP"
+                start += 2
         head = chunk[start:start + _WIDTH]
         if head[3:4] == b" " and head[:3] in MONTHS:          # "Nov 23 10:00:01"
             if head[5:6] == b" ":                            # "Feb 7 16:01:07": one space

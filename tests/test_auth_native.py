@@ -126,6 +126,7 @@ MESSAGES = [
     "pam_unix(sudo:session): session opened for user root", "FAILED SU (to root) {u} on pts/0",
     "(to root) {u} on pts/1", "new user: name={u}, UID=1001", "new group: name={u}, GID=1001",
     "password changed for {u}", "{h}", "sshd[5]: {m}"]
+HOST_NAMES = st.text(st.characters(min_codepoint=32, max_codepoint=126), min_size=1, max_size=10)
 METHODS = ["password", "publickey", "none", "keyboard-interactive", "keyboard-interactive/pam",
            "hostbased", ""]
 
@@ -135,7 +136,13 @@ def auth_line(draw: st.DrawFn) -> str:
     message = draw(st.sampled_from(MESSAGES)).format(
         m=draw(st.sampled_from(METHODS)), u=draw(st.sampled_from(USERS)),
         h=draw(st.sampled_from(HOSTS)), t=draw(st.sampled_from(TAILS)))
-    line = (draw(st.sampled_from(["", STAMP.format(draw(st.integers(0, 59))), "<38>"]))
+    stamp = STAMP.format(draw(st.integers(0, 59)))
+    if draw(st.booleans()):                   # another host name, or none, or other stamps
+        stamp = draw(st.sampled_from(["Nov 23 10:00:01 ", "2026-11-23T10:00:01.5+00:00 ",
+                                      "<38>1 2026-11-23T10:00:01Z ", "<38>Nov  3 10:00:01 "]))
+        stamp += draw(st.sampled_from(["", "sshd ", "sshd-gw ", "mysshd ", "box.sshd.lan ",
+                                       "a: ", "[x] ", "::1 "]) | HOST_NAMES.map(lambda h: h + " "))
+    line = (draw(st.sampled_from(["", stamp, "<38>"]))
             + draw(st.sampled_from(HEADS)) + draw(st.sampled_from(PREFIXES)) + message)
     if draw(st.booleans()):                   # a second message in the same line
         line += " " + draw(st.sampled_from(HEADS)) + draw(st.sampled_from(MESSAGES)).format(
