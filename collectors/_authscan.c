@@ -199,15 +199,29 @@ static Py_ssize_t stamp_end(const Scan *sc, Py_ssize_t q, Py_ssize_t le) {
 /* The program position of the line starting at ls, as HEAD in collectors/auth_regexes.py:
  * (?><\d{1,3}>1 \S+ \S+ |(?:<\d{1,3}>)?+(?:STAMP )?+(?:[^\s\[\]]*[^\s\[\]:] )?+), every part
  * taken when present and never given back, so one reading: the tag's offset. */
+static unsigned char HOST_BYTE[256];      /* [^\s\[\]]: built by the module's init */
+
 static Py_ssize_t program_pos(const Scan *sc, Py_ssize_t ls, Py_ssize_t le) {
-    Py_ssize_t q = pri_end(sc, ls, le), e;
-    if (q > ls && AT(q, le, "1 ")) {                                     /* RFC 5424 */
-        Py_ssize_t t = word_sp(sc, q + 2, le);
-        if (t >= 0 && (t = word_sp(sc, t, le)) >= 0) return t;
+    const unsigned char *s = sc->s;
+    Py_ssize_t q = ls, e;
+    if (AT(q, le, "<")) {
+        q = pri_end(sc, ls, le);
+        if (q > ls && AT(q, le, "1 ")) {                                 /* RFC 5424 */
+            Py_ssize_t t = word_sp(sc, q + 2, le);
+            if (t >= 0 && (t = word_sp(sc, t, le)) >= 0) return t;
+        }
     }
-    q = stamp_end(sc, q, le);
-    for (e = q; e < le && !is_space(sc->s[e]) && sc->s[e] != '[' && sc->s[e] != ']'; e++) {}
-    return e > q && sc->s[e - 1] != ':' && AT(e, le, " ") ? e + 1 : q;    /* a host token */
+    /* the common stamp, "Mmm dd hh:mm:ss " or "Mmm  d hh:mm:ss ", at once; else the full reading */
+    if (q + 16 <= le && s[q + 3] == ' ' && s[q + 6] == ' ' && s[q + 9] == ':' && s[q + 12] == ':'
+        && s[q + 15] == ' ' && s[q] >= 'A' && s[q] <= 'Z' && s[q + 1] >= 'a' && s[q + 1] <= 'z'
+        && s[q + 2] >= 'a' && s[q + 2] <= 'z' && (s[q + 4] == ' ' || is_digit(s[q + 4]))
+        && is_digit(s[q + 5]) && is_digit(s[q + 7]) && is_digit(s[q + 8]) && is_digit(s[q + 10])
+        && is_digit(s[q + 11]) && is_digit(s[q + 13]) && is_digit(s[q + 14]))
+        q += 16;
+    else
+        q = stamp_end(sc, q, le);
+    for (e = q; e < le && HOST_BYTE[s[e]]; e++) {}
+    return e > q && s[e - 1] != ':' && AT(e, le, " ") ? e + 1 : q;    /* a host token */
 }
 
 /* The message start after sshd's tag at p (the "sshd" of "sshd[1]: " or of "[sshd]: "), as
@@ -219,32 +233,45 @@ static Py_ssize_t program_pos(const Scan *sc, Py_ssize_t ls, Py_ssize_t le) {
 #define ODD_HEAD (-2)
 static Py_ssize_t header_end(const Scan *sc, Py_ssize_t p, int bracket, Py_ssize_t le,
                              Py_ssize_t *pid0, Py_ssize_t *pid1) {
+    const unsigned char *s = sc->s;
     Py_ssize_t q = p + 4;
     *pid0 = *pid1 = -1;
-    if (AT(q, le, "-session")) q += 8;
-    else if (AT(q, le, "-auth")) q += 5;
-    else if (!bracket && AT(q, le, "(pam_unix)[")) return ODD_HEAD;   /* old pam_unix: OLD_PAM */
+    if (q >= le) return NO_HEAD;
+    if (s[q] == '-') {                         /* each test only where its first byte is */
+        if (AT(q, le, "-session")) q += 8;
+        else if (AT(q, le, "-auth")) q += 5;
+    } else if (s[q] == '(' && !bracket && AT(q, le, "(pam_unix)[")) {
+        return ODD_HEAD;                                       /* old pam_unix: OLD_PAM */
+    }
+    if (q >= le) return NO_HEAD;
     if (bracket) {
         if (AT(q, le, "]: ")) q += 3;
         else if (AT(q, le, "] ")) q += 2;
         else return NO_HEAD;
-    } else if (AT(q, le, "[")) {
+    } else if (s[q] == '[') {
         Py_ssize_t d = digits_end(sc, q + 1, le);
         if (d == q + 1 || !AT(d, le, "]: ")) return NO_HEAD;
         *pid0 = q + 1;
         *pid1 = d;
         q = d + 3;
-    } else if (AT(q, le, " ") && q + 1 < le && is_digit(sc->s[q + 1])) {
+    } else if (s[q] == ' ' && q + 1 < le && is_digit(s[q + 1])) {
         return ODD_HEAD;                                   /* RFC 5424 */
     } else {
         return NO_HEAD;
     }
-    if (AT(q, le, "kernel:")) return ODD_HEAD;
-    if (AT(q, le, "error: ") || AT(q, le, "fatal: ")) {
-        q += 7;
-        if (AT(q, le, "PAM: ")) q += 5;
+    if (q >= le) return q;
+    switch (s[q]) {
+    case 'k': if (AT(q, le, "kernel:")) return ODD_HEAD; break;
+    case '[': if (AT(q, le, "[ID ")) return ODD_HEAD; break;
+    case 'e': case 'f':
+        if (AT(q, le, "error: ") || AT(q, le, "fatal: ")) {
+            q += 7;
+            if (AT(q, le, "PAM: ")) q += 5;
+            if (AT(q, le, "[ID ")) return ODD_HEAD;
+        }
+        break;
+    default: break;
     }
-    if (AT(q, le, "[ID ")) return ODD_HEAD;
     return q;
 }
 
@@ -259,14 +286,29 @@ static Py_ssize_t message_start(const Scan *sc, const Hit *h, Py_ssize_t tag, Py
     return header_end(sc, t, bracket, h->le, pid0, pid1);
 }
 
+/* the first lit (len bytes) in [a, e), found by memchr on its byte k (one rare in logs): its
+ * offset, or -1. memmem costs more on lines this short. */
+static Py_ssize_t find_lit(const Scan *sc, Py_ssize_t a, Py_ssize_t e, const char *lit,
+                           Py_ssize_t len, Py_ssize_t k) {
+    for (Py_ssize_t i = a + k; i < e;) {
+        const unsigned char *f = memchr(sc->s + i, lit[k], (size_t)(e - i));
+        if (f == NULL) return -1;
+        Py_ssize_t at0 = f - sc->s - k;
+        if (at0 + len <= e && memcmp(sc->s + at0, lit, (size_t)len) == 0) return at0;
+        i = f - sc->s + 1;
+    }
+    return -1;
+}
+#define FIND(a, e, lit, k) find_lit(sc, (a), (e), (lit), (Py_ssize_t)(sizeof(lit) - 1), (k))
+
 /* occurrences of " from " in [a, le) (stops counting at 2) */
 static int froms(const Scan *sc, Py_ssize_t a, Py_ssize_t le) {
     int n = 0;
     while (n < 2 && a < le) {
-        const unsigned char *f = memmem(sc->s + a, (size_t)(le - a), " from ", 6);
-        if (f == NULL) break;
+        Py_ssize_t f = FIND(a, le, " from ", 1);
+        if (f < 0) break;
         n++;
-        a = f - sc->s + 1;
+        a = f + 1;
     }
     return n;
 }
@@ -379,56 +421,89 @@ static int probe_at(const Scan *sc, Py_ssize_t q, Hit *h) {
     return FAST;
 }
 
+/* SSHD at an occurrence p of "sshd": the message is read first from p (most sshd lines are
+ * none of the counted messages, and cost no more), then, for a counted one, whether this "sshd"
+ * is the tag at the line's program position (line_of, program_pos). */
+enum { ACT_PAM, ACT_SLOW, ACT_RECEIVED, ACT_ACCEPTED, ACT_PROBE };
 static int sshd_at(const Scan *sc, Py_ssize_t p, Hit *h) {
-    line_of(sc, p, h);
-    Py_ssize_t n = h->le, q;
-    q = message_start(sc, h, p, &h->pid0, &h->pid1);       /* this "sshd" is the tag? */
+    Py_ssize_t n = sc->n, q, arg = 0;
+    unsigned char before = p > 0 ? sc->s[p - 1] : '\n';
+    int bracket = before == '[', act;
+    /* a tag follows the line start, a space (stamp, host), "<PRI>" or its own "[" */
+    if (!bracket && before != ' ' && before != '\n' && before != '>') return NOTHING;
+    q = header_end(sc, p, bracket, n, &h->pid0, &h->pid1);   /* literals never span a '\n' */
     if (q == NO_HEAD) return NOTHING;
-    if (q == ODD_HEAD) return SLOW;
-    int verdict;
-    switch (q < n ? sc->s[q] : 0) {
-    case 'p':
-        if (!AT(q, n, "pam_unix(sshd:auth): authentication failure;")) return NOTHING;
-        verdict = FAST;
-        break;
-    case 'R':
-        if (AT(q, n, "ROOT LOGIN REFUSED")) { verdict = SLOW; break; }
-        if (!AT(q, n, "Received disconnect from ")) return NOTHING;
-        /* ...(?: port \d+)?:[ \t]*3: : only code 3 can match */
-        return memmem(sc->s + q, (size_t)(h->le - q), "3: ", 3) ? SLOW : NOTHING;
-    case 'm':
-        verdict = AT(q, n, "message repeated ") || AT(q, n, "maximum authentication attempts exceeded")
-                  ? SLOW : NOTHING;
-        break;
-    case 'A':
-        if (AT(q, n, "Accepted")) return accepted_at(sc, p, q + 8, h);
-        verdict = AT(q, n, "Authentication ") ? SLOW : NOTHING;
-        break;
-    case 'a': verdict = AT(q, n, "authentication ") ? SLOW : NOTHING; break;
-    case 'U': verdict = AT(q, n, "User ") || AT(q, n, "Unable to negotiate with ") ? SLOW : NOTHING;
-        break;
-    case 'r': verdict = AT(q, n, "refused connect from") ? SLOW : NOTHING; break;
-    case 'C':
-        if (AT(q, n, "Connection closed by ")) return probe_at(sc, q + 21, h);
-        if (AT(q, n, "Connection reset by ")) return probe_at(sc, q + 20, h);
-        return NOTHING;
-    case 'D':
-        if (AT(q, n, "Disconnected from ")) return probe_at(sc, q + 18, h);
-        verdict = AT(q, n, "Disconnecting") || AT(q, n, "Did not receive identification string from ")
-                  ? SLOW : NOTHING;
-        break;
-    case 'b': verdict = AT(q, n, "banner exchange: Connection from ") ? SLOW : NOTHING; break;
-    case 'T': verdict = AT(q, n, "Timeout before authentication for ") ? SLOW : NOTHING; break;
-    case 'd': verdict = AT(q, n, "drop connection #") ? SLOW : NOTHING; break;
-    case 's': verdict = AT(q, n, "srclimit_penalise: ") ? SLOW : NOTHING; break;
-    default: return NOTHING;
+    if (q == ODD_HEAD) {
+        act = ACT_SLOW;
+    } else {
+        switch (q < n ? sc->s[q] : 0) {
+        case 'p':
+            if (!AT(q, n, "pam_unix(sshd:auth): authentication failure;")) return NOTHING;
+            act = ACT_PAM;
+            break;
+        case 'R':
+            if (AT(q, n, "ROOT LOGIN REFUSED")) { act = ACT_SLOW; break; }
+            if (!AT(q, n, "Received disconnect from ")) return NOTHING;
+            act = ACT_RECEIVED;
+            break;
+        case 'm':
+            if (!AT(q, n, "message repeated ") && !AT(q, n, "maximum authentication attempts exceeded"))
+                return NOTHING;
+            act = ACT_SLOW;
+            break;
+        case 'A':
+            if (AT(q, n, "Accepted")) { act = ACT_ACCEPTED; break; }
+            if (!AT(q, n, "Authentication ")) return NOTHING;
+            act = ACT_SLOW;
+            break;
+        case 'a': if (!AT(q, n, "authentication ")) return NOTHING; act = ACT_SLOW; break;
+        case 'U':
+            if (!AT(q, n, "User ") && !AT(q, n, "Unable to negotiate with ")) return NOTHING;
+            act = ACT_SLOW;
+            break;
+        case 'r': if (!AT(q, n, "refused connect from")) return NOTHING; act = ACT_SLOW; break;
+        case 'C':
+            if (AT(q, n, "Connection closed by ")) arg = q + 21;
+            else if (AT(q, n, "Connection reset by ")) arg = q + 20;
+            else return NOTHING;
+            if (!AT(arg, n, "authenticating user ") && !AT(arg, n, "invalid user ")) return NOTHING;
+            act = ACT_PROBE;                            /* no user: not a probe event */
+            break;
+        case 'D':
+            if (AT(q, n, "Disconnected from ")) {
+                arg = q + 18;
+                if (!AT(arg, n, "authenticating user ") && !AT(arg, n, "invalid user "))
+                    return NOTHING;
+                act = ACT_PROBE;
+                break;
+            }
+            if (!AT(q, n, "Disconnecting") && !AT(q, n, "Did not receive identification string from "))
+                return NOTHING;
+            act = ACT_SLOW;
+            break;
+        case 'b': if (!AT(q, n, "banner exchange: Connection from ")) return NOTHING; act = ACT_SLOW; break;
+        case 'T': if (!AT(q, n, "Timeout before authentication for ")) return NOTHING; act = ACT_SLOW; break;
+        case 'd': if (!AT(q, n, "drop connection #")) return NOTHING; act = ACT_SLOW; break;
+        case 's': if (!AT(q, n, "srclimit_penalise: ")) return NOTHING; act = ACT_SLOW; break;
+        default: return NOTHING;
+        }
     }
-    if (verdict == NOTHING) return NOTHING;
-    if (verdict == SLOW || h->pid0 < 0) return SLOW;
+    line_of(sc, p, h);
+    if (program_pos(sc, h->ls, h->le) != p - bracket) return NOTHING;  /* not the tag: text */
+    switch (act) {
+    case ACT_SLOW: return SLOW;
+    case ACT_RECEIVED:             /* ...(?: port \d+)?:[ \t]*3: : only code 3 can match */
+        return FIND(q, h->le, "3: ", 1) >= 0 ? SLOW : NOTHING;
+    case ACT_ACCEPTED: return accepted_at(sc, p, q + 8, h);
+    case ACT_PROBE: return probe_at(sc, arg, h);
+    default: break;                                            /* ACT_PAM */
+    }
+    if (h->pid0 < 0) return SLOW;
     Py_ssize_t le = h->le;
-    const unsigned char *r = memmem(sc->s + q, (size_t)(le - q), " ruser=", 7);
-    if (r == NULL) return SLOW;
-    Py_ssize_t r0 = r - sc->s + 7, r1 = token_end(sc, r0, le);
+    Py_ssize_t r0 = FIND(q, le, " ruser=", 1), r1;
+    if (r0 < 0) return SLOW;
+    r0 += 7;
+    r1 = token_end(sc, r0, le);
     if (!AT(r1, le, " rhost=")) return SLOW;
     h->h0 = r1 + 7;
     h->h1 = token_end(sc, h->h0, le);
@@ -655,6 +730,7 @@ static struct PyModuleDef MODULE = {PyModuleDef_HEAD_INIT, "_authscan",
 PyMODINIT_FUNC PyInit__authscan(void) {
     unsigned int flags[N_LITERALS], ids[N_LITERALS];
     hs_compile_error_t *error = NULL;
+    for (int c = 0; c < 256; c++) HOST_BYTE[c] = !is_space((unsigned char)c) && c != '[' && c != ']';
     for (unsigned int i = 0; i < N_LITERALS; i++) {
         flags[i] = 0;
         ids[i] = i;
