@@ -13,7 +13,7 @@
  * with two occurrences of one pattern is slow. tests/test_auth_native.py checks that both paths
  * agree, on real logs, generated ones and fuzzed input.
  *
- * scan(chunk) -> ((lines, clean), failed, invalid, sshd, sudo_commands, slow), where
+ * scan(chunk) -> ((lines, clean), failed, invalid, sshd, sudo_commands, slow, probes), where
  *   clean   = True when every byte is ASCII and none is NUL (no line can be malformed)
  *   failed  = (starts, kinds, hosts)        kinds: one byte per event, KIND_* below
  *   invalid = (starts, users, hosts)        users cut to 64 bytes
@@ -21,6 +21,7 @@
  *             (users: PAM's user= when not empty, else ruser=; methods empty), 1 an accepted login
  *   sudo_commands = starts of the sudo lines that run a command (not refused)
  *   slow    = (failed, invalid, sshd, su, admin): starts of the lines for the regexes
+ *   probes  = (starts, hosts): pre-authentication probes (PROBES[0]) parsed in C
  * starts are line starts as bytes of native int64 (numpy.frombuffer); the rest lists of bytes.
  * The GIL is held throughout: the one scratch space is never used by two threads at once.
  */
@@ -86,8 +87,8 @@ typedef struct {
     const unsigned char *s;
     Py_ssize_t n;
     Vec hits[N_FAMILIES];                 /* start offsets of each family's literals */
-    Vec f_starts, f_kinds, i_starts, p_starts, p_kinds, sudo_starts, slow[N_FAMILIES];
-    PyObject *f_hosts, *i_users, *i_hosts, *p_pids, *p_users, *p_hosts, *p_methods;
+    Vec f_starts, f_kinds, i_starts, p_starts, p_kinds, sudo_starts, slow[N_FAMILIES], pr_starts;
+    PyObject *f_hosts, *i_users, *i_hosts, *p_pids, *p_users, *p_hosts, *p_methods, *pr_hosts;
 } Scan;
 
 /* one occurrence, as classified; spans are [a, b) offsets into the chunk */
@@ -578,6 +579,9 @@ static int emit(Scan *sc, int family, const Hit *h, int count) {
                || append_bytes(sc->i_users, s + h->u0, h->u1 - h->u0 > 64 ? 64 : h->u1 - h->u0)
                || append_bytes(sc->i_hosts, s + h->h0, h->h1 - h->h0) ? -1 : 0;
     default:                                                            /* F_SSHD */
+        if (h->kind == 2)                     /* a pre-auth probe: its own columns */
+            return push(&sc->pr_starts, h->ls)
+                   || append_bytes(sc->pr_hosts, s + h->h0, h->h1 - h->h0) ? -1 : 0;
         return push(&sc->p_starts, h->ls) || push(&sc->p_kinds, h->kind)
                || append_bytes(sc->p_pids, s + h->pid0, h->pid1 - h->pid0)
                || append_bytes(sc->p_users, s + h->u0, h->u1 - h->u0)
@@ -640,6 +644,7 @@ static void scan_free(Scan *sc) {
     for (int f = 0; f < N_FAMILIES; f++) { PyMem_Free(sc->hits[f].v); PyMem_Free(sc->slow[f].v); }
     PyMem_Free(sc->f_starts.v); PyMem_Free(sc->f_kinds.v); PyMem_Free(sc->i_starts.v);
     PyMem_Free(sc->p_starts.v); PyMem_Free(sc->p_kinds.v); PyMem_Free(sc->sudo_starts.v);
+    PyMem_Free(sc->pr_starts.v); Py_XDECREF(sc->pr_hosts);
     Py_XDECREF(sc->f_hosts); Py_XDECREF(sc->i_users); Py_XDECREF(sc->i_hosts);
     Py_XDECREF(sc->p_pids); Py_XDECREF(sc->p_users); Py_XDECREF(sc->p_hosts);
     Py_XDECREF(sc->p_methods);
@@ -659,6 +664,7 @@ static PyObject *scan(PyObject *self, PyObject *arg) {
     }
     if (!(sc.f_hosts = PyList_New(0)) || !(sc.i_users = PyList_New(0)) || !(sc.i_hosts = PyList_New(0))
         || !(sc.p_pids = PyList_New(0)) || !(sc.p_users = PyList_New(0)) || !(sc.p_hosts = PyList_New(0))
+        || !(sc.pr_hosts = PyList_New(0))
         || !(sc.p_methods = PyList_New(0)))
         goto done;
     hs_error_t err = hs_scan(database, (const char *)sc.s, (unsigned int)sc.n, 0, scratch, on_match, &sc);
@@ -669,14 +675,15 @@ static PyObject *scan(PyObject *self, PyObject *arg) {
     int clean;
     Py_ssize_t lines = count_lines(sc.s, sc.n, &clean);
     result = Py_BuildValue(
-        "(nO)(NNO)(NOO)(NNOOOO)N(NNNNN)", lines, clean ? Py_True : Py_False,
+        "(nO)(NNO)(NOO)(NNOOOO)N(NNNNN)(NO)", lines, clean ? Py_True : Py_False,
         vec_bytes(&sc.f_starts), kinds_bytes(&sc.f_kinds), sc.f_hosts,
         vec_bytes(&sc.i_starts), sc.i_users, sc.i_hosts,
         vec_bytes(&sc.p_starts), kinds_bytes(&sc.p_kinds), sc.p_pids, sc.p_users, sc.p_hosts,
         sc.p_methods,
         vec_bytes(&sc.sudo_starts),
         vec_bytes(&sc.slow[F_FAILED]), vec_bytes(&sc.slow[F_INVALID]), vec_bytes(&sc.slow[F_SSHD]),
-        vec_bytes(&sc.slow[F_SU]), vec_bytes(&sc.slow[F_ADMIN]));
+        vec_bytes(&sc.slow[F_SU]), vec_bytes(&sc.slow[F_ADMIN]),
+        vec_bytes(&sc.pr_starts), sc.pr_hosts);
 done:
     scan_free(&sc);
     PyBuffer_Release(&view);
@@ -718,8 +725,40 @@ static PyObject *stamp_keys(PyObject *self, PyObject *args) {
     return out;
 }
 
+/* an IPv4 address as inet_ntop writes it (no leading zero, each part <= 255): its own key */
+static int plain_ipv4(const unsigned char *p, Py_ssize_t n) {
+    Py_ssize_t i = 0;
+    for (int part = 0; part < 4; part++) {
+        Py_ssize_t d0 = i;
+        int v = 0;
+        while (i < n && i - d0 < 4 && is_digit(p[i])) v = v * 10 + (p[i++] - '0');
+        if (i == d0 || i - d0 > 3 || v > 255 || (i - d0 > 1 && p[d0] == '0')) return 0;
+        if (part < 3 && (i >= n || p[i++] != '.')) return 0;
+    }
+    return i == n;
+}
+
+/* odd_addresses(tokens) -> the indexes of the tokens (a list of bytes) that are not a plain IPv4
+ * address, the ones collectors.auth_anchor.address_key must read: most are plain ones */
+static PyObject *odd_addresses(PyObject *self, PyObject *list) {
+    (void)self;
+    if (!PyList_Check(list)) { PyErr_SetString(PyExc_TypeError, "a list of bytes"); return NULL; }
+    PyObject *out = PyList_New(0);
+    for (Py_ssize_t i = 0; out != NULL && i < PyList_GET_SIZE(list); i++) {
+        PyObject *item = PyList_GET_ITEM(list, i);
+        if (PyBytes_Check(item)
+            && plain_ipv4((const unsigned char *)PyBytes_AS_STRING(item), PyBytes_GET_SIZE(item)))
+            continue;
+        PyObject *index = PyLong_FromSsize_t(i);
+        if (index == NULL || PyList_Append(out, index) < 0) Py_CLEAR(out);
+        Py_XDECREF(index);
+    }
+    return out;
+}
+
 static PyMethodDef METHODS[] = {
-    {"scan", scan, METH_O, "scan(chunk) -> (lines, failed, invalid, sshd, sudo_commands, slow)"},
+    {"odd_addresses", odd_addresses, METH_O, "odd_addresses(tokens) -> indexes of non-plain IPv4"},
+    {"scan", scan, METH_O, "scan(chunk) -> (lines, failed, invalid, sshd, sudo_commands, slow, probes)"},
     {"stamp_keys", stamp_keys, METH_VARARGS, "stamp_keys(chunk, starts) -> int64 keys, -1: other"},
     {NULL, NULL, 0, NULL}};
 

@@ -28,14 +28,14 @@ class NativeFeed:
     def _feed_native(self, chunk: bytes) -> None:
         """AuthScanner.feed with the C scanner: its fast lines as fields, its slow lines through
         the regexes, each pattern's events merged back in line order."""
-        (lines, clean), failed, invalid, sshd, sudo_commands, slow = authscan.scan(chunk)
+        (lines, clean), failed, invalid, sshd, sudo_commands, slow, probes = authscan.scan(chunk)
         slow_failed, slow_invalid, slow_sshd, slow_su, slow_admin = map(_offsets, slow)
         self.counts.lines += lines
         if not clean:
             self.counts.malformed += malformed_lines(chunk)
         self._native_failed(chunk, *failed, slow_failed)
-        starts, users, hosts = _offsets(invalid[0]), invalid[1], _keys(invalid[2])
-        if None in hosts:                         # not an address: not counted (as _invalid)
+        starts, users, hosts = _offsets(invalid[0]), invalid[1], invalid[2]
+        if _keyed(hosts):                         # not an address: not counted (as _invalid)
             known = [h is not None for h in hosts]
             self.counts.unattributed += known.count(False)
             starts, users, hosts = (list(compress(col, known)) for col in (starts, users, hosts))
@@ -46,6 +46,7 @@ class NativeFeed:
         self._count_invalid(users)
         self._starts += starts
         self._hosts += hosts
+        self._native_probes(*probes)
         self._native_sshd(chunk, _offsets(sshd[0]), *sshd[1:], slow_sshd)
         self._native_su(chunk, _offsets(sudo_commands), slow_su)
         if slow_admin:
@@ -61,8 +62,7 @@ class NativeFeed:
         c.none_probes += none
         c.other_failures += other
         starts = np.frombuffer(starts_raw, dtype=np.int64)
-        hosts = _keys(hosts)
-        if None in hosts:                         # totals counted; no address (as _failed)
+        if _keyed(hosts):                         # totals counted; no address (as _failed)
             known = np.array([h is not None for h in hosts], dtype=bool)
             c.unattributed += int(np.count_nonzero(~known))
             kinds, starts = kinds[known], starts[known]
@@ -88,9 +88,8 @@ class NativeFeed:
         """PAM failures and accepted logins (fields) and the other sshd lines (regex), in line
         order: a PAM failure counts once its connection tries another user, or logs in. Events
         of a pid seen once in the chunk (most) cannot meet another: they are taken in bulk."""
-        hosts = _keys(hosts)
-        if 2 in kinds or None in hosts:
-            kinds, starts, pids, users, hosts, methods = self._native_probes(
+        if _keyed(hosts):
+            kinds, starts, pids, users, hosts, methods = self._native_unkeyed(
                 kinds, starts, pids, users, hosts, methods)
         accepted = kinds.count(1)
         self.counts.pam_failures += len(kinds) - accepted
@@ -115,20 +114,24 @@ class NativeFeed:
         if self.pending and b"sshd" in chunk:
             self._resolve_pending(chunk)
 
-    def _native_probes(self, kinds: bytes, *columns: list[Any]) -> tuple[Any, ...]:
-        """Take out the probes (kind 2) and the logins without an address; the rest stays."""
-        starts, hosts = columns[0], columns[3]
-        kind = np.frombuffer(kinds, dtype=np.uint8)
-        probe = kind == 2
-        if None in hosts:
-            missing = np.array([h is None for h in hosts], dtype=bool)
-            self.counts.unattributed += int(np.count_nonzero(missing & (kind != 0)))
-            counted = probe & ~missing
-            keep = ~probe & ~(missing & (kind == 1))   # as _accepted: a login is not counted
+    def _native_probes(self, starts_raw: bytes, hosts: list[bytes]) -> None:
+        """The C scanner's pre-authentication probes: to the chunk's probes, in bulk."""
+        if _keyed(hosts):
+            known = [h is not None for h in hosts]
+            self.counts.unattributed += known.count(False)
+            self._probe_starts += compress(_offsets(starts_raw), known)
+            self._probe_hosts += compress(hosts, known)
         else:
-            counted, keep = probe, ~probe
-        self._probe_starts += compress(starts, counted.tolist())
-        self._probe_hosts += compress(hosts, counted.tolist())
+            self._probe_starts += _offsets(starts_raw)
+            self._probe_hosts += hosts
+
+    def _native_unkeyed(self, kinds: bytes, *columns: list[Any]) -> tuple[Any, ...]:
+        """Take out the logins without an address (as _accepted: not counted); the rest stays."""
+        hosts = columns[3]
+        kind = np.frombuffer(kinds, dtype=np.uint8)
+        missing = np.array([h is None for h in hosts], dtype=bool)
+        self.counts.unattributed += int(np.count_nonzero(missing & (kind != 0)))
+        keep = ~(missing & (kind == 1))
         kept = keep.tolist()
         return (kind[keep].tobytes(), *(list(compress(c, kept)) for c in columns))
 
@@ -178,9 +181,15 @@ class NativeFeed:
                 self._su(in_lines(SU, chunk, [start]))
 
 
-def _keys(hosts: list[bytes]) -> list[bytes | None]:
-    """Address keys of raw tokens (collectors.auth_anchor.address_key, cached)."""
-    return list(map(KEYS.__getitem__, hosts))
+def _keyed(hosts: list[Any]) -> bool:
+    """Raw address tokens made their keys in place (collectors.auth_anchor.address_key, cached;
+    a plain IPv4 address, most of them, is its own key: the C scanner tells which are not);
+    True when some token is no address (its key None)."""
+    missing = False
+    for i in authscan.odd_addresses(hosts):
+        key = hosts[i] = KEYS[hosts[i]]
+        missing = missing or key is None
+    return missing
 
 
 def _offsets(raw: bytes) -> list[int]:

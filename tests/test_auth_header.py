@@ -87,9 +87,9 @@ def test_the_fast_path_takes_those_lines() -> None:
     from collectors import _authscan
     data = "".join(FORMATS["traditional"](h, 7, m) + "\n" for h in HOST_NAMES
                    for m in MESSAGES if not m.startswith("Failed password for invalid user a b"))
-    _lines, failed, invalid, sshd, _sudo, slow = _authscan.scan(data.encode())
+    _lines, failed, invalid, sshd, _sudo, slow, probes = _authscan.scan(data.encode())
     assert len(failed[2]) == len(invalid[2]) == len(HOST_NAMES)
-    assert len(sshd[4]) == 2 * len(HOST_NAMES)                  # the probe and the login
+    assert len(sshd[4]) == len(probes[1]) == len(HOST_NAMES)       # the login; the probe
     assert all(not raw for raw in slow)
 
 
