@@ -107,6 +107,7 @@ class AuthScanner(NativeFeed, AdminEvents):
         self.accepted: list[Login] = []   # the last chunk's accepted logins (see Login)
         self.last_chunk = b""             # that chunk, for the lines of the logins kept
         self._chunk = b""
+        self._su_pam: dict[tuple[str, str], dict[str, Any]] = {}
 
     def _line_at(self, pos: int) -> tuple[int, int]:
         chunk = self._chunk
@@ -190,6 +191,7 @@ class AuthScanner(NativeFeed, AdminEvents):
     def feed(self, chunk: bytes) -> None:
         """Scan one chunk of whole lines (each ending in a newline)."""
         self._chunk = chunk
+        self._su_pam = {}
         if self.native:
             self._feed_native(chunk)
         else:
