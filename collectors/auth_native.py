@@ -102,7 +102,8 @@ class NativeFeed:
         logins = [(user, host, method, start) for start, kind, user, host, method, alone
                   in zip(starts, kinds, users, hosts, methods, single) if kind and alone]
         if not all(single):
-            self._sshd_in_order(chunk, *(list(compress(column, [not a for a in single]))
+            others = [not alone for alone in single]
+            self._sshd_in_order(chunk, *(list(compress(column, others))
                                          for column in (starts, kinds, pids, users, hosts,
                                                         methods)), slow)
         elif slow:

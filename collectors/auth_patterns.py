@@ -125,23 +125,34 @@ class AuthScanner(NativeFeed, AdminEvents):
         self._hosts.append(host)
 
     def _flush(self) -> None:
-        """Stamp this chunk's failure events (in bulk) and keep sample lines per address."""
-        self._flush_probes()
+        """Stamp this chunk's failure events and probes (in bulk, in one pass) and keep sample
+        lines per address."""
         starts, hosts = self._starts, self._hosts
         self._starts, self._hosts = [], []
+        probe_starts, probe_hosts = self._probe_starts, self._probe_hosts
+        self._probe_starts, self._probe_hosts = [], []
+        at = np.asarray(probe_starts, dtype=np.int64)
+        if len(at) > 1 and (at[1:] < at[:-1]).any():     # slow-path probes came after the C's
+            order = np.argsort(at, kind="stable").tolist()
+            probe_starts = [probe_starts[i] for i in order]
+            probe_hosts = [probe_hosts[i] for i in order]
+        if not starts and not probe_starts:
+            return
+        stamps = self.clock.stamps(self._chunk, starts + probe_starts)
+        if probe_starts:
+            self._flush_probes(probe_starts, probe_hosts, stamps[len(starts):])
         c = self.counts
         c.failures += len(starts)
         if not starts:
             return
-        stamps = self.clock.stamps(self._chunk, starts)
+        stamps = stamps[:len(starts)]
         stamped = ~np.isnan(stamps)
         kept = int(np.count_nonzero(stamped))
         c.unstamped += len(starts) - kept
         self.fail_times.extend(stamps[stamped].tolist())
         self.fail_hosts.extend(hosts if kept == len(hosts) else compress(hosts, stamped.tolist()))
+        hosts, starts = self._still_sampled(hosts, starts)
         full = self._evidence_full
-        if full.issuperset(hosts):          # every address has its samples (or no slot left)
-            return
         firsts = dict(zip(reversed(hosts), reversed(starts)))
         for host, start in {**firsts, **dict(zip(hosts, starts))}.items():
             if host not in full:
@@ -149,29 +160,40 @@ class AuthScanner(NativeFeed, AdminEvents):
                 if host not in full and firsts[host] != start:
                     self._evidence(host, start)
 
-    def _flush_probes(self) -> None:
-        """Stamp this chunk's probes (in bulk, in line order); one sample line per address."""
-        starts, hosts = self._probe_starts, self._probe_hosts
-        self._probe_starts, self._probe_hosts = [], []
-        if not starts:
-            return
-        at = np.asarray(starts, dtype=np.int64)
-        if len(at) > 1 and (at[1:] < at[:-1]).any():     # slow-path probes came after the C's
-            order = np.argsort(at, kind="stable").tolist()
-            starts, hosts = [starts[i] for i in order], [hosts[i] for i in order]
+    def _flush_probes(self, starts: list[int], hosts: list[bytes], stamps: np.ndarray) -> None:
+        """This chunk's probes (in line order) with their times; one sample line per address."""
         c = self.counts
         c.probes += len(starts)
         c.probes_by_ip.update(hosts)
-        stamped = (~np.isnan(stamps := self.clock.stamps(self._chunk, starts)))
+        stamped = ~np.isnan(stamps)
         kept = int(np.count_nonzero(stamped))
         c.unstamped += len(starts) - kept
         self.probe_times.extend(stamps[stamped].tolist())
         self.probe_hosts.extend(hosts if kept == len(hosts)
                                 else compress(hosts, stamped.tolist()))
-        if not self._evidence_full.issuperset(hosts):
-            for host, start in dict(zip(reversed(hosts), reversed(starts))).items():
-                if host not in self._evidence_full:
-                    self._evidence(host, start)
+        hosts, starts = self._still_sampled(hosts, starts)
+        for host, start in dict(zip(reversed(hosts), reversed(starts))).items():
+            if host not in self._evidence_full:
+                self._evidence(host, start)
+
+    def _still_sampled(self, hosts: list[bytes], starts: list[int]
+                       ) -> tuple[list[bytes], list[int]]:
+        """The events whose address still takes sample lines: not one with all its samples, nor,
+        once every slot is taken, a new one (marked done here, as _evidence would: without a
+        pass over every event, which is what a busy log mostly is)."""
+        full = self._evidence_full
+        if full.issuperset(hosts):          # every address has its samples (or no slot left)
+            return [], []
+        want = set(hosts).difference(full)
+        evidence = self.counts.evidence
+        if len(evidence) >= MAX_EVIDENCE_HOSTS:
+            done = {host for host in want if safe_text(host) not in evidence}
+            full.update(done)
+            want -= done
+        if not want:
+            return [], []
+        kept = [host in want for host in hosts]
+        return list(compress(hosts, kept)), list(compress(starts, kept))
 
     def _evidence(self, host: bytes, start: int) -> None:
         evidence = self.counts.evidence
