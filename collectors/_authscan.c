@@ -756,7 +756,43 @@ static PyObject *odd_addresses(PyObject *self, PyObject *list) {
     return out;
 }
 
+/* first_ids(items) -> (int64 ids as bytes, distinct items): each item's number in order of first
+ * appearance (collectors.auth_log.FailureWindow's address ids, one dict probe per event) */
+static PyObject *first_ids(PyObject *self, PyObject *list) {
+    (void)self;
+    if (!PyList_Check(list)) { PyErr_SetString(PyExc_TypeError, "a list"); return NULL; }
+    Py_ssize_t n = PyList_GET_SIZE(list);
+    PyObject *index = PyDict_New(), *names = PyList_New(0);
+    PyObject *out = PyBytes_FromStringAndSize(NULL, n * (Py_ssize_t)sizeof(int64_t)), *result = NULL;
+    if (index == NULL || names == NULL || out == NULL) goto done;
+    int64_t *ids = (int64_t *)PyBytes_AS_STRING(out);
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(list) && i < n; i++) {
+        PyObject *item = PyList_GET_ITEM(list, i), *known = PyDict_GetItemWithError(index, item);
+        if (known != NULL) {
+            ids[i] = PyLong_AsLongLong(known);
+            continue;
+        }
+        if (PyErr_Occurred()) goto done;
+        Py_ssize_t id = PyList_GET_SIZE(names);
+        PyObject *number = PyLong_FromSsize_t(id);
+        int bad = number == NULL || PyDict_SetItem(index, item, number) < 0
+                  || PyList_Append(names, item) < 0;
+        Py_XDECREF(number);
+        if (bad) goto done;
+        ids[i] = id;
+    }
+    if (PyList_GET_SIZE(list) != n) {                 /* the list changed meanwhile: refuse */
+        PyErr_SetString(PyExc_RuntimeError, "list changed during first_ids");
+        goto done;
+    }
+    result = Py_BuildValue("(OO)", out, names);
+done:
+    Py_XDECREF(index); Py_XDECREF(names); Py_XDECREF(out);
+    return result;
+}
+
 static PyMethodDef METHODS[] = {
+    {"first_ids", first_ids, METH_O, "first_ids(items) -> (int64 ids, distinct items)"},
     {"odd_addresses", odd_addresses, METH_O, "odd_addresses(tokens) -> indexes of non-plain IPv4"},
     {"scan", scan, METH_O, "scan(chunk) -> (lines, failed, invalid, sshd, sudo_commands, slow, probes)"},
     {"stamp_keys", stamp_keys, METH_VARARGS, "stamp_keys(chunk, starts) -> int64 keys, -1: other"},

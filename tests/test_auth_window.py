@@ -38,3 +38,29 @@ def test_window_crossings_match_a_brute_force_count(rows: list[tuple[float, byte
     window = FailureWindow(None, RETRY, FINDTIME)
     window.add(times, hosts)
     assert window.hits == reference(times, hosts)
+
+
+@settings(max_examples=200, deadline=None)
+@given(events, events)
+def test_the_c_ids_and_the_python_ones_give_the_same_window(first: list[tuple[float, bytes]],
+                                                           second: list[tuple[float, bytes]]
+                                                           ) -> None:
+    """collectors/_authscan.c's first_ids numbers addresses as the Python fallback does."""
+    from collectors import _authscan, auth_log
+    hosts = [h for _, h in first + second]
+    raw, names = _authscan.first_ids(hosts)
+    index = dict(zip(dict.fromkeys(hosts), range(len(hosts))))
+    assert names == list(index)
+    assert list(memoryview(raw).cast("q")) == [index[h] for h in hosts]
+    results = []
+    for module in (_authscan, None):
+        saved, auth_log.authscan = auth_log.authscan, module
+        try:
+            window = FailureWindow(None, RETRY, FINDTIME)
+            for rows in (first, second):
+                window.add([t for t, _ in rows], [h for _, h in rows])
+            results.append((window.hits, window.state(),
+                            window.failures_before([(b"a", 200.0), (b"b", 390.0)])))
+        finally:
+            auth_log.authscan = saved
+    assert results[0] == results[1]
