@@ -26,7 +26,7 @@ from typing import Any, Iterable, NamedTuple
 import numpy as np
 
 from collectors.auth_admin import MAX_LINE_KEPT, AdminEvents, safe_text
-from collectors.auth_anchor import KEYS, after_for, invalid_user
+from collectors.auth_anchor import KEYS, after_for, change_of_username, invalid_user
 from collectors.auth_native import NativeFeed
 from collectors.auth_regexes import (ACCEPTED_REST, ADDRESS_IN_LINE, FAILED, INVALID,
                                      OLD_PAM, REPEATED_INNER,
@@ -414,7 +414,12 @@ class AuthScanner(NativeFeed, AdminEvents):
         """A rarer failure message; without an address, an earlier or later line of the pid."""
         message = keyword + rest
         host: bytes | None = None
-        if keyword != b"Disconnecting: Too many authentication failures":
+        if keyword == b"Disconnecting":            # "... : Change of username ...", anchored
+            host = change_of_username(rest)
+            if host is None:
+                self.counts.unattributed += 1
+                return
+        elif keyword != b"Disconnecting: Too many authentication failures":
             for pattern in RARE_MESSAGES:
                 found = pattern.match(message)
                 if found:

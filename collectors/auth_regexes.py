@@ -72,7 +72,6 @@ RARE_MESSAGES = (
                + _SUFFIX),
     re.compile(rb"User not known to the underlying authentication module for (.*?) (?:from )?"
                + _HOST + _SUFFIX),
-    re.compile(rb"Disconnecting(?: from)? (?:invalid|authenticating) user \S+ " + _HOST),
     re.compile(rb"User (\S+|.*?) (?:from )?" + _HOST + rb" not allowed because"),
     re.compile(rb"refused connect from \S+ \((?:::ffff:)?([^)\s]+)\)"),
     re.compile(rb"Received disconnect from " + _HOST),
