@@ -226,7 +226,7 @@ static Py_ssize_t program_pos(const Scan *sc, Py_ssize_t ls, Py_ssize_t le) {
 }
 
 /* The message start after sshd's tag at p (the "sshd" of "sshd[1]: " or of "[sshd]: "), as
- * _LINE_HEAD's end: (?:\[sshd(?:-session|-auth)?\]:?|sshd(?:-session|-auth)?(?:\[(\d+)\]:|
+ * MESSAGE_HEAD's end: (?:\[sshd(?:-session|-auth)?\]:?|sshd(?:-session|-auth)?(?:\[(\d+)\]:|
  * \d+ - ...)) then (?:kernel:...)?(?:(?:error|fatal): (?:PAM: )?)?(?:\[ID ...\] )?. Returns the
  * offset, NO_HEAD (no message can match on this line) or ODD_HEAD (a rarer form: the regexes
  * decide). */

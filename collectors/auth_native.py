@@ -17,7 +17,8 @@ import numpy as np
 
 from collectors.auth_admin import ADMIN, MAX_EVENTS, SU
 from collectors.auth_anchor import KEYS
-from collectors.auth_regexes import FAILED, INVALID, OLD_PAM, SSHD, SSHD_PID
+from collectors.auth_regexes import (FAILED, INVALID, OLD_PAM, SSHD, SSHD_PID, at_message,
+                                     at_program)
 from collectors.chunkscan import authscan, in_lines, malformed_lines
 
 
@@ -41,7 +42,8 @@ class NativeFeed:
             starts, users, hosts = (list(compress(col, known)) for col in (starts, users, hosts))
         if slow_invalid:
             more: tuple[list[int], list[bytes], list[bytes]] = ([], [], [])
-            self._invalid(in_lines(INVALID, chunk, slow_invalid), more[0], more[2], more[1])
+            self._invalid(at_message(in_lines(INVALID, chunk, slow_invalid), chunk), more[0],
+                          more[2], more[1])
             starts, users, hosts = _merged((starts, users, hosts), more)
         self._count_invalid(users)
         self._starts += starts
@@ -77,7 +79,7 @@ class NativeFeed:
             events = (starts[event].tolist(), list(compress(hosts, event.tolist())))
         if slow:
             more: tuple[list[int], list[bytes]] = ([], [])
-            self._failed(in_lines(FAILED, chunk, slow), *more)
+            self._failed(at_message(in_lines(FAILED, chunk, slow), chunk), *more)
             events = _merged(events, more)
         self._starts += events[0]
         self._hosts += events[1]
@@ -107,11 +109,11 @@ class NativeFeed:
                                          for column in (starts, kinds, pids, users, hosts,
                                                         methods)), slow)
         elif slow:
-            self._sshd(in_lines(SSHD, chunk, slow), {})
+            self._sshd(at_program(in_lines(SSHD, chunk, slow), chunk), {})
         if logins:                            # all of them, in line order
             self._logins = sorted(self._logins + logins, key=itemgetter(3))
         if slow:                              # old pam_unix lines are slow lines (their tag)
-            self._old_pam(in_lines(OLD_PAM, chunk, slow))
+            self._old_pam(at_program(in_lines(OLD_PAM, chunk, slow), chunk))
         if self.pending and b"sshd" in chunk:
             self._resolve_pending(chunk)
 
@@ -145,7 +147,7 @@ class NativeFeed:
                                                         methods):
             if done < len(slow) and slow[done] < start:
                 stop = bisect_left(slow, start, done)
-                self._sshd(in_lines(SSHD, chunk, slow[done:stop]), pam_users)
+                self._sshd(at_program(in_lines(SSHD, chunk, slow[done:stop]), chunk), pam_users)
                 done = stop
             seen = pam_users.get(pid)
             if kind:                              # _accepted()
@@ -162,7 +164,7 @@ class NativeFeed:
                 self._starts.append(start)
                 self._hosts.append(host)
         if done < len(slow):
-            self._sshd(in_lines(SSHD, chunk, slow[done:]), pam_users)
+            self._sshd(at_program(in_lines(SSHD, chunk, slow[done:]), chunk), pam_users)
 
     def _native_su(self, chunk: bytes, commands: list[int], slow: list[int]) -> None:
         """sudo commands beyond the kept ones are only counted; the rest through the regex."""

@@ -31,7 +31,7 @@ from collectors.auth_native import NativeFeed
 from collectors.auth_regexes import (ACCEPTED_REST, ADDRESS_IN_LINE, FAILED, INVALID,
                                      OLD_PAM, REPEATED_INNER,
                                      LOGIN_METHODS, PROBE_KEYWORDS, PROBES, RARE_MESSAGES,
-                                     RESOLVES, SSHD)
+                                     RESOLVES, SSHD, at_message, at_program)
 from collectors.auth_times import LineClock
 from collectors.chunkscan import authscan as _authscan, count_lines, malformed_lines
 
@@ -220,14 +220,15 @@ class AuthScanner(NativeFeed, AdminEvents):
             self.counts.malformed += malformed_lines(chunk)
             self.counts.lines += count_lines(chunk)
             # no "in" test before a literal-led scan: when absent it costs more than the scan
-            self._failed(FAILED.finditer(chunk), self._starts, self._hosts)
+            self._failed(at_message(FAILED.finditer(chunk), chunk), self._starts, self._hosts)
             users: list[bytes] = []
-            self._invalid(INVALID.finditer(chunk), self._starts, self._hosts, users)
+            self._invalid(at_message(INVALID.finditer(chunk), chunk), self._starts,
+                          self._hosts, users)
             self._count_invalid(users)
             if b"sshd" in chunk:
-                self._sshd(SSHD.finditer(chunk), {})
+                self._sshd(at_program(SSHD.finditer(chunk), chunk), {})
                 if b"sshd(pam_unix)" in chunk:
-                    self._old_pam(OLD_PAM.finditer(chunk))
+                    self._old_pam(at_program(OLD_PAM.finditer(chunk), chunk))
                 if self.pending:
                     self._resolve_pending(chunk)
             self._su(self.su_matches(chunk))
@@ -261,7 +262,7 @@ class AuthScanner(NativeFeed, AdminEvents):
         rfind = self._chunk.rfind
         logins: list[bytes] = []
         for m in matches:
-            _pid, method, invalid, rest = m.groups()
+            method, invalid, rest = m.groups()
             parsed = after_for(rest, invalid is not None)
             host = None if parsed is None else KEYS[parsed[1]]
             if host is None:                  # sshd's line, but who it is about is unclear
@@ -294,7 +295,7 @@ class AuthScanner(NativeFeed, AdminEvents):
                  users: list[bytes]) -> None:
         rfind = self._chunk.rfind
         for m in matches:
-            parsed = invalid_user(m.group(2))
+            parsed = invalid_user(m.group(1))
             host = None if parsed is None else KEYS[parsed[1]]
             if host is None:
                 self.counts.unattributed += 1
