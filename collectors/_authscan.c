@@ -117,11 +117,10 @@ static inline Py_ssize_t digits_end(const Scan *sc, Py_ssize_t i, Py_ssize_t end
     while (i < end && is_digit(sc->s[i])) i++;
     return i;
 }
-static void line_of(const Scan *sc, Py_ssize_t pos, Hit *h) {    /* lines are short: no memrchr */
-    Py_ssize_t ls = pos;
-    while (ls > 0 && sc->s[ls - 1] != '\n') ls--;
+static void line_of(const Scan *sc, Py_ssize_t pos, Hit *h) {
+    const unsigned char *prev = memrchr(sc->s, '\n', (size_t)pos);   /* vectorised, both ways */
     const unsigned char *nl = memchr(sc->s + pos, '\n', (size_t)(sc->n - pos));
-    h->ls = ls;
+    h->ls = prev ? prev - sc->s + 1 : 0;
     h->le = nl ? nl - sc->s : sc->n;                                /* its '\n', or the end */
 }
 
