@@ -226,7 +226,7 @@ def collect(ctx: CollectContext) -> CollectResult:
     if not scanner.native and not _WARNED:
         _WARNED.append(True)
         log.warning("auth_log: the C scanner (collectors/_authscan.c) is not built; the same "
-                    "patterns run in Python, about 3x slower: run `make native`")
+                    "patterns run in Python, about 5x slower: run `make native`")
     window = FailureWindow(previous.get("window"), settings.SSH_BRUTEFORCE_MAX_RETRY,
                            settings.SSH_BRUTEFORCE_FINDTIME_SECONDS)
     probes = FailureWindow(previous.get("probe_window"), settings.SSH_BRUTEFORCE_MAX_RETRY,
