@@ -92,6 +92,8 @@ process_setup.tune_allocator()
 if sys.argv[4] == "regex":                   # the reference: the same patterns without the C scanner
     from collectors import auth_patterns
     auth_patterns._authscan = None
+    from collectors import auth_log as _log       # and the window's C helper (first_ids)
+    _log.authscan = None
 from core.context import CollectContext
 from core.settings import load_settings
 from collectors import auth_log

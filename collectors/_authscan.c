@@ -13,7 +13,7 @@
  * with two occurrences of one pattern is slow. tests/test_auth_native.py checks that both paths
  * agree, on real logs, generated ones and fuzzed input.
  *
- * scan(chunk) -> ((lines, clean), failed, invalid, sshd, sudo_commands, slow), where
+ * scan(chunk) -> ((lines, clean), failed, invalid, sshd, sudo_commands, slow, probes), where
  *   clean   = True when every byte is ASCII and none is NUL (no line can be malformed)
  *   failed  = (starts, kinds, hosts)        kinds: one byte per event, KIND_* below
  *   invalid = (starts, users, hosts)        users cut to 64 bytes
@@ -21,6 +21,7 @@
  *             (users: PAM's user= when not empty, else ruser=; methods empty), 1 an accepted login
  *   sudo_commands = starts of the sudo lines that run a command (not refused)
  *   slow    = (failed, invalid, sshd, su, admin): starts of the lines for the regexes
+ *   probes  = (starts, hosts): pre-authentication probes (PROBES[0]) parsed in C
  * starts are line starts as bytes of native int64 (numpy.frombuffer); the rest lists of bytes.
  * The GIL is held throughout: the one scratch space is never used by two threads at once.
  */
@@ -86,8 +87,8 @@ typedef struct {
     const unsigned char *s;
     Py_ssize_t n;
     Vec hits[N_FAMILIES];                 /* start offsets of each family's literals */
-    Vec f_starts, f_kinds, i_starts, p_starts, p_kinds, sudo_starts, slow[N_FAMILIES];
-    PyObject *f_hosts, *i_users, *i_hosts, *p_pids, *p_users, *p_hosts, *p_methods;
+    Vec f_starts, f_kinds, i_starts, p_starts, p_kinds, sudo_starts, slow[N_FAMILIES], pr_starts;
+    PyObject *f_hosts, *i_users, *i_hosts, *p_pids, *p_users, *p_hosts, *p_methods, *pr_hosts;
 } Scan;
 
 /* one occurrence, as classified; spans are [a, b) offsets into the chunk */
@@ -116,11 +117,10 @@ static inline Py_ssize_t digits_end(const Scan *sc, Py_ssize_t i, Py_ssize_t end
     while (i < end && is_digit(sc->s[i])) i++;
     return i;
 }
-static void line_of(const Scan *sc, Py_ssize_t pos, Hit *h) {    /* lines are short: no memrchr */
-    Py_ssize_t ls = pos;
-    while (ls > 0 && sc->s[ls - 1] != '\n') ls--;
+static void line_of(const Scan *sc, Py_ssize_t pos, Hit *h) {
+    const unsigned char *prev = memrchr(sc->s, '\n', (size_t)pos);   /* vectorised, both ways */
     const unsigned char *nl = memchr(sc->s + pos, '\n', (size_t)(sc->n - pos));
-    h->ls = ls;
+    h->ls = prev ? prev - sc->s + 1 : 0;
     h->le = nl ? nl - sc->s : sc->n;                                /* its '\n', or the end */
 }
 
@@ -150,58 +150,165 @@ static int only_blanks_left(const Scan *sc, Py_ssize_t q, Py_ssize_t le) {
     return q == le;
 }
 
-/* The message start of line [ls, le): after its first "sshd" when that is sshd's tag, as
- * _LINE_HEAD in collectors/auth_regexes.py: sshd(?:-session|-auth)?(?:\[(\d+)\]:|\]:?| \d+ - ...) 
- * then (?:kernel:...)?(?:(?:error|fatal): (?:PAM: )?)?(?:\[ID ...\] )?. Returns the offset, NO_HEAD
- * (no message can match on this line) or ODD_HEAD (a rarer form: the regexes decide). */
+/* <\d{1,3}> at q: its end, or q */
+static Py_ssize_t pri_end(const Scan *sc, Py_ssize_t q, Py_ssize_t le) {
+    if (!AT(q, le, "<")) return q;
+    Py_ssize_t d = digits_end(sc, q + 1, le);
+    return d > q + 1 && d - q - 1 <= 3 && AT(d, le, ">") ? d + 1 : q;
+}
+
+/* \S+ followed by " " at q: the offset after the space, or -1 */
+static Py_ssize_t word_sp(const Scan *sc, Py_ssize_t q, Py_ssize_t le) {
+    Py_ssize_t e = token_end(sc, q, le);
+    return e > q && AT(e, le, " ") ? e + 1 : -1;
+}
+
+/* (?:[A-Z][a-z]{2} {1,2}\d{1,2} \d\d:\d\d:\d\d|\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d\S*) at q:
+ * the offset after its space, or q */
+static Py_ssize_t stamp_end(const Scan *sc, Py_ssize_t q, Py_ssize_t le) {
+    const unsigned char *s = sc->s;
+    Py_ssize_t i = q, d;
+    if (q + 3 <= le && s[q] >= 'A' && s[q] <= 'Z' && s[q + 1] >= 'a' && s[q + 1] <= 'z'
+        && s[q + 2] >= 'a' && s[q + 2] <= 'z') {
+        i = q + 3;
+        if (!AT(i, le, " ")) return q;
+        i += AT(i + 1, le, " ") ? 2 : 1;
+        d = digits_end(sc, i, le);
+        if (d == i || d - i > 2) return q;
+        i = d;
+    } else {
+        d = digits_end(sc, q, le);
+        if (d - q != 4 || !AT(d, le, "-") || d + 16 > le) return q;
+        i = d + 1;
+        if (!is_digit(s[i]) || !is_digit(s[i + 1]) || s[i + 2] != '-' || !is_digit(s[i + 3])
+            || !is_digit(s[i + 4]) || (s[i + 5] != 'T' && s[i + 5] != ' '))
+            return q;
+        i += 5;
+    }
+    /* " hh:mm:ss" (traditional) or "Thh:mm:ss" (ISO): i is at the separator */
+    if (i + 9 > le || !is_digit(s[i + 1]) || !is_digit(s[i + 2]) || s[i + 3] != ':'
+        || !is_digit(s[i + 4]) || !is_digit(s[i + 5]) || s[i + 6] != ':' || !is_digit(s[i + 7])
+        || !is_digit(s[i + 8]))
+        return q;
+    if (s[q] >= 'A' && s[i] != ' ') return q;
+    i += 9;
+    if (s[q] < 'A') i = token_end(sc, i, le);                 /* ISO: \S* */
+    return AT(i, le, " ") ? i + 1 : q;
+}
+
+/* The program position of the line starting at ls, as HEAD in collectors/auth_regexes.py:
+ * (?><\d{1,3}>1 \S+ \S+ |(?:<\d{1,3}>)?+(?:STAMP )?+(?:[^\s\[\]]*[^\s\[\]:] )?+), every part
+ * taken when present and never given back, so one reading: the tag's offset. */
+static unsigned char HOST_BYTE[256];      /* [^\s\[\]]: built by the module's init */
+
+static Py_ssize_t program_pos(const Scan *sc, Py_ssize_t ls, Py_ssize_t le) {
+    const unsigned char *s = sc->s;
+    Py_ssize_t q = ls, e;
+    if (AT(q, le, "<")) {
+        q = pri_end(sc, ls, le);
+        if (q > ls && AT(q, le, "1 ")) {                                 /* RFC 5424 */
+            Py_ssize_t t = word_sp(sc, q + 2, le);
+            if (t >= 0 && (t = word_sp(sc, t, le)) >= 0) return t;
+        }
+    }
+    /* the common stamp, "Mmm dd hh:mm:ss " or "Mmm  d hh:mm:ss ", at once; else the full reading */
+    if (q + 16 <= le && s[q + 3] == ' ' && s[q + 6] == ' ' && s[q + 9] == ':' && s[q + 12] == ':'
+        && s[q + 15] == ' ' && s[q] >= 'A' && s[q] <= 'Z' && s[q + 1] >= 'a' && s[q + 1] <= 'z'
+        && s[q + 2] >= 'a' && s[q + 2] <= 'z' && (s[q + 4] == ' ' || is_digit(s[q + 4]))
+        && is_digit(s[q + 5]) && is_digit(s[q + 7]) && is_digit(s[q + 8]) && is_digit(s[q + 10])
+        && is_digit(s[q + 11]) && is_digit(s[q + 13]) && is_digit(s[q + 14]))
+        q += 16;
+    else
+        q = stamp_end(sc, q, le);
+    for (e = q; e < le && HOST_BYTE[s[e]]; e++) {}
+    return e > q && s[e - 1] != ':' && AT(e, le, " ") ? e + 1 : q;    /* a host token */
+}
+
+/* The message start after sshd's tag at p (the "sshd" of "sshd[1]: " or of "[sshd]: "), as
+ * MESSAGE_HEAD's end: (?:\[sshd(?:-session|-auth)?\]:?|sshd(?:-session|-auth)?(?:\[(\d+)\]:|
+ * \d+ - ...)) then (?:kernel:...)?(?:(?:error|fatal): (?:PAM: )?)?(?:\[ID ...\] )?. Returns the
+ * offset, NO_HEAD (no message can match on this line) or ODD_HEAD (a rarer form: the regexes
+ * decide). */
 #define NO_HEAD (-1)
 #define ODD_HEAD (-2)
-static Py_ssize_t header_end(const Scan *sc, Py_ssize_t p, Py_ssize_t le, Py_ssize_t *pid0,
-                             Py_ssize_t *pid1) {
+static Py_ssize_t header_end(const Scan *sc, Py_ssize_t p, int bracket, Py_ssize_t le,
+                             Py_ssize_t *pid0, Py_ssize_t *pid1) {
+    const unsigned char *s = sc->s;
     Py_ssize_t q = p + 4;
     *pid0 = *pid1 = -1;
-    if (AT(q, le, "-session")) q += 8;
-    else if (AT(q, le, "-auth")) q += 5;
-    else if (AT(q, le, "(pam_unix)[")) return ODD_HEAD;      /* old pam_unix: OLD_PAM decides */
-    if (AT(q, le, "[")) {
+    if (q >= le) return NO_HEAD;
+    if (s[q] == '-') {                         /* each test only where its first byte is */
+        if (AT(q, le, "-session")) q += 8;
+        else if (AT(q, le, "-auth")) q += 5;
+    } else if (s[q] == '(' && !bracket && AT(q, le, "(pam_unix)[")) {
+        return ODD_HEAD;                                       /* old pam_unix: OLD_PAM */
+    }
+    if (q >= le) return NO_HEAD;
+    if (bracket) {
+        if (AT(q, le, "]: ")) q += 3;
+        else if (AT(q, le, "] ")) q += 2;
+        else return NO_HEAD;
+    } else if (s[q] == '[') {
         Py_ssize_t d = digits_end(sc, q + 1, le);
         if (d == q + 1 || !AT(d, le, "]: ")) return NO_HEAD;
         *pid0 = q + 1;
         *pid1 = d;
         q = d + 3;
-    } else if (AT(q, le, "]: ")) {
-        q += 3;
-    } else if (AT(q, le, "] ")) {
-        q += 2;
-    } else if (AT(q, le, " ") && q + 1 < le && is_digit(sc->s[q + 1])) {
+    } else if (s[q] == ' ' && q + 1 < le && is_digit(s[q + 1])) {
         return ODD_HEAD;                                   /* RFC 5424 */
     } else {
         return NO_HEAD;
     }
-    if (AT(q, le, "kernel:")) return ODD_HEAD;
-    if (AT(q, le, "error: ") || AT(q, le, "fatal: ")) {
-        q += 7;
-        if (AT(q, le, "PAM: ")) q += 5;
+    if (q >= le) return q;
+    switch (s[q]) {
+    case 'k': if (AT(q, le, "kernel:")) return ODD_HEAD; break;
+    case '[': if (AT(q, le, "[ID ")) return ODD_HEAD; break;
+    case 'e': case 'f':
+        if (AT(q, le, "error: ") || AT(q, le, "fatal: ")) {
+            q += 7;
+            if (AT(q, le, "PAM: ")) q += 5;
+            if (AT(q, le, "[ID ")) return ODD_HEAD;
+        }
+        break;
+    default: break;
     }
-    if (AT(q, le, "[ID ")) return ODD_HEAD;
     return q;
 }
 
-/* the first "sshd" of the line (none, or a '\r' before it: NO_HEAD), and its message start */
-static Py_ssize_t message_start(const Scan *sc, const Hit *h, Py_ssize_t *pid0, Py_ssize_t *pid1) {
-    const unsigned char *t = memmem(sc->s + h->ls, (size_t)(h->le - h->ls), "sshd", 4);
-    if (t == NULL || memchr(sc->s + h->ls, '\r', (size_t)(t - sc->s - h->ls))) return NO_HEAD;
-    return header_end(sc, t - sc->s, h->le, pid0, pid1);
+/* the message start of the line of h when sshd's tag is at its program position, else NO_HEAD;
+ * tag: where the tag's "sshd" must be (>= 0), or -1 */
+static Py_ssize_t message_start(const Scan *sc, const Hit *h, Py_ssize_t tag, Py_ssize_t *pid0,
+                                Py_ssize_t *pid1) {
+    Py_ssize_t t = program_pos(sc, h->ls, h->le);
+    int bracket = AT(t, h->le, "[");
+    t += bracket;
+    if ((tag >= 0 && t != tag) || !AT(t, h->le, "sshd")) return NO_HEAD;
+    return header_end(sc, t, bracket, h->le, pid0, pid1);
 }
+
+/* the first lit (len bytes) in [a, e), found by memchr on its byte k (one rare in logs): its
+ * offset, or -1. memmem costs more on lines this short. */
+static Py_ssize_t find_lit(const Scan *sc, Py_ssize_t a, Py_ssize_t e, const char *lit,
+                           Py_ssize_t len, Py_ssize_t k) {
+    for (Py_ssize_t i = a + k; i < e;) {
+        const unsigned char *f = memchr(sc->s + i, lit[k], (size_t)(e - i));
+        if (f == NULL) return -1;
+        Py_ssize_t at0 = f - sc->s - k;
+        if (at0 + len <= e && memcmp(sc->s + at0, lit, (size_t)len) == 0) return at0;
+        i = f - sc->s + 1;
+    }
+    return -1;
+}
+#define FIND(a, e, lit, k) find_lit(sc, (a), (e), (lit), (Py_ssize_t)(sizeof(lit) - 1), (k))
 
 /* occurrences of " from " in [a, le) (stops counting at 2) */
 static int froms(const Scan *sc, Py_ssize_t a, Py_ssize_t le) {
     int n = 0;
     while (n < 2 && a < le) {
-        const unsigned char *f = memmem(sc->s + a, (size_t)(le - a), " from ", 6);
-        if (f == NULL) break;
+        Py_ssize_t f = FIND(a, le, " from ", 1);
+        if (f < 0) break;
         n++;
-        a = f - sc->s + 1;
+        a = f + 1;
     }
     return n;
 }
@@ -221,7 +328,7 @@ static int tail_ok(const Scan *sc, Py_ssize_t q, Py_ssize_t le) {
 static int failed_at(const Scan *sc, Py_ssize_t p, Hit *h) {
     if (!AT(p + 6, sc->n, " ")) return NOTHING;
     line_of(sc, p, h);
-    Py_ssize_t ms = message_start(sc, h, &h->pid0, &h->pid1);
+    Py_ssize_t ms = message_start(sc, h, -1, &h->pid0, &h->pid1);
     if (ms == NO_HEAD) return NOTHING;
     if (ms == ODD_HEAD) return SLOW;
     if (ms != p) return NOTHING;
@@ -257,7 +364,7 @@ static int failed_at(const Scan *sc, Py_ssize_t p, Hit *h) {
 static int invalid_at(const Scan *sc, Py_ssize_t p, Hit *h) {
     if (!AT(p + 7, sc->n, " user ")) return NOTHING;
     line_of(sc, p, h);
-    Py_ssize_t ms = message_start(sc, h, &h->pid0, &h->pid1);
+    Py_ssize_t ms = message_start(sc, h, -1, &h->pid0, &h->pid1);
     if (ms == NO_HEAD) return NOTHING;
     if (ms == ODD_HEAD) return SLOW;
     if (ms != p) return NOTHING;
@@ -314,60 +421,89 @@ static int probe_at(const Scan *sc, Py_ssize_t q, Hit *h) {
     return FAST;
 }
 
+/* SSHD at an occurrence p of "sshd": the message is read first from p (most sshd lines are
+ * none of the counted messages, and cost no more), then, for a counted one, whether this "sshd"
+ * is the tag at the line's program position (line_of, program_pos). */
+enum { ACT_PAM, ACT_SLOW, ACT_RECEIVED, ACT_ACCEPTED, ACT_PROBE };
 static int sshd_at(const Scan *sc, Py_ssize_t p, Hit *h) {
-    line_of(sc, p, h);
-    Py_ssize_t n = h->le, q;
-    /* only the line's first "sshd" can be sshd's tag: a later one is in a client's text */
-    if (memmem(sc->s + h->ls, (size_t)(p - h->ls), "sshd", 4)
-        || memchr(sc->s + h->ls, '\r', (size_t)(p - h->ls)))
-        return NOTHING;
-    q = header_end(sc, p, n, &h->pid0, &h->pid1);
+    Py_ssize_t n = sc->n, q, arg = 0;
+    unsigned char before = p > 0 ? sc->s[p - 1] : '\n';
+    int bracket = before == '[', act;
+    /* a tag follows the line start, a space (stamp, host), "<PRI>" or its own "[" */
+    if (!bracket && before != ' ' && before != '\n' && before != '>') return NOTHING;
+    q = header_end(sc, p, bracket, n, &h->pid0, &h->pid1);   /* literals never span a '\n' */
     if (q == NO_HEAD) return NOTHING;
-    if (q == ODD_HEAD) return SLOW;
-    int verdict;
-    switch (q < n ? sc->s[q] : 0) {
-    case 'p':
-        if (!AT(q, n, "pam_unix(sshd:auth): authentication failure;")) return NOTHING;
-        verdict = FAST;
-        break;
-    case 'R':
-        if (AT(q, n, "ROOT LOGIN REFUSED")) { verdict = SLOW; break; }
-        if (!AT(q, n, "Received disconnect from ")) return NOTHING;
-        /* ...(?: port \d+)?:[ \t]*3: : only code 3 can match */
-        return memmem(sc->s + q, (size_t)(h->le - q), "3: ", 3) ? SLOW : NOTHING;
-    case 'm':
-        verdict = AT(q, n, "message repeated ") || AT(q, n, "maximum authentication attempts exceeded")
-                  ? SLOW : NOTHING;
-        break;
-    case 'A':
-        if (AT(q, n, "Accepted")) return accepted_at(sc, p, q + 8, h);
-        verdict = AT(q, n, "Authentication ") ? SLOW : NOTHING;
-        break;
-    case 'a': verdict = AT(q, n, "authentication ") ? SLOW : NOTHING; break;
-    case 'U': verdict = AT(q, n, "User ") || AT(q, n, "Unable to negotiate with ") ? SLOW : NOTHING;
-        break;
-    case 'r': verdict = AT(q, n, "refused connect from") ? SLOW : NOTHING; break;
-    case 'C':
-        if (AT(q, n, "Connection closed by ")) return probe_at(sc, q + 21, h);
-        if (AT(q, n, "Connection reset by ")) return probe_at(sc, q + 20, h);
-        return NOTHING;
-    case 'D':
-        if (AT(q, n, "Disconnected from ")) return probe_at(sc, q + 18, h);
-        verdict = AT(q, n, "Disconnecting") || AT(q, n, "Did not receive identification string from ")
-                  ? SLOW : NOTHING;
-        break;
-    case 'b': verdict = AT(q, n, "banner exchange: Connection from ") ? SLOW : NOTHING; break;
-    case 'T': verdict = AT(q, n, "Timeout before authentication for ") ? SLOW : NOTHING; break;
-    case 'd': verdict = AT(q, n, "drop connection #") ? SLOW : NOTHING; break;
-    case 's': verdict = AT(q, n, "srclimit_penalise: ") ? SLOW : NOTHING; break;
-    default: return NOTHING;
+    if (q == ODD_HEAD) {
+        act = ACT_SLOW;
+    } else {
+        switch (q < n ? sc->s[q] : 0) {
+        case 'p':
+            if (!AT(q, n, "pam_unix(sshd:auth): authentication failure;")) return NOTHING;
+            act = ACT_PAM;
+            break;
+        case 'R':
+            if (AT(q, n, "ROOT LOGIN REFUSED")) { act = ACT_SLOW; break; }
+            if (!AT(q, n, "Received disconnect from ")) return NOTHING;
+            act = ACT_RECEIVED;
+            break;
+        case 'm':
+            if (!AT(q, n, "message repeated ") && !AT(q, n, "maximum authentication attempts exceeded"))
+                return NOTHING;
+            act = ACT_SLOW;
+            break;
+        case 'A':
+            if (AT(q, n, "Accepted")) { act = ACT_ACCEPTED; break; }
+            if (!AT(q, n, "Authentication ")) return NOTHING;
+            act = ACT_SLOW;
+            break;
+        case 'a': if (!AT(q, n, "authentication ")) return NOTHING; act = ACT_SLOW; break;
+        case 'U':
+            if (!AT(q, n, "User ") && !AT(q, n, "Unable to negotiate with ")) return NOTHING;
+            act = ACT_SLOW;
+            break;
+        case 'r': if (!AT(q, n, "refused connect from")) return NOTHING; act = ACT_SLOW; break;
+        case 'C':
+            if (AT(q, n, "Connection closed by ")) arg = q + 21;
+            else if (AT(q, n, "Connection reset by ")) arg = q + 20;
+            else return NOTHING;
+            if (!AT(arg, n, "authenticating user ") && !AT(arg, n, "invalid user ")) return NOTHING;
+            act = ACT_PROBE;                            /* no user: not a probe event */
+            break;
+        case 'D':
+            if (AT(q, n, "Disconnected from ")) {
+                arg = q + 18;
+                if (!AT(arg, n, "authenticating user ") && !AT(arg, n, "invalid user "))
+                    return NOTHING;
+                act = ACT_PROBE;
+                break;
+            }
+            if (!AT(q, n, "Disconnecting") && !AT(q, n, "Did not receive identification string from "))
+                return NOTHING;
+            act = ACT_SLOW;
+            break;
+        case 'b': if (!AT(q, n, "banner exchange: Connection from ")) return NOTHING; act = ACT_SLOW; break;
+        case 'T': if (!AT(q, n, "Timeout before authentication for ")) return NOTHING; act = ACT_SLOW; break;
+        case 'd': if (!AT(q, n, "drop connection #")) return NOTHING; act = ACT_SLOW; break;
+        case 's': if (!AT(q, n, "srclimit_penalise: ")) return NOTHING; act = ACT_SLOW; break;
+        default: return NOTHING;
+        }
     }
-    if (verdict == NOTHING) return NOTHING;
-    if (verdict == SLOW || h->pid0 < 0) return SLOW;
+    line_of(sc, p, h);
+    if (program_pos(sc, h->ls, h->le) != p - bracket) return NOTHING;  /* not the tag: text */
+    switch (act) {
+    case ACT_SLOW: return SLOW;
+    case ACT_RECEIVED:             /* ...(?: port \d+)?:[ \t]*3: : only code 3 can match */
+        return FIND(q, h->le, "3: ", 1) >= 0 ? SLOW : NOTHING;
+    case ACT_ACCEPTED: return accepted_at(sc, p, q + 8, h);
+    case ACT_PROBE: return probe_at(sc, arg, h);
+    default: break;                                            /* ACT_PAM */
+    }
+    if (h->pid0 < 0) return SLOW;
     Py_ssize_t le = h->le;
-    const unsigned char *r = memmem(sc->s + q, (size_t)(le - q), " ruser=", 7);
-    if (r == NULL) return SLOW;
-    Py_ssize_t r0 = r - sc->s + 7, r1 = token_end(sc, r0, le);
+    Py_ssize_t r0 = FIND(q, le, " ruser=", 1), r1;
+    if (r0 < 0) return SLOW;
+    r0 += 7;
+    r1 = token_end(sc, r0, le);
     if (!AT(r1, le, " rhost=")) return SLOW;
     h->h0 = r1 + 7;
     h->h1 = token_end(sc, h->h0, le);
@@ -442,6 +578,9 @@ static int emit(Scan *sc, int family, const Hit *h, int count) {
                || append_bytes(sc->i_users, s + h->u0, h->u1 - h->u0 > 64 ? 64 : h->u1 - h->u0)
                || append_bytes(sc->i_hosts, s + h->h0, h->h1 - h->h0) ? -1 : 0;
     default:                                                            /* F_SSHD */
+        if (h->kind == 2)                     /* a pre-auth probe: its own columns */
+            return push(&sc->pr_starts, h->ls)
+                   || append_bytes(sc->pr_hosts, s + h->h0, h->h1 - h->h0) ? -1 : 0;
         return push(&sc->p_starts, h->ls) || push(&sc->p_kinds, h->kind)
                || append_bytes(sc->p_pids, s + h->pid0, h->pid1 - h->pid0)
                || append_bytes(sc->p_users, s + h->u0, h->u1 - h->u0)
@@ -504,6 +643,7 @@ static void scan_free(Scan *sc) {
     for (int f = 0; f < N_FAMILIES; f++) { PyMem_Free(sc->hits[f].v); PyMem_Free(sc->slow[f].v); }
     PyMem_Free(sc->f_starts.v); PyMem_Free(sc->f_kinds.v); PyMem_Free(sc->i_starts.v);
     PyMem_Free(sc->p_starts.v); PyMem_Free(sc->p_kinds.v); PyMem_Free(sc->sudo_starts.v);
+    PyMem_Free(sc->pr_starts.v); Py_XDECREF(sc->pr_hosts);
     Py_XDECREF(sc->f_hosts); Py_XDECREF(sc->i_users); Py_XDECREF(sc->i_hosts);
     Py_XDECREF(sc->p_pids); Py_XDECREF(sc->p_users); Py_XDECREF(sc->p_hosts);
     Py_XDECREF(sc->p_methods);
@@ -523,6 +663,7 @@ static PyObject *scan(PyObject *self, PyObject *arg) {
     }
     if (!(sc.f_hosts = PyList_New(0)) || !(sc.i_users = PyList_New(0)) || !(sc.i_hosts = PyList_New(0))
         || !(sc.p_pids = PyList_New(0)) || !(sc.p_users = PyList_New(0)) || !(sc.p_hosts = PyList_New(0))
+        || !(sc.pr_hosts = PyList_New(0))
         || !(sc.p_methods = PyList_New(0)))
         goto done;
     hs_error_t err = hs_scan(database, (const char *)sc.s, (unsigned int)sc.n, 0, scratch, on_match, &sc);
@@ -533,14 +674,15 @@ static PyObject *scan(PyObject *self, PyObject *arg) {
     int clean;
     Py_ssize_t lines = count_lines(sc.s, sc.n, &clean);
     result = Py_BuildValue(
-        "(nO)(NNO)(NOO)(NNOOOO)N(NNNNN)", lines, clean ? Py_True : Py_False,
+        "(nO)(NNO)(NOO)(NNOOOO)N(NNNNN)(NO)", lines, clean ? Py_True : Py_False,
         vec_bytes(&sc.f_starts), kinds_bytes(&sc.f_kinds), sc.f_hosts,
         vec_bytes(&sc.i_starts), sc.i_users, sc.i_hosts,
         vec_bytes(&sc.p_starts), kinds_bytes(&sc.p_kinds), sc.p_pids, sc.p_users, sc.p_hosts,
         sc.p_methods,
         vec_bytes(&sc.sudo_starts),
         vec_bytes(&sc.slow[F_FAILED]), vec_bytes(&sc.slow[F_INVALID]), vec_bytes(&sc.slow[F_SSHD]),
-        vec_bytes(&sc.slow[F_SU]), vec_bytes(&sc.slow[F_ADMIN]));
+        vec_bytes(&sc.slow[F_SU]), vec_bytes(&sc.slow[F_ADMIN]),
+        vec_bytes(&sc.pr_starts), sc.pr_hosts);
 done:
     scan_free(&sc);
     PyBuffer_Release(&view);
@@ -582,8 +724,76 @@ static PyObject *stamp_keys(PyObject *self, PyObject *args) {
     return out;
 }
 
+/* an IPv4 address as inet_ntop writes it (no leading zero, each part <= 255): its own key */
+static int plain_ipv4(const unsigned char *p, Py_ssize_t n) {
+    Py_ssize_t i = 0;
+    for (int part = 0; part < 4; part++) {
+        Py_ssize_t d0 = i;
+        int v = 0;
+        while (i < n && i - d0 < 4 && is_digit(p[i])) v = v * 10 + (p[i++] - '0');
+        if (i == d0 || i - d0 > 3 || v > 255 || (i - d0 > 1 && p[d0] == '0')) return 0;
+        if (part < 3 && (i >= n || p[i++] != '.')) return 0;
+    }
+    return i == n;
+}
+
+/* odd_addresses(tokens) -> the indexes of the tokens (a list of bytes) that are not a plain IPv4
+ * address, the ones collectors.auth_anchor.address_key must read: most are plain ones */
+static PyObject *odd_addresses(PyObject *self, PyObject *list) {
+    (void)self;
+    if (!PyList_Check(list)) { PyErr_SetString(PyExc_TypeError, "a list of bytes"); return NULL; }
+    PyObject *out = PyList_New(0);
+    for (Py_ssize_t i = 0; out != NULL && i < PyList_GET_SIZE(list); i++) {
+        PyObject *item = PyList_GET_ITEM(list, i);
+        if (PyBytes_Check(item)
+            && plain_ipv4((const unsigned char *)PyBytes_AS_STRING(item), PyBytes_GET_SIZE(item)))
+            continue;
+        PyObject *index = PyLong_FromSsize_t(i);
+        if (index == NULL || PyList_Append(out, index) < 0) Py_CLEAR(out);
+        Py_XDECREF(index);
+    }
+    return out;
+}
+
+/* first_ids(items) -> (int64 ids as bytes, distinct items): each item's number in order of first
+ * appearance (collectors.auth_log.FailureWindow's address ids, one dict probe per event) */
+static PyObject *first_ids(PyObject *self, PyObject *list) {
+    (void)self;
+    if (!PyList_Check(list)) { PyErr_SetString(PyExc_TypeError, "a list"); return NULL; }
+    Py_ssize_t n = PyList_GET_SIZE(list);
+    PyObject *index = PyDict_New(), *names = PyList_New(0);
+    PyObject *out = PyBytes_FromStringAndSize(NULL, n * (Py_ssize_t)sizeof(int64_t)), *result = NULL;
+    if (index == NULL || names == NULL || out == NULL) goto done;
+    int64_t *ids = (int64_t *)PyBytes_AS_STRING(out);
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(list) && i < n; i++) {
+        PyObject *item = PyList_GET_ITEM(list, i), *known = PyDict_GetItemWithError(index, item);
+        if (known != NULL) {
+            ids[i] = PyLong_AsLongLong(known);
+            continue;
+        }
+        if (PyErr_Occurred()) goto done;
+        Py_ssize_t id = PyList_GET_SIZE(names);
+        PyObject *number = PyLong_FromSsize_t(id);
+        int bad = number == NULL || PyDict_SetItem(index, item, number) < 0
+                  || PyList_Append(names, item) < 0;
+        Py_XDECREF(number);
+        if (bad) goto done;
+        ids[i] = id;
+    }
+    if (PyList_GET_SIZE(list) != n) {                 /* the list changed meanwhile: refuse */
+        PyErr_SetString(PyExc_RuntimeError, "list changed during first_ids");
+        goto done;
+    }
+    result = Py_BuildValue("(OO)", out, names);
+done:
+    Py_XDECREF(index); Py_XDECREF(names); Py_XDECREF(out);
+    return result;
+}
+
 static PyMethodDef METHODS[] = {
-    {"scan", scan, METH_O, "scan(chunk) -> (lines, failed, invalid, sshd, sudo_commands, slow)"},
+    {"first_ids", first_ids, METH_O, "first_ids(items) -> (int64 ids, distinct items)"},
+    {"odd_addresses", odd_addresses, METH_O, "odd_addresses(tokens) -> indexes of non-plain IPv4"},
+    {"scan", scan, METH_O, "scan(chunk) -> (lines, failed, invalid, sshd, sudo_commands, slow, probes)"},
     {"stamp_keys", stamp_keys, METH_VARARGS, "stamp_keys(chunk, starts) -> int64 keys, -1: other"},
     {NULL, NULL, 0, NULL}};
 
@@ -594,6 +804,7 @@ static struct PyModuleDef MODULE = {PyModuleDef_HEAD_INIT, "_authscan",
 PyMODINIT_FUNC PyInit__authscan(void) {
     unsigned int flags[N_LITERALS], ids[N_LITERALS];
     hs_compile_error_t *error = NULL;
+    for (int c = 0; c < 256; c++) HOST_BYTE[c] = !is_space((unsigned char)c) && c != '[' && c != ']';
     for (unsigned int i = 0; i < N_LITERALS; i++) {
         flags[i] = 0;
         ids[i] = i;

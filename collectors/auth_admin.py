@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 
+from collectors.auth_regexes import HEAD
 from collectors.chunkscan import matches_at, pair_positions
 
 if TYPE_CHECKING:
@@ -32,6 +33,17 @@ SUDO_REFUSED = re.compile(b"|".join(map(re.escape, SUDO_FAIL_REASONS)))   # one 
 PAM_AUTH_FAIL = re.compile(rb"pam_unix\((sudo|sudo-i):auth\): authentication failure;"
                            rb".*?ruser=(\S*).*?user=(\S+)")
 SU_FAILED = re.compile(rb"^FAILED SU \(to (\S+)\) (\S+)")
+# su's refusals of other systems and eras (tests/fixtures/auth/su.log, with provenance): BSD su
+# ("BAD SU %s to %s%s": the caller's login, the target, " on TTY"), AIX ("BAD SU from USER to
+# TARGET at TTY"), and PAM's pam_unix record, old ("su(pam_unix)[pid]: authentication failure;")
+# or new ("pam_unix(su:auth): ..."), read from its own fields: ruser= (the caller, set by su
+# from its uid; logname= when empty) and user= (the target). The user names are the programs'.
+SU_HEAD = re.compile(HEAD, re.M)     # su's tag counts at the program position only, as sshd's
+SU_BAD = re.compile(rb"^BAD SU (?:from (\S+) to (\S+)(?: at \S+)?|(\S+) to (\S+)(?: on \S+)?)"
+                    rb"[ \t\r]*$")
+SU_PAM_FAILED = re.compile(rb"^(?:pam_unix\(su(?:-l)?:auth\): )?authentication failure; "
+                           rb"logname=(\S*) uid=\d+ euid=\d+ tty=\S* ruser=(\S*) rhost=\S*"
+                           rb"[ \t]+user=(\S+)")
 # util-linux su ("(to T) U on"), and the old pam_unix form "su(pam_unix)[pid]: session opened ..."
 SU_OK = re.compile(rb"^(?:\(to (\S+)\) (\S+) on|session opened for user ([^\s(]+)"
                    rb"(?:\(uid=\d+\))? by ([^\s(]*))")
@@ -65,6 +77,7 @@ class AdminEvents:
 
     counts: "AuthCounts"
     _chunk: bytes
+    _su_pam: dict[tuple[str, str], dict[str, Any]]   # this chunk's PAM su failures
 
     def stamp(self, start: int) -> float | None:
         """Epoch seconds of the line starting at ``start`` (AuthScanner's)."""
@@ -90,21 +103,46 @@ class AdminEvents:
             if is_sudo:
                 self._sudo(m.start(), message)
                 continue
-            failed = SU_FAILED.match(message)      # su's own verdict (PAM's line is a duplicate)
-            ok = None if failed else SU_OK.match(message)
-            if failed is None and ok is None:
-                continue
             start, end = self._line_at(m.start())
+            head = SU_HEAD.match(chunk, start)
+            if head is None or head.end() != m.start():
+                continue                      # "su: ..." inside another program's message
+            failed = SU_FAILED.match(message) or SU_BAD.match(message)
+            pam = None if failed else self._su_pam_failure(m, message)
+            ok = None if failed or pam else SU_OK.match(message)
+            if failed is None and pam is None and ok is None:
+                continue
             event = {"ts": self.stamp(start),
                      "line": safe_text(chunk[start:end].rstrip(b"\r"), MAX_LINE_KEPT)}
             if failed:
-                event.update(user=safe_text(failed.group(2), 64),
-                             target=safe_text(failed.group(1), 64))
+                target, user = (failed.group(1, 2) if failed.re is SU_FAILED
+                                else (failed.group(2, 1) if failed.group(1) else failed.group(4, 3)))
+                event.update(user=safe_text(user, 64), target=safe_text(target, 64))
+                # su's verdict on an attempt PAM logged just before (Debian 12 writes PAM's
+                # under "su:" without a pid, su's own under "su[pid]:"): the same failure
+                earlier = self._su_pam.pop((event["user"], event["target"]), None)
+                if earlier is not None:
+                    earlier.update(event)
+                else:
+                    keep(c.su_failures, event)
+            elif pam:
+                logname, ruser, target = pam.groups()
+                event.update(user=safe_text(ruser or logname, 64), target=safe_text(target, 64))
                 keep(c.su_failures, event)
+                self._su_pam[(event["user"], event["target"])] = event
             elif ok:
                 target, user = ok.group(1, 2) if ok.group(1) else ok.group(3, 4)
                 event.update(user=safe_text(user or b"", 64), target=safe_text(target or b"", 64))
                 keep(c.su_sessions, event)
+
+    @staticmethod
+    def _su_pam_failure(m: re.Match[bytes], message: bytes) -> re.Match[bytes] | None:
+        """PAM's su authentication failure: "pam_unix(su:auth): ..." after su's tag, or the bare
+        message after the old tag "su(pam_unix)"."""
+        found = SU_PAM_FAILED.match(message)
+        if found is None or message.startswith(b"pam_unix("):
+            return found
+        return found if m.group(0).startswith(b"su(pam_unix)") else None
 
     def _sudo(self, pos: int, message: bytes) -> None:
         """A sudo line: a command (counted; a few kept) or a refusal (all counted, kept)."""

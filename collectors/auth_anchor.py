@@ -87,6 +87,30 @@ def invalid_user(rest: bytes) -> tuple[bytes, bytes] | None:
     return None
 
 
+_CHANGE = b": Change of username or service not allowed: ("
+_CHANGE_HEAD = re.compile(rb" (?:from )?(?:invalid|authenticating) user ")
+_PORT_AT_END = re.compile(rb" ([0-9A-Za-z:][\w.:%-]*) port \d+\Z")
+
+
+def change_of_username(rest: bytes) -> bytes | None:
+    """The address of ``Disconnecting`` + ``rest``, "... invalid user U ADDR port N: Change of
+    username or service not allowed: (U,S) -> (U2,S2)" (OpenSSH auth2.c: the log preamble's
+    user and the first in the parentheses are both authctxt->user, so sshd's reading is the one
+    where they agree); None when no reading, or readings naming different addresses."""
+    head = _CHANGE_HEAD.match(rest)
+    if head is None:
+        return None
+    found = set()
+    at = rest.find(_CHANGE, head.end())
+    while at >= 0:
+        before = rest[head.end():at]
+        tail = _PORT_AT_END.search(before)
+        if tail and rest.startswith(before[:tail.start()] + b",", at + len(_CHANGE)):
+            found.add(tail.group(1))
+        at = rest.find(_CHANGE, at + 1)
+    return found.pop() if len(found) == 1 else None
+
+
 class AddressKeys(dict):  # type: ignore[type-arg]
     """Raw address token -> its key (bytes) or None when it is no address: a cache, since a few
     addresses make most lines."""

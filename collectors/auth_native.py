@@ -17,7 +17,8 @@ import numpy as np
 
 from collectors.auth_admin import ADMIN, MAX_EVENTS, SU
 from collectors.auth_anchor import KEYS
-from collectors.auth_regexes import FAILED, INVALID, OLD_PAM, SSHD, SSHD_PID
+from collectors.auth_regexes import (FAILED, INVALID, OLD_PAM, SSHD, SSHD_PID, at_message,
+                                     at_program)
 from collectors.chunkscan import authscan, in_lines, malformed_lines
 
 
@@ -28,24 +29,26 @@ class NativeFeed:
     def _feed_native(self, chunk: bytes) -> None:
         """AuthScanner.feed with the C scanner: its fast lines as fields, its slow lines through
         the regexes, each pattern's events merged back in line order."""
-        (lines, clean), failed, invalid, sshd, sudo_commands, slow = authscan.scan(chunk)
+        (lines, clean), failed, invalid, sshd, sudo_commands, slow, probes = authscan.scan(chunk)
         slow_failed, slow_invalid, slow_sshd, slow_su, slow_admin = map(_offsets, slow)
         self.counts.lines += lines
         if not clean:
             self.counts.malformed += malformed_lines(chunk)
         self._native_failed(chunk, *failed, slow_failed)
-        starts, users, hosts = _offsets(invalid[0]), invalid[1], _keys(invalid[2])
-        if None in hosts:                         # not an address: not counted (as _invalid)
+        starts, users, hosts = _offsets(invalid[0]), invalid[1], invalid[2]
+        if _keyed(hosts):                         # not an address: not counted (as _invalid)
             known = [h is not None for h in hosts]
             self.counts.unattributed += known.count(False)
             starts, users, hosts = (list(compress(col, known)) for col in (starts, users, hosts))
         if slow_invalid:
             more: tuple[list[int], list[bytes], list[bytes]] = ([], [], [])
-            self._invalid(in_lines(INVALID, chunk, slow_invalid), more[0], more[2], more[1])
+            self._invalid(at_message(in_lines(INVALID, chunk, slow_invalid), chunk), more[0],
+                          more[2], more[1])
             starts, users, hosts = _merged((starts, users, hosts), more)
         self._count_invalid(users)
         self._starts += starts
         self._hosts += hosts
+        self._native_probes(*probes)
         self._native_sshd(chunk, _offsets(sshd[0]), *sshd[1:], slow_sshd)
         self._native_su(chunk, _offsets(sudo_commands), slow_su)
         if slow_admin:
@@ -61,8 +64,7 @@ class NativeFeed:
         c.none_probes += none
         c.other_failures += other
         starts = np.frombuffer(starts_raw, dtype=np.int64)
-        hosts = _keys(hosts)
-        if None in hosts:                         # totals counted; no address (as _failed)
+        if _keyed(hosts):                         # totals counted; no address (as _failed)
             known = np.array([h is not None for h in hosts], dtype=bool)
             c.unattributed += int(np.count_nonzero(~known))
             kinds, starts = kinds[known], starts[known]
@@ -77,7 +79,7 @@ class NativeFeed:
             events = (starts[event].tolist(), list(compress(hosts, event.tolist())))
         if slow:
             more: tuple[list[int], list[bytes]] = ([], [])
-            self._failed(in_lines(FAILED, chunk, slow), *more)
+            self._failed(at_message(in_lines(FAILED, chunk, slow), chunk), *more)
             events = _merged(events, more)
         self._starts += events[0]
         self._hosts += events[1]
@@ -88,9 +90,8 @@ class NativeFeed:
         """PAM failures and accepted logins (fields) and the other sshd lines (regex), in line
         order: a PAM failure counts once its connection tries another user, or logs in. Events
         of a pid seen once in the chunk (most) cannot meet another: they are taken in bulk."""
-        hosts = _keys(hosts)
-        if 2 in kinds or None in hosts:
-            kinds, starts, pids, users, hosts, methods = self._native_probes(
+        if _keyed(hosts):
+            kinds, starts, pids, users, hosts, methods = self._native_unkeyed(
                 kinds, starts, pids, users, hosts, methods)
         accepted = kinds.count(1)
         self.counts.pam_failures += len(kinds) - accepted
@@ -103,32 +104,37 @@ class NativeFeed:
         logins = [(user, host, method, start) for start, kind, user, host, method, alone
                   in zip(starts, kinds, users, hosts, methods, single) if kind and alone]
         if not all(single):
-            self._sshd_in_order(chunk, *(list(compress(column, [not a for a in single]))
+            others = [not alone for alone in single]
+            self._sshd_in_order(chunk, *(list(compress(column, others))
                                          for column in (starts, kinds, pids, users, hosts,
                                                         methods)), slow)
         elif slow:
-            self._sshd(in_lines(SSHD, chunk, slow), {})
+            self._sshd(at_program(in_lines(SSHD, chunk, slow), chunk), {})
         if logins:                            # all of them, in line order
             self._logins = sorted(self._logins + logins, key=itemgetter(3))
         if slow:                              # old pam_unix lines are slow lines (their tag)
-            self._old_pam(in_lines(OLD_PAM, chunk, slow))
+            self._old_pam(at_program(in_lines(OLD_PAM, chunk, slow), chunk))
         if self.pending and b"sshd" in chunk:
             self._resolve_pending(chunk)
 
-    def _native_probes(self, kinds: bytes, *columns: list[Any]) -> tuple[Any, ...]:
-        """Take out the probes (kind 2) and the logins without an address; the rest stays."""
-        starts, hosts = columns[0], columns[3]
-        kind = np.frombuffer(kinds, dtype=np.uint8)
-        probe = kind == 2
-        if None in hosts:
-            missing = np.array([h is None for h in hosts], dtype=bool)
-            self.counts.unattributed += int(np.count_nonzero(missing & (kind != 0)))
-            counted = probe & ~missing
-            keep = ~probe & ~(missing & (kind == 1))   # as _accepted: a login is not counted
+    def _native_probes(self, starts_raw: bytes, hosts: list[bytes]) -> None:
+        """The C scanner's pre-authentication probes: to the chunk's probes, in bulk."""
+        if _keyed(hosts):
+            known = [h is not None for h in hosts]
+            self.counts.unattributed += known.count(False)
+            self._probe_starts += compress(_offsets(starts_raw), known)
+            self._probe_hosts += compress(hosts, known)
         else:
-            counted, keep = probe, ~probe
-        self._probe_starts += compress(starts, counted.tolist())
-        self._probe_hosts += compress(hosts, counted.tolist())
+            self._probe_starts += _offsets(starts_raw)
+            self._probe_hosts += hosts
+
+    def _native_unkeyed(self, kinds: bytes, *columns: list[Any]) -> tuple[Any, ...]:
+        """Take out the logins without an address (as _accepted: not counted); the rest stays."""
+        hosts = columns[3]
+        kind = np.frombuffer(kinds, dtype=np.uint8)
+        missing = np.array([h is None for h in hosts], dtype=bool)
+        self.counts.unattributed += int(np.count_nonzero(missing & (kind != 0)))
+        keep = ~(missing & (kind == 1))
         kept = keep.tolist()
         return (kind[keep].tobytes(), *(list(compress(c, kept)) for c in columns))
 
@@ -141,7 +147,7 @@ class NativeFeed:
                                                         methods):
             if done < len(slow) and slow[done] < start:
                 stop = bisect_left(slow, start, done)
-                self._sshd(in_lines(SSHD, chunk, slow[done:stop]), pam_users)
+                self._sshd(at_program(in_lines(SSHD, chunk, slow[done:stop]), chunk), pam_users)
                 done = stop
             seen = pam_users.get(pid)
             if kind:                              # _accepted()
@@ -158,7 +164,7 @@ class NativeFeed:
                 self._starts.append(start)
                 self._hosts.append(host)
         if done < len(slow):
-            self._sshd(in_lines(SSHD, chunk, slow[done:]), pam_users)
+            self._sshd(at_program(in_lines(SSHD, chunk, slow[done:]), chunk), pam_users)
 
     def _native_su(self, chunk: bytes, commands: list[int], slow: list[int]) -> None:
         """sudo commands beyond the kept ones are only counted; the rest through the regex."""
@@ -178,9 +184,15 @@ class NativeFeed:
                 self._su(in_lines(SU, chunk, [start]))
 
 
-def _keys(hosts: list[bytes]) -> list[bytes | None]:
-    """Address keys of raw tokens (collectors.auth_anchor.address_key, cached)."""
-    return list(map(KEYS.__getitem__, hosts))
+def _keyed(hosts: list[Any]) -> bool:
+    """Raw address tokens made their keys in place (collectors.auth_anchor.address_key, cached;
+    a plain IPv4 address, most of them, is its own key: the C scanner tells which are not);
+    True when some token is no address (its key None)."""
+    missing = False
+    for i in authscan.odd_addresses(hosts):
+        key = hosts[i] = KEYS[hosts[i]]
+        missing = missing or key is None
+    return missing
 
 
 def _offsets(raw: bytes) -> list[int]:

@@ -26,12 +26,12 @@ from typing import Any, Iterable, NamedTuple
 import numpy as np
 
 from collectors.auth_admin import MAX_LINE_KEPT, AdminEvents, safe_text
-from collectors.auth_anchor import KEYS, after_for, invalid_user
+from collectors.auth_anchor import KEYS, after_for, change_of_username, invalid_user
 from collectors.auth_native import NativeFeed
 from collectors.auth_regexes import (ACCEPTED_REST, ADDRESS_IN_LINE, FAILED, INVALID,
                                      OLD_PAM, REPEATED_INNER,
                                      LOGIN_METHODS, PROBE_KEYWORDS, PROBES, RARE_MESSAGES,
-                                     RESOLVES, SSHD)
+                                     RESOLVES, SSHD, at_message, at_program)
 from collectors.auth_times import LineClock
 from collectors.chunkscan import authscan as _authscan, count_lines, malformed_lines
 
@@ -107,6 +107,7 @@ class AuthScanner(NativeFeed, AdminEvents):
         self.accepted: list[Login] = []   # the last chunk's accepted logins (see Login)
         self.last_chunk = b""             # that chunk, for the lines of the logins kept
         self._chunk = b""
+        self._su_pam: dict[tuple[str, str], dict[str, Any]] = {}
 
     def _line_at(self, pos: int) -> tuple[int, int]:
         chunk = self._chunk
@@ -124,23 +125,34 @@ class AuthScanner(NativeFeed, AdminEvents):
         self._hosts.append(host)
 
     def _flush(self) -> None:
-        """Stamp this chunk's failure events (in bulk) and keep sample lines per address."""
-        self._flush_probes()
+        """Stamp this chunk's failure events and probes (in bulk, in one pass) and keep sample
+        lines per address."""
         starts, hosts = self._starts, self._hosts
         self._starts, self._hosts = [], []
+        probe_starts, probe_hosts = self._probe_starts, self._probe_hosts
+        self._probe_starts, self._probe_hosts = [], []
+        at = np.asarray(probe_starts, dtype=np.int64)
+        if len(at) > 1 and (at[1:] < at[:-1]).any():     # slow-path probes came after the C's
+            order = np.argsort(at, kind="stable").tolist()
+            probe_starts = [probe_starts[i] for i in order]
+            probe_hosts = [probe_hosts[i] for i in order]
+        if not starts and not probe_starts:
+            return
+        stamps = self.clock.stamps(self._chunk, starts + probe_starts)
+        if probe_starts:
+            self._flush_probes(probe_starts, probe_hosts, stamps[len(starts):])
         c = self.counts
         c.failures += len(starts)
         if not starts:
             return
-        stamps = self.clock.stamps(self._chunk, starts)
+        stamps = stamps[:len(starts)]
         stamped = ~np.isnan(stamps)
         kept = int(np.count_nonzero(stamped))
         c.unstamped += len(starts) - kept
         self.fail_times.extend(stamps[stamped].tolist())
         self.fail_hosts.extend(hosts if kept == len(hosts) else compress(hosts, stamped.tolist()))
+        hosts, starts = self._still_sampled(hosts, starts)
         full = self._evidence_full
-        if full.issuperset(hosts):          # every address has its samples (or no slot left)
-            return
         firsts = dict(zip(reversed(hosts), reversed(starts)))
         for host, start in {**firsts, **dict(zip(hosts, starts))}.items():
             if host not in full:
@@ -148,29 +160,40 @@ class AuthScanner(NativeFeed, AdminEvents):
                 if host not in full and firsts[host] != start:
                     self._evidence(host, start)
 
-    def _flush_probes(self) -> None:
-        """Stamp this chunk's probes (in bulk, in line order); one sample line per address."""
-        starts, hosts = self._probe_starts, self._probe_hosts
-        self._probe_starts, self._probe_hosts = [], []
-        if not starts:
-            return
-        at = np.asarray(starts, dtype=np.int64)
-        if len(at) > 1 and (at[1:] < at[:-1]).any():     # slow-path probes came after the C's
-            order = np.argsort(at, kind="stable").tolist()
-            starts, hosts = [starts[i] for i in order], [hosts[i] for i in order]
+    def _flush_probes(self, starts: list[int], hosts: list[bytes], stamps: np.ndarray) -> None:
+        """This chunk's probes (in line order) with their times; one sample line per address."""
         c = self.counts
         c.probes += len(starts)
         c.probes_by_ip.update(hosts)
-        stamped = (~np.isnan(stamps := self.clock.stamps(self._chunk, starts)))
+        stamped = ~np.isnan(stamps)
         kept = int(np.count_nonzero(stamped))
         c.unstamped += len(starts) - kept
         self.probe_times.extend(stamps[stamped].tolist())
         self.probe_hosts.extend(hosts if kept == len(hosts)
                                 else compress(hosts, stamped.tolist()))
-        if not self._evidence_full.issuperset(hosts):
-            for host, start in dict(zip(reversed(hosts), reversed(starts))).items():
-                if host not in self._evidence_full:
-                    self._evidence(host, start)
+        hosts, starts = self._still_sampled(hosts, starts)
+        for host, start in dict(zip(reversed(hosts), reversed(starts))).items():
+            if host not in self._evidence_full:
+                self._evidence(host, start)
+
+    def _still_sampled(self, hosts: list[bytes], starts: list[int]
+                       ) -> tuple[list[bytes], list[int]]:
+        """The events whose address still takes sample lines: not one with all its samples, nor,
+        once every slot is taken, a new one (marked done here, as _evidence would: without a
+        pass over every event, which is what a busy log mostly is)."""
+        full = self._evidence_full
+        if full.issuperset(hosts):          # every address has its samples (or no slot left)
+            return [], []
+        want = set(hosts).difference(full)
+        evidence = self.counts.evidence
+        if len(evidence) >= MAX_EVIDENCE_HOSTS:
+            done = {host for host in want if safe_text(host) not in evidence}
+            full.update(done)
+            want -= done
+        if not want:
+            return [], []
+        kept = [host in want for host in hosts]
+        return list(compress(hosts, kept)), list(compress(starts, kept))
 
     def _evidence(self, host: bytes, start: int) -> None:
         evidence = self.counts.evidence
@@ -190,20 +213,22 @@ class AuthScanner(NativeFeed, AdminEvents):
     def feed(self, chunk: bytes) -> None:
         """Scan one chunk of whole lines (each ending in a newline)."""
         self._chunk = chunk
+        self._su_pam = {}
         if self.native:
             self._feed_native(chunk)
         else:
             self.counts.malformed += malformed_lines(chunk)
             self.counts.lines += count_lines(chunk)
             # no "in" test before a literal-led scan: when absent it costs more than the scan
-            self._failed(FAILED.finditer(chunk), self._starts, self._hosts)
+            self._failed(at_message(FAILED.finditer(chunk), chunk), self._starts, self._hosts)
             users: list[bytes] = []
-            self._invalid(INVALID.finditer(chunk), self._starts, self._hosts, users)
+            self._invalid(at_message(INVALID.finditer(chunk), chunk), self._starts,
+                          self._hosts, users)
             self._count_invalid(users)
             if b"sshd" in chunk:
-                self._sshd(SSHD.finditer(chunk), {})
+                self._sshd(at_program(SSHD.finditer(chunk), chunk), {})
                 if b"sshd(pam_unix)" in chunk:
-                    self._old_pam(OLD_PAM.finditer(chunk))
+                    self._old_pam(at_program(OLD_PAM.finditer(chunk), chunk))
                 if self.pending:
                     self._resolve_pending(chunk)
             self._su(self.su_matches(chunk))
@@ -237,7 +262,7 @@ class AuthScanner(NativeFeed, AdminEvents):
         rfind = self._chunk.rfind
         logins: list[bytes] = []
         for m in matches:
-            _pid, method, invalid, rest = m.groups()
+            method, invalid, rest = m.groups()
             parsed = after_for(rest, invalid is not None)
             host = None if parsed is None else KEYS[parsed[1]]
             if host is None:                  # sshd's line, but who it is about is unclear
@@ -270,7 +295,7 @@ class AuthScanner(NativeFeed, AdminEvents):
                  users: list[bytes]) -> None:
         rfind = self._chunk.rfind
         for m in matches:
-            parsed = invalid_user(m.group(2))
+            parsed = invalid_user(m.group(1))
             host = None if parsed is None else KEYS[parsed[1]]
             if host is None:
                 self.counts.unattributed += 1
@@ -390,7 +415,12 @@ class AuthScanner(NativeFeed, AdminEvents):
         """A rarer failure message; without an address, an earlier or later line of the pid."""
         message = keyword + rest
         host: bytes | None = None
-        if keyword != b"Disconnecting: Too many authentication failures":
+        if keyword == b"Disconnecting":            # "... : Change of username ...", anchored
+            host = change_of_username(rest)
+            if host is None:
+                self.counts.unattributed += 1
+                return
+        elif keyword != b"Disconnecting: Too many authentication failures":
             for pattern in RARE_MESSAGES:
                 found = pattern.match(message)
                 if found:

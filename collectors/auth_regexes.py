@@ -7,21 +7,37 @@ one on a single line (collectors.chunkscan.in_lines) finds what it finds in the 
 from __future__ import annotations
 
 import re
+from typing import Iterable, Iterator
 
 LOGIN_METHODS = (b"password", b"keyboard-interactive", b"keyboard-interactive/pam")
 _HOST = rb"(?:::ffff:)?([0-9A-Za-z:][\w.:%-]*)"
 _TAIL = rb"(?: port \d+)?(?: on \S+)?(?: ssh\d*)?(?=: |\]|[ \t\r]*$)"
 _SUFFIX = rb"(?: via \S+)?(?: (?:port \d+|on \S+|\[preauth\])){0,3}\s*$"
-# A message counts only at the start of its line's message: after the line's first "sshd", when
-# that is sshd's tag (a tag or message inside a client's user name is text); who it is about is
-# read from the end (collectors.auth_anchor).
+# A message counts only where sshd's tag sits in the syslog header, at the program position (a
+# host named "sshd-gw", or a client's text holding "sshd[1]: ", is no tag): an optional <PRI>, a
+# traditional ("Mmm dd hh:mm:ss") or ISO 8601 stamp (rsyslog's high precision, journal entries
+# as collectors.journal renders them), one host token (no brackets, not ending in ":"), the tag;
+# or RFC 5424's "<PRI>1 TS HOST APP PROCID MSGID SD". Every part is taken or left without
+# backtracking (possessive, atomic), so collectors/_authscan.c's program_pos reads it the same.
+# The patterns start at their literal (CPython's re skips to it fast; a pattern anchored at
+# every line start is tried at every byte) and at_message / at_program keep the matches that
+# start where the line's header puts the message or the tag. Who a line is about is read from
+# the end (collectors.auth_anchor).
 _PREF = (rb"(?:kernel: ?\[ *\d+\.\d+\]:? )?(?:(?:error|fatal): (?:PAM: )?)?"   # fail2ban common.conf
          rb"(?:\[ID \d+ [\w.]+\] )?")
 _SD = rb'(?:\[[^\]"\r\n]*(?:"(?:[^"\\\r\n]|\\.)*"[^\]"\r\n]*)*\])+'
-_LINE_HEAD = (rb"^(?:(?!sshd)[^\r\n])*sshd(?:-session|-auth)?(?:\[(\d+)\]:|\]:?| \d+ - (?:-|"
-              + _SD + rb")) " + _PREF)
-FAILED = re.compile(_LINE_HEAD + rb"Failed (\S+) for (invalid user )?([^\r\n]*)", re.M)
-INVALID = re.compile(_LINE_HEAD + rb"Invalid user ([^\r\n]*)", re.M)
+_STAMP = (rb"(?:[A-Z][a-z]{2} {1,2}\d{1,2} \d\d:\d\d:\d\d"
+          rb"|\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d\S*) ")
+HEAD = (rb"^(?><\d{1,3}>1 \S+ \S+ |(?:<\d{1,3}>)?+(?:" + _STAMP + rb")?+"
+        rb"(?:[^\s\[\]]*[^\s\[\]:] )?+)")
+_TAG = (rb"(?:\[sshd(?:-session|-auth)?\]:?|sshd(?:-session|-auth)?(?:\[(\d+)\]:"
+        rb"| \d+ - (?:-|" + _SD + rb"))) " + _PREF)
+# SSHD starts at the literal "sshd" (its "[" for "[sshd]" is checked by at_program)
+_TAG_LITERAL = (rb"sshd(?:-session|-auth)?(?:\[(\d+)\]:|\]:?| \d+ - (?:-|" + _SD + rb")) " + _PREF)
+PROGRAM = re.compile(HEAD, re.M)                  # its end: the program position
+MESSAGE_HEAD = re.compile(HEAD + _TAG, re.M)      # its end: where sshd's message starts
+FAILED = re.compile(rb"Failed (\S+) for (invalid user )?([^\r\n]*)")
+INVALID = re.compile(rb"Invalid user ([^\r\n]*)")
 # Pre-authentication probing (OpenSSH packet.c sshpkt_vfatal, sshd.c, srclimit.c; fail2ban's
 # ddos/aggressive modes, CrowdSec's sshd-logs): counted per address apart from failures. The
 # first two name the client's user before the address: the address is the last word before
@@ -43,7 +59,7 @@ PROBES = (
                rb"|([0-9A-Fa-f.:]+)/(?:32|128): activating ipv[46]) penalty of "),
 )
 # "sshd[pid]: " (also sshd-session), or "[sshd]: " / "[sshd] " without a pid
-SSHD = re.compile(_LINE_HEAD + rb"(?:"
+SSHD = re.compile(_TAG_LITERAL + rb"(?:"
                   rb"message repeated (\d+) times: \[ Failed (\S+) for "
                   rb"|pam_unix\(sshd:auth\): authentication failure;[^\n]*? ruser=(\S*) "
                   rb"rhost=(\S+)(?:[ \t]+user=(\S*))?"
@@ -64,7 +80,6 @@ RARE_MESSAGES = (
                + _SUFFIX),
     re.compile(rb"User not known to the underlying authentication module for (.*?) (?:from )?"
                + _HOST + _SUFFIX),
-    re.compile(rb"Disconnecting(?: from)? (?:invalid|authenticating) user \S+ " + _HOST),
     re.compile(rb"User (\S+|.*?) (?:from )?" + _HOST + rb" not allowed because"),
     re.compile(rb"refused connect from \S+ \((?:::ffff:)?([^)\s]+)\)"),
     re.compile(rb"Received disconnect from " + _HOST),
@@ -74,10 +89,35 @@ REPEATED_INNER = re.compile(rb"message repeated \d+ times: \[ Failed \S+ for (in
 # pam_unix before Linux-PAM 0.99 tagged its lines "sshd(pam_unix)[pid]" (loghub Linux_2k); such a
 # log has no sshd "Failed ..." line beside them, so each failure (and each of "N more
 # authentication failures", pam_unix support.c) is a failure event of the address
-OLD_PAM = re.compile(rb"^(?:(?!sshd)[^\r\n])*sshd\(pam_unix\)\[\d+\]: (?:authentication failure|"
-                     rb"(\d+) more authentication failures?);[^\r\n]*? rhost=(\S+)", re.M)
+OLD_PAM = re.compile(rb"sshd\(pam_unix\)\[\d+\]: (?:authentication failure|"
+                     rb"(\d+) more authentication failures?);[^\r\n]*? rhost=(\S+)")
 SSHD_PID = re.compile(rb"sshd(?:-session)?\[(\d+)\]")
 ACCEPTED_REST = re.compile(rb" (\S+) for ([^\r\n]*)")
 RESOLVES = re.compile(rb"(?:Connection (?:closed|reset)|Disconnect(?:ed|ing)|Received disconnect)"
                       rb"(?: (?:by|from))?(?: (?:invalid|authenticating) user \S+)? " + _HOST)
 ADDRESS_IN_LINE = re.compile(rb"(?:from|by|rhost=) " + _HOST)
+
+
+def at_message(matches: Iterable[re.Match[bytes]], chunk: bytes) -> Iterator[re.Match[bytes]]:
+    """The matches (of FAILED, INVALID) that start where their line's sshd message starts."""
+    head, rfind = MESSAGE_HEAD.match, chunk.rfind
+    for m in matches:
+        start = m.start()
+        found = head(chunk, rfind(b"\n", 0, start) + 1)
+        if found is not None and found.end() == start:
+            yield m
+
+
+def at_program(matches: Iterable[re.Match[bytes]], chunk: bytes) -> Iterator[re.Match[bytes]]:
+    """The matches (of SSHD, OLD_PAM: they start at "sshd") whose tag is at their line's program
+    position: "sshd..." there, or "[sshd...]" there with its closing bracket."""
+    program, rfind, startswith = PROGRAM.match, chunk.rfind, chunk.startswith
+    for m in matches:
+        start = m.start()
+        pos = program(chunk, rfind(b"\n", 0, start) + 1).end()  # type: ignore[union-attr]
+        if start != pos and (start != pos + 1 or chunk[pos] != 0x5B):
+            continue
+        end = start + 4                                   # after "sshd", "-session", "-auth"
+        end += 8 if startswith(b"-session", end) else 5 if startswith(b"-auth", end) else 0
+        if (start == pos + 1) == (chunk[end:end + 1] == b"]"):
+            yield m

@@ -43,6 +43,7 @@ class LineClock:
         self.native = native and authscan is not None    # the C stamp_keys, else numpy's
         self._minutes: dict[bytes, float | None] = {}
         self._hours: dict[bytes, float | None] = {}
+        self._by_key: dict[int, float] = {}      # minute key (stamp_keys // 100) -> its base
 
     def minute(self, minute: bytes) -> float | None:
         """Epoch seconds of ``b"Nov 23 10:00"`` (12 bytes) at second 0; None when invalid."""
@@ -68,6 +69,8 @@ class LineClock:
         """Epoch seconds of the line of ``chunk`` starting at ``start``."""
         if chunk[start:start + 1] == b"<":                  # <PRI> before the stamp
             start = chunk.find(b">", start, start + 6) + 1
+            if chunk[start:start + 2] == b"1 ":              # RFC 5424: "<PRI>1 TIMESTAMP"
+                start += 2
         head = chunk[start:start + _WIDTH]
         if head[3:4] == b" " and head[:3] in MONTHS:          # "Nov 23 10:00:01"
             if head[5:6] == b" ":                            # "Feb 7 16:01:07": one space
@@ -88,14 +91,20 @@ class LineClock:
         rows = np.flatnonzero(keys >= 0)
         if len(rows):
             minutes, seconds = np.divmod(keys[rows], 100)
-            _, first, which = np.unique(minutes, return_index=True, return_inverse=True)
-            bases = np.array([self._base(chunk[starts[i]:starts[i] + 12])
-                              for i in rows[first].tolist()], dtype=np.float64)
+            unique, first, which = np.unique(minutes, return_index=True, return_inverse=True)
+            known = self._by_key        # a key is one minute's text: its base, read once
+            bases = np.array([known[k] if k in known else self._keyed_base(k, chunk, starts[i])
+                              for k, i in zip(unique.tolist(), rows[first].tolist())],
+                             dtype=np.float64)
             out[rows] = bases[which] + seconds
         for row in np.flatnonzero(keys < 0).tolist():
             value = self.stamp(chunk, starts[row])
             out[row] = np.nan if value is None else value
         return out
+
+    def _keyed_base(self, key: int, chunk: bytes, start: int) -> float:
+        base = self._by_key[key] = self._base(chunk[start:start + 12])
+        return base
 
     def _base(self, minute: bytes) -> float:
         base = self.minute(minute)

@@ -28,7 +28,7 @@ from collectors import _authscan as A
 
 END = time.monotonic() + float(sys.argv[1])
 rng = random.Random(int(os.environ.get("SEED", "20240601")))
-calls = {"scan": 0, "stamp_keys": 0}
+calls = {"scan": 0, "stamp_keys": 0, "odd_addresses": 0, "first_ids": 0}
 
 STAMPS = [b"Nov 23 10:00:01 host ", b"Feb  7 16:01:07 h ", b"<38>Nov 23 10:00:01 h ", b""]
 HEADS = [b"sshd[123]: ", b"sshd]: ", b"sshd] ", b"sshd-session[9]: ", b"sshd[12] ", b"sshd[]: ",
@@ -113,14 +113,22 @@ def check_scan(chunk):
         calls["scan"] += 1
         assert isinstance(v, bytes) or sys.getrefcount(v) == refs, "scan() kept a reference"
     assert all(r == results[0] for r in results), (chunk, results)
-    (lines, clean), failed, invalid, sshd, sudo, slow = results[0]
+    (lines, clean), failed, invalid, sshd, sudo, slow, probes = results[0]
     assert lines == chunk.count(b"\n") and clean == (chunk.isascii() and b"\0" not in chunk)
-    for s in [failed[0], invalid[0], sshd[0], sudo, *slow]:
+    for s in [failed[0], invalid[0], sshd[0], sudo, *slow, probes[0]]:
         for p in struct.unpack(f"{len(s) // 8}q", s):
             assert 0 <= p < len(chunk) and (p == 0 or chunk[p - 1] == 10), (chunk, p)
     assert len(failed[0]) // 8 == len(failed[1]) == len(failed[2])
     assert len(invalid[0]) // 8 == len(invalid[1]) == len(invalid[2])
     assert len({len(sshd[0]) // 8, len(sshd[1])} | {len(x) for x in sshd[2:]}) == 1
+    assert len(probes[0]) // 8 == len(probes[1])
+    tokens = failed[2] + invalid[2] + sshd[4] + probes[1] + [chunk[:40]]
+    odd = A.odd_addresses(tokens)
+    calls["odd_addresses"] += 1
+    assert odd == sorted(set(odd)) and all(0 <= i < len(tokens) for i in odd)
+    ids, names = A.first_ids(tokens)
+    calls["first_ids"] += 1
+    assert [names[i] for i in struct.unpack(f"{len(tokens)}q", ids)] == tokens
 
 
 def stamp_ref(chunk, p):

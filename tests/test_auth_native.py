@@ -69,7 +69,7 @@ def test_generated_log_agrees_and_takes_the_fast_path(tmp_path: Path) -> None:
     generate(tmp_path / "auth.log", 3 << 20)
     data = (tmp_path / "auth.log").read_bytes()
     assert_same(chunked(data, 1 << 20), 1_793_000_000.0 + 200_000)
-    (lines, clean), failed, invalid, sshd, commands, slow = _authscan.scan(chunked(data, 1 << 20)[0])
+    (lines, clean), failed, invalid, sshd, commands, slow, probes = _authscan.scan(chunked(data, 1 << 20)[0])
     assert lines > 5000 and clean
     assert len(failed[2]) > 0.1 * lines and len(invalid[2]) > 0.02 * lines   # fields in C
     assert len(sshd[2]) > 0.05 * lines and len(commands) > 0
@@ -85,7 +85,7 @@ def test_fields_of_the_common_shapes() -> None:
              b"Nov 23 10:00:05 h sshd[15]: Accepted publickey for al from 10.0.0.2 port 5 ssh2\n"
              b"Nov 23 10:00:06 h sudo:    al : TTY=pts/0 ; PWD=/ ; USER=root ; COMMAND=/bin/ls\n"
              b"Nov 23 10:00:07 h sshd[16]: ROOT LOGIN REFUSED FROM 7.7.7.7\n")
-    (lines, clean), failed, invalid, sshd, commands, slow = _authscan.scan(chunk)
+    (lines, clean), failed, invalid, sshd, commands, slow, probes = _authscan.scan(chunk)
     assert (lines, clean) == (7, True)
     assert _authscan.scan(chunk + b"\x00\n")[0] == (8, False)
     assert _authscan.scan(b"\xc3\xa9\n")[0] == (1, False)
@@ -126,6 +126,7 @@ MESSAGES = [
     "pam_unix(sudo:session): session opened for user root", "FAILED SU (to root) {u} on pts/0",
     "(to root) {u} on pts/1", "new user: name={u}, UID=1001", "new group: name={u}, GID=1001",
     "password changed for {u}", "{h}", "sshd[5]: {m}"]
+HOST_NAMES = st.text(st.characters(min_codepoint=32, max_codepoint=126), min_size=1, max_size=10)
 METHODS = ["password", "publickey", "none", "keyboard-interactive", "keyboard-interactive/pam",
            "hostbased", ""]
 
@@ -135,7 +136,13 @@ def auth_line(draw: st.DrawFn) -> str:
     message = draw(st.sampled_from(MESSAGES)).format(
         m=draw(st.sampled_from(METHODS)), u=draw(st.sampled_from(USERS)),
         h=draw(st.sampled_from(HOSTS)), t=draw(st.sampled_from(TAILS)))
-    line = (draw(st.sampled_from(["", STAMP.format(draw(st.integers(0, 59))), "<38>"]))
+    stamp = STAMP.format(draw(st.integers(0, 59)))
+    if draw(st.booleans()):                   # another host name, or none, or other stamps
+        stamp = draw(st.sampled_from(["Nov 23 10:00:01 ", "2026-11-23T10:00:01.5+00:00 ",
+                                      "<38>1 2026-11-23T10:00:01Z ", "<38>Nov  3 10:00:01 "]))
+        stamp += draw(st.sampled_from(["", "sshd ", "sshd-gw ", "mysshd ", "box.sshd.lan ",
+                                       "a: ", "[x] ", "::1 "]) | HOST_NAMES.map(lambda h: h + " "))
+    line = (draw(st.sampled_from(["", stamp, "<38>"]))
             + draw(st.sampled_from(HEADS)) + draw(st.sampled_from(PREFIXES)) + message)
     if draw(st.booleans()):                   # a second message in the same line
         line += " " + draw(st.sampled_from(HEADS)) + draw(st.sampled_from(MESSAGES)).format(
@@ -198,3 +205,20 @@ def test_stamp_keys_bounds_any_start() -> None:
     assert np.frombuffer(_authscan.stamp_keys(chunk, starts), np.int64).tolist()[1:] == [-1] * 4
     unaligned = memoryview(b"\0" + struct.pack("<q", 0))[1:]
     assert np.frombuffer(_authscan.stamp_keys(chunk, unaligned), np.int64)[0] >= 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.ip_addresses(v=4).map(str) | st.from_regex(r"[0-9.]{1,17}", fullmatch=True)
+                | st.text(max_size=12), max_size=20))
+def test_plain_ipv4_tokens_are_their_own_key(tokens: list[str]) -> None:
+    """The C scanner's odd_addresses: every token it leaves out is an address whose key is the
+    token itself (so the collector need not key it), and every real IPv4 address is left out."""
+    from collectors.auth_anchor import address_key
+    raw = [t.encode("utf-8", "surrogatepass") for t in tokens]
+    odd = set(_authscan.odd_addresses(raw))
+    for i, token in enumerate(raw):
+        if i not in odd:
+            assert address_key(token) == token
+    assert _authscan.odd_addresses([b"1.2.3.4", b"255.255.255.255", b"0.0.0.0", b"01.2.3.4",
+                                    b"256.1.1.1", b"::1", b"1.2.3", b"1.2.3.4.5", b"1.2.3.4 ",
+                                    b"host"]) == [3, 4, 5, 6, 7, 8, 9]
