@@ -25,7 +25,8 @@ ADDRESS = "203.0.113.7"
 def journal(host: str, pid: int, message: str) -> str:
     """The line collectors.journal hands the collector for an sshd entry of ``host``."""
     line = render_entry({"MESSAGE": message, "__REALTIME_TIMESTAMP": str(int(NOW - 60) * 10**6),
-                         "SYSLOG_IDENTIFIER": "sshd", "_PID": str(pid), "_HOSTNAME": host})
+                         "SYSLOG_IDENTIFIER": "sshd", "_PID": str(pid), "_HOSTNAME": host,
+                         "_UID": "0"})  # sshd logs as root (journal.WRITERS)
     assert line is not None
     return line.decode().rstrip("\n")
 
