@@ -42,6 +42,10 @@ def _row(label: str, word: bytes, pattern: bytes, severity: str, kind: str = KER
 FS, DISK, HW, HANG, THERMAL, CRASH = ("filesystem_error", "disk_error", "hardware_error",
                                       "kernel_hang", "thermal_critical", "kernel_crash")
 _DEV = rb"(?P<what>[\w.:/-]{1,64})"
+_HW_ERR = rb"\[Hardware Error\]: "        # include/linux/printk.h HW_ERR
+_MCE = rb"mce: " + _HW_ERR                # arch/x86/kernel/cpu/mce/core.c pr_fmt "mce: "
+_MCE_CPU = _MCE + rb"CPU (?P<what>\d+): Machine Check"
+_GHES = rb"(?:\{\d+\})?" + _HW_ERR + rb"event severity: "   # cper.c pfx "{%u}" + HW_ERR
 
 KERNEL_EVENTS = (
     # --- formats that start with a process name: first, so a crafted name stays what it is ----
@@ -151,14 +155,13 @@ KERNEL_EVENTS = (
     # arch/x86/kernel/cpu/mce/core.c __print_mce: HW_ERR "CPU %d: Machine Check%s: %Lx Bank %d:
     # %016Lx" (HW_ERR is "[Hardware Error]: ", pr_fmt "mce: "); the status's bit 61 is UC
     _row("machine_check_uncorrected", b"Machine Check",
-         rb"mce: \[Hardware Error\]: CPU (?P<what>\d+): Machine Check(?: Exception: [0-9a-f]+ Bank \d+: "
-         rb"[0-9a-f]{16}|: [0-9a-f]+ Bank \d+: [2367abef][0-9a-f]{15})$", "high", HW, "high"),
+         _MCE_CPU + rb"(?: Exception: [0-9a-f]+ Bank \d+: [0-9a-f]{16}|"
+         rb": [0-9a-f]+ Bank \d+: [2367abef][0-9a-f]{15})$", "high", HW, "high"),
     _row("machine_check_corrected", b"Machine Check",
-         rb"mce: \[Hardware Error\]: CPU (?P<what>\d+): Machine Check: [0-9a-f]+ Bank \d+: "
-         rb"[0-9a-f]{16}$", "low", HW),
+         _MCE_CPU + rb": [0-9a-f]+ Bank \d+: [0-9a-f]{16}$", "low", HW),
     # mce/core.c mce_notify_irq: pr_info(HW_ERR "Machine check events logged\n")
     _row("machine_check_logged", b"Machine check events logged",
-         rb"mce: \[Hardware Error\]: Machine check events logged$", "low", HW),
+         _MCE + rb"Machine check events logged$", "low", HW),
     # drivers/edac/edac_mc.c edac_ue_error / edac_ce_error (edac_mc_printk: "EDAC MC%d: "):
     # "%d UE %s%son %s (%s page:0x%lx offset:0x%lx grain:%ld ...)"; older "UE page 0x%lx, ..."
     *(_row(label, b" %s " % letter,
@@ -169,10 +172,9 @@ KERNEL_EVENTS = (
     # drivers/firmware/efi/cper.c cper_estatus_print: "%sevent severity: %s" with pfx
     # "{%u}[Hardware Error]: " (drivers/acpi/apei/ghes.c)
     _row("firmware_hardware_error", b"event severity: ",
-         rb"(?:\{\d+\})?\[Hardware Error\]: event severity: (?:fatal|recoverable)$", "high", HW,
-         "high"),
+         _GHES + rb"(?:fatal|recoverable)$", "high", HW, "high"),
     _row("firmware_corrected_error", b"event severity: ",
-         rb"(?:\{\d+\})?\[Hardware Error\]: event severity: corrected$", "low", HW),
+         _GHES + rb"corrected$", "low", HW),
     # --- hangs --------------------------------------------------------------------------------------
     # kernel/hung_task.c check_hung_task: "INFO: task %s:%d blocked for more than %ld seconds."
     _row("hung_task", b" blocked for more than ",

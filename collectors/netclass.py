@@ -113,7 +113,7 @@ class Allowlist:
             try:
                 networks.append(ipaddress.ip_network(entry.strip(), strict=False))
             except ValueError:
-                names.append(entry.strip().lower().rstrip("."))
+                names.append(canonical_name(entry.strip()))
         return cls(tuple(networks), tuple(names))
 
     @property
@@ -126,7 +126,7 @@ class Allowlist:
         only subdomains."""
         if not host:
             return None
-        host = host.lower().rstrip(".")
+        host = canonical_name(host)
         for entry in self.names:
             if entry.startswith("*."):
                 if host.endswith(entry[1:]):
