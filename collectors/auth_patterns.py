@@ -196,14 +196,7 @@ class AuthScanner(NativeFeed, ProbeEvents, AdminEvents):
             host = None if parsed is None else KEYS[parsed[1]]
             if host is None:                  # sshd's line, but who it is about is unclear
                 c.unattributed += 1
-                if method in LOGIN_METHODS:
-                    c.failed_logins += 1
-                elif method == b"publickey":
-                    c.publickey_failures += 1
-                elif method == b"none":
-                    c.none_probes += 1
-                else:
-                    c.other_failures += 1
+                self._by_method(method, 1)
                 continue
             if method in LOGIN_METHODS:
                 logins.append(host)
@@ -219,6 +212,18 @@ class AuthScanner(NativeFeed, ProbeEvents, AdminEvents):
             hosts.append(host)
         c.failed_logins += len(logins)
         c.failed_by_ip.update(logins)
+
+    def _by_method(self, method: bytes, times: int) -> None:
+        """Count failed attempts by their method (the counting rules above)."""
+        c = self.counts
+        if method in LOGIN_METHODS:
+            c.failed_logins += times
+        elif method == b"publickey":
+            c.publickey_failures += times
+        elif method == b"none":
+            c.none_probes += times
+        else:
+            c.other_failures += times
 
     def _invalid(self, matches: Iterable[re.Match[bytes]], starts: list[int], hosts: list[bytes],
                  users: list[bytes]) -> None:
@@ -270,14 +275,7 @@ class AuthScanner(NativeFeed, ProbeEvents, AdminEvents):
             return
         parsed = after_for(rest, invalid is not None)
         c, host = self.counts, None if parsed is None else KEYS[parsed[1]]
-        if method in LOGIN_METHODS:
-            c.failed_logins += times
-        elif method == b"publickey":
-            c.publickey_failures += times
-        elif method == b"none":
-            c.none_probes += times
-        else:
-            c.other_failures += times
+        self._by_method(method, times)
         if host is None:
             c.unattributed += 1
             return
