@@ -436,57 +436,34 @@ static int sshd_at(const Scan *sc, Py_ssize_t p, Hit *h) {
     if (q == ODD_HEAD) {
         act = ACT_SLOW;
     } else {
+        /* the counted messages by their first byte; ON takes the first literal of its case
+         * that is at q (arg: the byte after it), a case with none at q is no counted message */
+#define ON(lit, a) \
+        if (AT(q, n, lit)) { act = (a); arg = q + (Py_ssize_t)(sizeof(lit) - 1); break; }
         switch (q < n ? sc->s[q] : 0) {
-        case 'p':
-            if (!AT(q, n, "pam_unix(sshd:auth): authentication failure;")) return NOTHING;
-            act = ACT_PAM;
-            break;
-        case 'R':
-            if (AT(q, n, "ROOT LOGIN REFUSED")) { act = ACT_SLOW; break; }
-            if (!AT(q, n, "Received disconnect from ")) return NOTHING;
-            act = ACT_RECEIVED;
-            break;
-        case 'm':
-            if (!AT(q, n, "message repeated ") && !AT(q, n, "maximum authentication attempts exceeded"))
-                return NOTHING;
-            act = ACT_SLOW;
-            break;
-        case 'A':
-            if (AT(q, n, "Accepted")) { act = ACT_ACCEPTED; break; }
-            if (!AT(q, n, "Authentication ")) return NOTHING;
-            act = ACT_SLOW;
-            break;
-        case 'a': if (!AT(q, n, "authentication ")) return NOTHING; act = ACT_SLOW; break;
-        case 'U':
-            if (!AT(q, n, "User ") && !AT(q, n, "Unable to negotiate with ")) return NOTHING;
-            act = ACT_SLOW;
-            break;
-        case 'r': if (!AT(q, n, "refused connect from")) return NOTHING; act = ACT_SLOW; break;
-        case 'C':
-            if (AT(q, n, "Connection closed by ")) arg = q + 21;
-            else if (AT(q, n, "Connection reset by ")) arg = q + 20;
-            else return NOTHING;
-            if (!AT(arg, n, "authenticating user ") && !AT(arg, n, "invalid user ")) return NOTHING;
-            act = ACT_PROBE;                            /* no user: not a probe event */
-            break;
-        case 'D':
-            if (AT(q, n, "Disconnected from ")) {
-                arg = q + 18;
-                if (!AT(arg, n, "authenticating user ") && !AT(arg, n, "invalid user "))
-                    return NOTHING;
-                act = ACT_PROBE;
-                break;
-            }
-            if (!AT(q, n, "Disconnecting") && !AT(q, n, "Did not receive identification string from "))
-                return NOTHING;
-            act = ACT_SLOW;
-            break;
-        case 'b': if (!AT(q, n, "banner exchange: Connection from ")) return NOTHING; act = ACT_SLOW; break;
-        case 'T': if (!AT(q, n, "Timeout before authentication for ")) return NOTHING; act = ACT_SLOW; break;
-        case 'd': if (!AT(q, n, "drop connection #")) return NOTHING; act = ACT_SLOW; break;
-        case 's': if (!AT(q, n, "srclimit_penalise: ")) return NOTHING; act = ACT_SLOW; break;
+        case 'p': ON("pam_unix(sshd:auth): authentication failure;", ACT_PAM) return NOTHING;
+        case 'R': ON("ROOT LOGIN REFUSED", ACT_SLOW) ON("Received disconnect from ", ACT_RECEIVED)
+                  return NOTHING;
+        case 'm': ON("message repeated ", ACT_SLOW)
+                  ON("maximum authentication attempts exceeded", ACT_SLOW) return NOTHING;
+        case 'A': ON("Accepted", ACT_ACCEPTED) ON("Authentication ", ACT_SLOW) return NOTHING;
+        case 'a': ON("authentication ", ACT_SLOW) return NOTHING;
+        case 'U': ON("User ", ACT_SLOW) ON("Unable to negotiate with ", ACT_SLOW) return NOTHING;
+        case 'r': ON("refused connect from", ACT_SLOW) return NOTHING;
+        case 'C': ON("Connection closed by ", ACT_PROBE) ON("Connection reset by ", ACT_PROBE)
+                  return NOTHING;
+        case 'D': ON("Disconnected from ", ACT_PROBE) ON("Disconnecting", ACT_SLOW)
+                  ON("Did not receive identification string from ", ACT_SLOW) return NOTHING;
+        case 'b': ON("banner exchange: Connection from ", ACT_SLOW) return NOTHING;
+        case 'T': ON("Timeout before authentication for ", ACT_SLOW) return NOTHING;
+        case 'd': ON("drop connection #", ACT_SLOW) return NOTHING;
+        case 's': ON("srclimit_penalise: ", ACT_SLOW) return NOTHING;
         default: return NOTHING;
         }
+#undef ON
+        /* no user: not a probe event */
+        if (act == ACT_PROBE && !AT(arg, n, "authenticating user ") && !AT(arg, n, "invalid user "))
+            return NOTHING;
     }
     line_of(sc, p, h);
     if (program_pos(sc, h->ls, h->le) != p - bracket) return NOTHING;  /* not the tag: text */

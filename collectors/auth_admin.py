@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 
-from collectors.auth_regexes import HEAD
+from collectors.auth_regexes import PROGRAM
 from collectors.chunkscan import matches_at, pair_positions
 
 if TYPE_CHECKING:
@@ -38,7 +38,6 @@ SU_FAILED = re.compile(rb"^FAILED SU \(to (\S+)\) (\S+)")
 # TARGET at TTY"), and PAM's pam_unix record, old ("su(pam_unix)[pid]: authentication failure;")
 # or new ("pam_unix(su:auth): ..."), read from its own fields: ruser= (the caller, set by su
 # from its uid; logname= when empty) and user= (the target). The user names are the programs'.
-SU_HEAD = re.compile(HEAD, re.M)     # su's tag counts at the program position only, as sshd's
 SU_BAD = re.compile(rb"^BAD SU (?:from (\S+) to (\S+)(?: at \S+)?|(\S+) to (\S+)(?: on \S+)?)"
                     rb"[ \t\r]*$")
 SU_PAM_FAILED = re.compile(rb"^(?:pam_unix\(su(?:-l)?:auth\): )?authentication failure; "
@@ -104,7 +103,7 @@ class AdminEvents:
                 self._sudo(m.start(), message)
                 continue
             start, end = self._line_at(m.start())
-            head = SU_HEAD.match(chunk, start)
+            head = PROGRAM.match(chunk, start)    # su's tag counts there only, as sshd's
             if head is None or head.end() != m.start():
                 continue                      # "su: ..." inside another program's message
             failed = SU_FAILED.match(message) or SU_BAD.match(message)

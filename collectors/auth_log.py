@@ -147,8 +147,7 @@ def _bursts(counts: AuthCounts, window: FailureWindow, field: str) -> list[dict[
 
 
 def observe(counts: AuthCounts, window: FailureWindow, accepted: list[dict[str, Any]],
-            sources: set[str], info: Mapping[str, Any],
-            probes: FailureWindow | None = None) -> dict[str, Any]:
+            sources: set[str], info: Mapping[str, Any], probes: FailureWindow) -> dict[str, Any]:
     """The observations of one cycle (bounded, JSON-able)."""
     by_ip, by_ip_rest = _top(counts.failed_by_ip)
     probes_by_ip, _ = _top(counts.probes_by_ip)
@@ -181,23 +180,20 @@ def observe(counts: AuthCounts, window: FailureWindow, accepted: list[dict[str, 
         "bruteforce": _bursts(counts, window, "failures_in_window"),
         "preauth_probes": counts.probes,
         "preauth_probes_by_ip": probes_by_ip,
-        "preauth_probing": _bursts(counts, probes, "probes_in_window") if probes else [],
+        "preauth_probing": _bursts(counts, probes, "probes_in_window"),
         "unattributed_events": counts.unattributed,
         "window": {"max_retry": window.max_retry, "findtime_s": window.findtime},
     }
 
 
 def _check_logins(scanner: AuthScanner, window: FailureWindow, accepted: list[dict[str, Any]],
-                  sources: dict[tuple[bytes, bytes], str],
-                  probes: FailureWindow | None = None) -> None:
+                  sources: dict[tuple[bytes, bytes], str], probes: FailureWindow) -> None:
     """Count the failures (or pre-authentication probes, whichever is more) before each login
     of the last chunk; keep them (suspicious ones always, up to a bound) as records, and the
     distinct user@address pairs."""
     stamped = [login for login in scanner.accepted if login.ts is not None]
     at = [(login.host, login.ts) for login in stamped]
-    befores = window.failures_before(at)
-    if probes is not None:
-        befores = [max(a, b) for a, b in zip(befores, probes.failures_before(at))]
+    befores = [max(a, b) for a, b in zip(window.failures_before(at), probes.failures_before(at))]
     evidence = scanner.counts.evidence
     for login, before in zip(stamped, befores):
         pair = (login.user, login.host)

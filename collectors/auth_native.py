@@ -35,11 +35,7 @@ class NativeFeed:
         if not clean:
             self.counts.malformed += malformed_lines(chunk)
         self._native_failed(chunk, *failed, slow_failed)
-        starts, users, hosts = _offsets(invalid[0]), invalid[1], invalid[2]
-        if _keyed(hosts):                         # not an address: not counted (as _invalid)
-            known = [h is not None for h in hosts]
-            self.counts.unattributed += known.count(False)
-            starts, users, hosts = (list(compress(col, known)) for col in (starts, users, hosts))
+        hosts, starts, users = self._attributed(invalid[2], _offsets(invalid[0]), invalid[1])
         if slow_invalid:
             more: tuple[list[int], list[bytes], list[bytes]] = ([], [], [])
             self._invalid(at_message(in_lines(INVALID, chunk, slow_invalid), chunk), more[0],
@@ -119,14 +115,20 @@ class NativeFeed:
 
     def _native_probes(self, starts_raw: bytes, hosts: list[bytes]) -> None:
         """The C scanner's pre-authentication probes: to the chunk's probes, in bulk."""
-        if _keyed(hosts):
-            known = [h is not None for h in hosts]
-            self.counts.unattributed += known.count(False)
-            self._probe_starts += compress(_offsets(starts_raw), known)
-            self._probe_hosts += compress(hosts, known)
-        else:
-            self._probe_starts += _offsets(starts_raw)
-            self._probe_hosts += hosts
+        hosts, starts = self._attributed(hosts, _offsets(starts_raw))
+        self._probe_starts += starts
+        self._probe_hosts += hosts
+
+    def _attributed(self, hosts: list[bytes | None], *columns: list[Any]
+                    ) -> tuple[list[Any], ...]:
+        """Parallel columns of events, addresses first, as keys (_keyed), without the events
+        whose token is no address: those are counted as unattributed, not as events (as the
+        regex path's _invalid and _probe do)."""
+        if not _keyed(hosts):
+            return (hosts, *columns)
+        known = [h is not None for h in hosts]
+        self.counts.unattributed += known.count(False)
+        return tuple(list(compress(column, known)) for column in (hosts, *columns))
 
     def _native_unkeyed(self, kinds: bytes, *columns: list[Any]) -> tuple[Any, ...]:
         """Take out the logins without an address (as _accepted: not counted); the rest stays."""

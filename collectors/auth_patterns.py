@@ -20,23 +20,19 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from itertools import compress
 from typing import Any, Iterable, NamedTuple
-
-import numpy as np
 
 from collectors.auth_admin import MAX_LINE_KEPT, AdminEvents, safe_text
 from collectors.auth_anchor import KEYS, after_for, change_of_username, invalid_user
 from collectors.auth_native import NativeFeed
 from collectors.auth_regexes import (ACCEPTED_REST, ADDRESS_IN_LINE, FAILED, INVALID,
                                      OLD_PAM, REPEATED_INNER,
-                                     LOGIN_METHODS, PROBE_KEYWORDS, PROBES, RARE_MESSAGES,
+                                     LOGIN_METHODS, PROBE_KEYWORDS, RARE_MESSAGES,
                                      RESOLVES, SSHD, at_message, at_program)
-from collectors.auth_times import LineClock
+from collectors.auth_probes import ProbeEvents
+from collectors.auth_times import LineClock, stamped_only
 from collectors.chunkscan import authscan as _authscan, count_lines, malformed_lines
 
-MAX_EVIDENCE_HOSTS = 200  # addresses for which sample failure lines are kept
-EVIDENCE_PER_HOST = 3
 MAX_NAMES = 1000         # invalid user names counted per cycle
 MAX_REPEAT_EVENTS = 10_000  # window events from one "message repeated N times" line
 MAX_PENDING = 256        # sshd pids waiting for their address (multi-line failures)
@@ -84,7 +80,7 @@ class Login(NamedTuple):
     start: int            # its line's offset in AuthScanner.last_chunk
 
 
-class AuthScanner(NativeFeed, AdminEvents):
+class AuthScanner(NativeFeed, ProbeEvents, AdminEvents):
     """Feeds chunks of whole lines; collects counts, events and (time, address) failure events."""
 
     def __init__(self, now: float, pending: dict[str, Any] | None = None,
@@ -98,7 +94,7 @@ class AuthScanner(NativeFeed, AdminEvents):
         self.fail_hosts: list[bytes] = []       # addresses as logged (bytes, decoded at the end)
         self._starts: list[int] = []            # this chunk's failure lines (start offsets)
         self._hosts: list[bytes] = []
-        self.probe_times: list[float] = []      # pre-authentication probes, as fail_* are
+        self.probe_times: list[float] = []      # pre-authentication probes (ProbeEvents)
         self.probe_hosts: list[bytes] = []
         self._probe_starts: list[int] = []
         self._probe_hosts: list[bytes] = []
@@ -129,13 +125,7 @@ class AuthScanner(NativeFeed, AdminEvents):
         lines per address."""
         starts, hosts = self._starts, self._hosts
         self._starts, self._hosts = [], []
-        probe_starts, probe_hosts = self._probe_starts, self._probe_hosts
-        self._probe_starts, self._probe_hosts = [], []
-        at = np.asarray(probe_starts, dtype=np.int64)
-        if len(at) > 1 and (at[1:] < at[:-1]).any():     # slow-path probes came after the C's
-            order = np.argsort(at, kind="stable").tolist()
-            probe_starts = [probe_starts[i] for i in order]
-            probe_hosts = [probe_hosts[i] for i in order]
+        probe_starts, probe_hosts = self._take_probes()
         if not starts and not probe_starts:
             return
         stamps = self.clock.stamps(self._chunk, starts + probe_starts)
@@ -145,69 +135,8 @@ class AuthScanner(NativeFeed, AdminEvents):
         c.failures += len(starts)
         if not starts:
             return
-        stamps = stamps[:len(starts)]
-        stamped = ~np.isnan(stamps)
-        kept = int(np.count_nonzero(stamped))
-        c.unstamped += len(starts) - kept
-        self.fail_times.extend(stamps[stamped].tolist())
-        self.fail_hosts.extend(hosts if kept == len(hosts) else compress(hosts, stamped.tolist()))
-        hosts, starts = self._still_sampled(hosts, starts)
-        full = self._evidence_full
-        firsts = dict(zip(reversed(hosts), reversed(starts)))
-        for host, start in {**firsts, **dict(zip(hosts, starts))}.items():
-            if host not in full:
-                self._evidence(host, firsts[host])
-                if host not in full and firsts[host] != start:
-                    self._evidence(host, start)
-
-    def _flush_probes(self, starts: list[int], hosts: list[bytes], stamps: np.ndarray) -> None:
-        """This chunk's probes (in line order) with their times; one sample line per address."""
-        c = self.counts
-        c.probes += len(starts)
-        c.probes_by_ip.update(hosts)
-        stamped = ~np.isnan(stamps)
-        kept = int(np.count_nonzero(stamped))
-        c.unstamped += len(starts) - kept
-        self.probe_times.extend(stamps[stamped].tolist())
-        self.probe_hosts.extend(hosts if kept == len(hosts)
-                                else compress(hosts, stamped.tolist()))
-        hosts, starts = self._still_sampled(hosts, starts)
-        for host, start in dict(zip(reversed(hosts), reversed(starts))).items():
-            if host not in self._evidence_full:
-                self._evidence(host, start)
-
-    def _still_sampled(self, hosts: list[bytes], starts: list[int]
-                       ) -> tuple[list[bytes], list[int]]:
-        """The events whose address still takes sample lines: not one with all its samples, nor,
-        once every slot is taken, a new one (marked done here, as _evidence would: without a
-        pass over every event, which is what a busy log mostly is)."""
-        full = self._evidence_full
-        if full.issuperset(hosts):          # every address has its samples (or no slot left)
-            return [], []
-        want = set(hosts).difference(full)
-        evidence = self.counts.evidence
-        if len(evidence) >= MAX_EVIDENCE_HOSTS:
-            done = {host for host in want if safe_text(host) not in evidence}
-            full.update(done)
-            want -= done
-        if not want:
-            return [], []
-        kept = [host in want for host in hosts]
-        return list(compress(hosts, kept)), list(compress(starts, kept))
-
-    def _evidence(self, host: bytes, start: int) -> None:
-        evidence = self.counts.evidence
-        addr = safe_text(host)
-        lines = evidence.get(addr)
-        if lines is None:
-            if len(evidence) >= MAX_EVIDENCE_HOSTS:
-                self._evidence_full.add(host)
-                return
-            lines = evidence[addr] = []
-        end = self._chunk.find(b"\n", start)
-        lines.append(safe_text(self._chunk[start:end].rstrip(b"\r"), MAX_LINE_KEPT))
-        if len(lines) >= EVIDENCE_PER_HOST:
-            self._evidence_full.add(host)
+        c.unstamped += stamped_only(stamps[:len(starts)], hosts, self.fail_times, self.fail_hosts)
+        self._sample(hosts, starts, last=True)
 
     # --- the scan --------------------------------------------------------------------------------
     def feed(self, chunk: bytes) -> None:
@@ -267,14 +196,7 @@ class AuthScanner(NativeFeed, AdminEvents):
             host = None if parsed is None else KEYS[parsed[1]]
             if host is None:                  # sshd's line, but who it is about is unclear
                 c.unattributed += 1
-                if method in LOGIN_METHODS:
-                    c.failed_logins += 1
-                elif method == b"publickey":
-                    c.publickey_failures += 1
-                elif method == b"none":
-                    c.none_probes += 1
-                else:
-                    c.other_failures += 1
+                self._by_method(method, 1)
                 continue
             if method in LOGIN_METHODS:
                 logins.append(host)
@@ -290,6 +212,18 @@ class AuthScanner(NativeFeed, AdminEvents):
             hosts.append(host)
         c.failed_logins += len(logins)
         c.failed_by_ip.update(logins)
+
+    def _by_method(self, method: bytes, times: int) -> None:
+        """Count failed attempts by their method (the counting rules above)."""
+        c = self.counts
+        if method in LOGIN_METHODS:
+            c.failed_logins += times
+        elif method == b"publickey":
+            c.publickey_failures += times
+        elif method == b"none":
+            c.none_probes += times
+        else:
+            c.other_failures += times
 
     def _invalid(self, matches: Iterable[re.Match[bytes]], starts: list[int], hosts: list[bytes],
                  users: list[bytes]) -> None:
@@ -341,14 +275,7 @@ class AuthScanner(NativeFeed, AdminEvents):
             return
         parsed = after_for(rest, invalid is not None)
         c, host = self.counts, None if parsed is None else KEYS[parsed[1]]
-        if method in LOGIN_METHODS:
-            c.failed_logins += times
-        elif method == b"publickey":
-            c.publickey_failures += times
-        elif method == b"none":
-            c.none_probes += times
-        else:
-            c.other_failures += times
+        self._by_method(method, times)
         if host is None:
             c.unattributed += 1
             return
@@ -357,19 +284,6 @@ class AuthScanner(NativeFeed, AdminEvents):
         # N comes from the log: anyone who can write to syslog can claim 10**12 repeats
         for _ in range(min(times, MAX_REPEAT_EVENTS)):
             self._failure(m.start(), host)
-
-    def _probe(self, pos: int, message: bytes) -> None:
-        """A pre-authentication probe (collectors.auth_regexes.PROBES), counted per address."""
-        for pattern in PROBES:
-            found = pattern.match(message)
-            if found:
-                host = KEYS[found.group(found.lastindex or 1)]
-                if host is None:
-                    self.counts.unattributed += 1
-                else:
-                    self._probe_starts.append(self._chunk.rfind(b"\n", 0, pos) + 1)
-                    self._probe_hosts.append(host)
-                return
 
     def _old_pam(self, matches: Iterable[re.Match[bytes]]) -> None:
         """Old pam_unix failures (collectors.auth_regexes.OLD_PAM): one event each, N for

@@ -8,6 +8,8 @@ year boundary inside it) and every minute of it is that base plus whole minutes.
 """
 from __future__ import annotations
 
+from itertools import compress
+
 import numpy as np
 
 from collectors.chunkscan import authscan
@@ -109,3 +111,14 @@ class LineClock:
     def _base(self, minute: bytes) -> float:
         base = self.minute(minute)
         return float("nan") if base is None else base
+
+
+def stamped_only(stamps: np.ndarray, hosts: list[bytes], times: list[float],
+                 kept_hosts: list[bytes]) -> int:
+    """Append the events with a readable time (not NaN) to ``times`` and ``kept_hosts``; return
+    how many had none (they are counted, not windowed)."""
+    stamped = ~np.isnan(stamps)
+    kept = int(np.count_nonzero(stamped))
+    times.extend(stamps[stamped].tolist())
+    kept_hosts.extend(hosts if kept == len(hosts) else compress(hosts, stamped.tolist()))
+    return len(hosts) - kept
