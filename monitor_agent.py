@@ -91,7 +91,7 @@ def summary_text(report: dict[str, Any]) -> str:
                      f"{for_terminal(f['summary'])}")
     v = report["verdict"]
     lines.append(f"Verdict: {v['severity']} by {v['by']}: {for_terminal(v['reason'])}"
-                 + (f" [{v['note']}]" if v.get("note") else ""))
+                 + (f" [{for_terminal(v['note'])}]" if v.get("note") else ""))
     for a in report["alerts"]:
         lines.append(f"Alert: {a['channel']} {a['purpose']} {a['severity']} -> {a['status']}")
     for note in report.get("notes", []):

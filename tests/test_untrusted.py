@@ -9,6 +9,7 @@ only http(s) (discordjs/discord.js #3646: "the Discord API only supports http(s)
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 import unicodedata
@@ -100,7 +101,22 @@ def render_cycle_summary(text: str) -> str:
                                      "note": None, "duration_s": 0.0}},
         "findings": [{"severity": "high", "floor": "high", "kind": "process_missing",
                       "summary": text}],
-        "verdict": {"severity": "high", "by": "llm", "reason": text}, "alerts": []})
+        "verdict": {"severity": "high", "by": "llm", "reason": text, "note": text},
+        "alerts": []})
+
+
+def render_check(text: str) -> str:
+    """`check`: one line per part, a server's answer quoted in the detail and the fix."""
+    from unittest import mock  # noqa: PLC0415
+
+    from core import check  # noqa: PLC0415
+
+    out = io.StringIO()
+    outcomes = [("ollama", check.Outcome(False, text, f"see {text}"))]
+    with mock.patch.object(check, "run_checks", lambda settings: outcomes), \
+            contextlib.redirect_stdout(out):
+        check.command(None, None)  # type: ignore[arg-type]
+    return out.getvalue()
 
 
 def render_speech(text: str) -> str:
@@ -139,6 +155,7 @@ RENDERERS: dict[str, tuple[Callable[[str], str], bool, bool, bool]] = {
     "console": (render_console, True, False, True),   # its own lines; see assert_inert
     "console recap": (render_console_recap, True, False, True),
     "cycle summary": (render_cycle_summary, True, False, True),
+    "check": (render_check, True, False, False),       # links kept: the operator's own URLs
     "speech": (render_speech, False, True, False),     # heard, not clicked; see assert_inert
     "prompt": (render_prompt, True, True, True),
     "prompt sanitise": (sanitise, False, True, True),
@@ -161,6 +178,8 @@ def assert_inert(name: str, out: str, newlines: bool, mentions: bool, links: boo
         assert len(out.split("\n")) == 3, out  # head, finding, why: no field forged a line
     if name == "cycle summary":
         assert len(out.split("\n")) == 6, out
+    if name == "check":
+        assert len(out.split("\n")) == 3, out  # the part, its fix, the final newline
 
 
 FRAGMENTS = ["https://", "http://", "HTTPS://", "https:\\\\", "www.", "discord.gg/", "@everyone",
