@@ -190,7 +190,7 @@ def run_loop(runtime: Runtime, stop: threading.Event, on_cycle: Callable[[dict],
 
         try:  # after each cycle too: a recap missed while down goes out on start (grace hours)
             run_due(runtime.store, runtime.settings, runtime.agent.notifiers, runtime.agent.clock,
-                    stop, heartbeat=runtime.pacer.beat)
+                    stop, heartbeat=pacer.beat)
         except (StoreError, OSError, ValueError) as err:
             log.warning("daily recap failed; tried again after the next cycle: %s", err)
 
