@@ -335,3 +335,27 @@ def test_the_neutraliser_is_linear_on_long_runs_without_a_separator() -> None:
     t0 = time.monotonic()
     assert len(sanitise("x" * 300_000, 500)) == 500
     assert time.monotonic() - t0 < 60
+
+
+def test_a_server_answer_quoted_in_a_delivery_error_is_one_line_and_keeps_no_secret(
+        store: Store) -> None:
+    """Home Assistant echoes the sentence it refused (built from logs): the error the outbox logs
+    and stores is one line without hidden characters, and an invisible inside a secret cannot
+    keep it from being redacted."""
+    from alerts.outbox import DeliveryError, deliver_due  # noqa: PLC0415
+    from core.redact import register_secret  # noqa: PLC0415
+
+    register_secret("hook-secret-5d41402abc")
+
+    class Echoing:
+        channel = "home_assistant"
+
+        def send(self, message: OutboxMessage, now: float) -> None:
+            raise DeliveryError(f"refused: hook-\u200bsecret-5d41402abc {EVIL}", permanent=True)
+
+    with store.transaction() as tx:
+        tx.enqueue("home_assistant", "alert", "high", {"items": []}, now=1.0, dedupe_key="echo")
+    [result] = deliver_due(store, {"home_assistant": Echoing()}, 10.0, 900)
+    assert result.status == "failed" and result.error is not None
+    assert hidden(result.error) == [] and "\n" not in result.error, result.error
+    assert "secret" not in result.error and "***" in result.error
