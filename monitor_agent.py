@@ -91,7 +91,7 @@ def summary_text(report: dict[str, Any]) -> str:
                      f"{for_terminal(f['summary'])}")
     v = report["verdict"]
     lines.append(f"Verdict: {v['severity']} by {v['by']}: {for_terminal(v['reason'])}"
-                 + (f" [{v['note']}]" if v.get("note") else ""))
+                 + (f" [{for_terminal(v['note'])}]" if v.get("note") else ""))
     for a in report["alerts"]:
         lines.append(f"Alert: {a['channel']} {a['purpose']} {a['severity']} -> {a['status']}")
     for note in report.get("notes", []):
@@ -190,7 +190,7 @@ def run_loop(runtime: Runtime, stop: threading.Event, on_cycle: Callable[[dict],
 
         try:  # after each cycle too: a recap missed while down goes out on start (grace hours)
             run_due(runtime.store, runtime.settings, runtime.agent.notifiers, runtime.agent.clock,
-                    stop, heartbeat=runtime.pacer.beat)
+                    stop, heartbeat=pacer.beat)
         except (StoreError, OSError, ValueError) as err:
             log.warning("daily recap failed; tried again after the next cycle: %s", err)
 

@@ -9,6 +9,7 @@ from typing import Callable, Mapping, Protocol
 
 from core.bounded import Stopped, run_bounded
 from core.redact import redact
+from core.untrusted import strip
 from data_storage import OutboxMessage, Store
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,9 @@ def deliver_due(store: Store, notifiers: Mapping[str, Notifier], now: float, cap
                                     message.severity, "queued", ABANDONED))
             break
         except DeliveryError as err:
-            error = redact(str(err))
+            # servers' answers are quoted (Home Assistant echoes the sentence, built from logs):
+            # one line, no escape sequence; stripped first so no invisible hides a secret
+            error = redact(strip(str(err)))
             attempts = message.attempts + 1
             wait = err.retry_after if err.retry_after is not None else backoff_s(attempts, cap_s)
             store.mark_retry(message.id, now + wait, error, give_up=err.permanent,

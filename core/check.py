@@ -11,6 +11,7 @@ from typing import Callable
 
 import requests
 
+from core import untrusted
 from core.context import CollectContext, CommandError, run_command
 from core.redact import redact
 from core.settings import Settings
@@ -188,10 +189,15 @@ def command(args: argparse.Namespace, settings: Settings) -> int:
     for name, outcome in run_checks(settings):
         if outcome is None:
             print(f"- {name}: not configured")
-        elif outcome.ok:
-            print(f"\u2714 {name}: {outcome.detail}")
+            continue
+        # details quote what servers answered (Ollama's version, Discord's webhook name): no
+        # escape sequence or forged line gets through; links stay readable (the operator's own URLs)
+        detail = untrusted.strip(outcome.detail)
+        if outcome.ok:
+            print(f"\u2714 {name}: {detail}")
         else:
             failed += 1
-            print(f"\u2718 {name}: {outcome.detail}" + (f"\n    fix: {outcome.fix}" if outcome.fix
-                                                          else ""))
+            print(f"\u2718 {name}: {detail}"
+                  + (f"\n    fix: {untrusted.strip(outcome.fix)}" if outcome.fix
+                     else ""))
     return 1 if failed else 0

@@ -29,7 +29,6 @@ class Pacer:
         self._monotonic = monotonic
         self.next_due = monotonic()          # the first cycle runs at once
         self.running_since: float | None = None
-        self.cycles = 0
 
     def due(self) -> bool:
         """True when the next cycle should start now."""
@@ -52,7 +51,6 @@ class Pacer:
         now = self._monotonic()
         start = self.running_since if self.running_since is not None else now
         self.running_since = None
-        self.cycles += 1
         self.next_due = start + self.interval_s
         if self.next_due <= now:
             skipped = int((now - start) // self.interval_s)

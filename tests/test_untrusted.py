@@ -9,6 +9,7 @@ only http(s) (discordjs/discord.js #3646: "the Discord API only supports http(s)
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 import unicodedata
@@ -100,7 +101,22 @@ def render_cycle_summary(text: str) -> str:
                                      "note": None, "duration_s": 0.0}},
         "findings": [{"severity": "high", "floor": "high", "kind": "process_missing",
                       "summary": text}],
-        "verdict": {"severity": "high", "by": "llm", "reason": text}, "alerts": []})
+        "verdict": {"severity": "high", "by": "llm", "reason": text, "note": text},
+        "alerts": []})
+
+
+def render_check(text: str) -> str:
+    """`check`: one line per part, a server's answer quoted in the detail and the fix."""
+    from unittest import mock  # noqa: PLC0415
+
+    from core import check  # noqa: PLC0415
+
+    out = io.StringIO()
+    outcomes = [("ollama", check.Outcome(False, text, f"see {text}"))]
+    with mock.patch.object(check, "run_checks", lambda settings: outcomes), \
+            contextlib.redirect_stdout(out):
+        check.command(None, None)  # type: ignore[arg-type]
+    return out.getvalue()
 
 
 def render_speech(text: str) -> str:
@@ -139,6 +155,7 @@ RENDERERS: dict[str, tuple[Callable[[str], str], bool, bool, bool]] = {
     "console": (render_console, True, False, True),   # its own lines; see assert_inert
     "console recap": (render_console_recap, True, False, True),
     "cycle summary": (render_cycle_summary, True, False, True),
+    "check": (render_check, True, False, False),       # links kept: the operator's own URLs
     "speech": (render_speech, False, True, False),     # heard, not clicked; see assert_inert
     "prompt": (render_prompt, True, True, True),
     "prompt sanitise": (sanitise, False, True, True),
@@ -161,6 +178,8 @@ def assert_inert(name: str, out: str, newlines: bool, mentions: bool, links: boo
         assert len(out.split("\n")) == 3, out  # head, finding, why: no field forged a line
     if name == "cycle summary":
         assert len(out.split("\n")) == 6, out
+    if name == "check":
+        assert len(out.split("\n")) == 3, out  # the part, its fix, the final newline
 
 
 FRAGMENTS = ["https://", "http://", "HTTPS://", "https:\\\\", "www.", "discord.gg/", "@everyone",
@@ -316,3 +335,27 @@ def test_the_neutraliser_is_linear_on_long_runs_without_a_separator() -> None:
     t0 = time.monotonic()
     assert len(sanitise("x" * 300_000, 500)) == 500
     assert time.monotonic() - t0 < 60
+
+
+def test_a_server_answer_quoted_in_a_delivery_error_is_one_line_and_keeps_no_secret(
+        store: Store) -> None:
+    """Home Assistant echoes the sentence it refused (built from logs): the error the outbox logs
+    and stores is one line without hidden characters, and an invisible inside a secret cannot
+    keep it from being redacted."""
+    from alerts.outbox import DeliveryError, deliver_due  # noqa: PLC0415
+    from core.redact import register_secret  # noqa: PLC0415
+
+    register_secret("hook-secret-5d41402abc")
+
+    class Echoing:
+        channel = "home_assistant"
+
+        def send(self, message: OutboxMessage, now: float) -> None:
+            raise DeliveryError(f"refused: hook-\u200bsecret-5d41402abc {EVIL}", permanent=True)
+
+    with store.transaction() as tx:
+        tx.enqueue("home_assistant", "alert", "high", {"items": []}, now=1.0, dedupe_key="echo")
+    [result] = deliver_due(store, {"home_assistant": Echoing()}, 10.0, 900)
+    assert result.status == "failed" and result.error is not None
+    assert hidden(result.error) == [] and "\n" not in result.error, result.error
+    assert "secret" not in result.error and "***" in result.error
