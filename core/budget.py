@@ -1,4 +1,4 @@
-"""How long a cycle may take: each collector's bound, the judge's, and whether they fit the interval.
+"""How long a cycle may take: each collector's bound, the judge's, and whether they fit.
 
 The collectors run in parallel, each within its own bound; then the judge runs within its bound;
 then the deliveries and the bookkeeping. ``check_fits`` refuses settings whose worst cycle is

@@ -21,7 +21,7 @@ def describe_backups(backups: list[store_backup.Backup], now: float) -> str:
 def health(settings: Settings, now: float) -> tuple[bool, str, str]:
     """(sound, what was seen, the fix) for the store and its backups; for `check` and `store check`."""
     db = settings.db_path
-    if not store_files.marker_path(db).exists() and not db.exists():
+    if not store_files.store_present(db):
         return True, f"no store at {db} yet (the first cycle creates it)", ""
     try:
         store = Store.open(db)

@@ -1,7 +1,7 @@
 """The store's files on disk: private modes, no symbolic links, a marker that a store existed, a lock.
 
-core/store_open.py opens the database; this module decides whether the files it is about to open are
-safe and plausible. The folder is created 0700 and every file 0600, because the store holds auth
+core/store_open.py opens the database; this module decides whether the files it is about to open
+are safe and plausible. The folder is created 0700 and every file 0600, because the store holds auth
 log lines and user names. A symlinked ``monitor.db``, ``-wal`` or ``-shm`` is refused rather than
 followed. A marker file remembers that a store existed, so a ``monitor.db`` that vanished or shrank
 to 0 bytes is reported as damaged instead of being silently replaced by an empty store.
@@ -120,6 +120,11 @@ def marker_path(db: Path) -> Path:
     return db.with_name(db.name + MARKER_SUFFIX)
 
 
+def store_present(db: Path) -> bool:
+    """True when a store is (or, by its marker, was) at ``db``: its absence is then damage."""
+    return db.exists() or marker_path(db).exists()
+
+
 @contextmanager
 def private_umask() -> Iterator[None]:
     """Files and folders created inside are private to the agent's user."""
@@ -179,7 +184,7 @@ def tighten_modes(paths: list[Path]) -> None:
 
 
 def open_private(path: Path, flags: int) -> int:
-    """os.open with ``flags``, never through a link; a file it creates is 0600 whatever the umask."""
+    """os.open with ``flags``, never through a link; a file it creates is 0600 (whatever umask)."""
     with private_umask():
         return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
 
@@ -264,7 +269,12 @@ class StoreLock:
 
 def fsync_dir(folder: Path) -> None:
     """Make a rename in ``folder`` durable."""
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    fsync_path(folder, os.O_DIRECTORY)
+
+
+def fsync_path(path: Path, flags: int = 0) -> None:
+    """fsync a file (or, with O_DIRECTORY, a folder) by name."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | flags)
     try:
         os.fsync(fd)
     finally:
