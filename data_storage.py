@@ -12,9 +12,9 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, ContextManager, Iterable, Iterator, Mapping
 
-from core import store_files
+from core import store_files, store_open
 from core.baseline import WINDOW_HOURLY, WINDOW_OVERALL, Baseline
 from core.schema import MIGRATIONS
 from core.model import Sample
@@ -81,38 +81,8 @@ class Store:
         empty, missing or not SQLite where a store was is StoreDamaged, and so is one that fails
         ``PRAGMA quick_check`` (skipped with ``check=False``).
         """
-        lock = store_files.prepare(path)
-        try:
-            with store_files.private_umask():  # -wal and -shm are created by SQLite
-                conn = sqlite3.connect(str(path), timeout=timeout_s, isolation_level=None,
-                                       check_same_thread=False)
-                store = cls(conn, path, lock)
-                store._setup(timeout_s, check)
-            try:
-                store_files.after_open(path)
-            except BaseException:
-                conn.close()
-                raise
-        except BaseException as err:
-            lock.release()
-            if isinstance(err, (sqlite3.Error, OSError)):
-                raise store_files.open_error(path, err) from err
-            raise
-        return store
-
-    def _setup(self, timeout_s: float, check: bool) -> None:
-        try:
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute(f"PRAGMA busy_timeout={int(timeout_s * 1000)}")
-            self._conn.execute("PRAGMA synchronous=FULL")
-            self._conn.execute("PRAGMA foreign_keys=ON")
-            problems = quick_check(self._conn) if check else []
-            if problems:
-                raise StoreDamaged(self.path, "quick_check found: " + "; ".join(problems[:3]))
-            self._migrate()
-        except BaseException:
-            self._conn.close()
-            raise
+        conn, lock = store_open.connect(path, timeout_s, check)
+        return cls(conn, path, lock)
 
     def close(self) -> None:
         """Checkpoint the WAL and close."""
@@ -124,28 +94,8 @@ class Store:
         if self._lock is not None:
             self._lock.release()
 
-    def _migrate(self) -> None:
-        version = self._conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > len(MIGRATIONS):
-            raise StoreError(f"{self.path} has schema version {version}, newer than this agent "
-                             f"({len(MIGRATIONS)}): upgrade the agent")
-        for number in range(version, len(MIGRATIONS)):
-            with self._tx():
-                for statement in MIGRATIONS[number].split(";"):
-                    if statement.strip():
-                        self._conn.execute(statement)
-                self._conn.execute(f"PRAGMA user_version={number + 1}")
-            log.info("store %s migrated to schema version %d", self.path, number + 1)
-
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._conn
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        self._conn.execute("COMMIT")
+    def _tx(self) -> ContextManager[sqlite3.Connection]:
+        return store_open.immediate(self._conn)
 
     @contextmanager
     def transaction(self) -> Iterator["CycleWrite"]:

@@ -106,7 +106,8 @@ class Runtime:
         from alerts.channels import make_notifiers
         from analysis.judge import make_judge
         from analysis.known_issues import load_known_issues
-        from core.cycle import Agent, cycle_budget_s
+        from core.budget import cycle_budget_s
+        from core.cycle import Agent
         from core.legacy import import_legacy
         from core.pace import Pacer
         from core.systemd import Watchdog
@@ -217,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(args.config, allow_unsafe_files=args.allow_unsafe_files)
         trust.check_folder(settings.DATA_DIR, "DATA_DIR", relaxed=settings.ALLOW_UNSAFE_FILES)
-        from core.cycle import check_fits
+        from core.budget import check_fits
 
         check_fits(settings)  # a cycle that cannot fit its interval is a settings error
     except ConfigError as err:  # also an unsafe config file or data folder (UnsafeFileError)

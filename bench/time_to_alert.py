@@ -33,7 +33,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "time_to_alert.json"
-INTERVAL_S = 40            # the smallest interval core.cycle.check_fits accepts for auth_log's 30 s
+INTERVAL_S = 40            # the smallest interval core.budget.check_fits accepts for auth_log's 30 s
 OLLAMA_TIMEOUT_S = 2       # bound and this judge (2 x 2 s + 5 s grace): 39 s
 START_TIMEOUT_S = 60.0     # the agent's start and first cycle
 STOP_TIMEOUT_S = 30.0

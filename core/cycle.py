@@ -16,20 +16,18 @@ from analysis import detectors
 from analysis.judge import Judge, final_severity, rules_verdict
 from analysis.known_issues import KnownIssues, KnownMatch, load_known_issues, report_fields
 from core.bounded import Stopped, run_bounded
+from core.budget import DELIVERY_BUDGET_S, collector_bound, judge_limit_s
 from core.context import CollectContext, DetectContext
 from core.model import CollectorStatus, CollectResult, Finding, Sample, Verdict, max_severity
 from core.redact import redact
-from core.settings import Settings, check_cycle_fits
+from core.settings import Settings
 from core.store_backup import backup_if_due
 from data_storage import Store, StoreDamaged
 
 log = logging.getLogger(__name__)
 
 TRIM_EVERY_S = 3600.0
-JUDGE_GRACE_S = 5.0     # beyond the judge's own timeout, before the rules take over
 POLL_S = 0.05
-DELIVERY_BUDGET_S = 60.0  # a cycle's deliveries stop after this; the rest wait for the next one
-BOOKKEEPING_S = 30.0      # detect, commit, report and trim, generously (they take milliseconds)
 SUPPRESSED = 0        # outbox ids start at 1: this marks a message a channel did not take
 
 
@@ -62,13 +60,6 @@ def _bounded(fn: Callable[[], Any], timeout_s: float, stop: threading.Event,
         return run_bounded(fn, timeout_s, stop, heartbeat)
     except Stopped as err:
         raise CycleAborted("stop requested") from err
-
-
-def cycle_budget_s(settings: Settings) -> float:
-    """The longest a healthy cycle can take: the slowest collector (they run in parallel), the
-    judge's bound, the deliveries' budget and the bookkeeping; past it the cycle is stuck."""
-    slowest = max(collector_bounds(settings).values(), default=0.0)
-    return slowest + judge_limit_s(settings) + DELIVERY_BUDGET_S + BOOKKEEPING_S
 
 
 class Agent:
@@ -353,34 +344,6 @@ class Agent:
             raise  # the live store failed its check: stop and say so rather than carry on
         except Exception as err:  # noqa: BLE001 - bookkeeping must not fail a committed cycle
             log.warning("cycle bookkeeping failed: %s", _error_text(err))
-
-
-def judge_limit_s(settings: Settings) -> float:
-    """How long a cycle waits for the judge before the rules decide."""
-    return settings.OLLAMA_TIMEOUT_SECONDS * 2 + JUDGE_GRACE_S
-
-
-def collector_bound(module: Any, settings: Settings) -> float:
-    """A collector's time bound in a cycle: its own, capped by COLLECTOR_TIMEOUT_SECONDS if set."""
-    own = float(module.timeout_s(settings))
-    cap = settings.COLLECTOR_TIMEOUT_SECONDS
-    return min(own, cap) if cap > 0 else own
-
-
-def collector_bounds(settings: Settings) -> dict[str, float]:
-    """Each enabled collector's time bound in a cycle (one that cannot load takes no time)."""
-    bounds: dict[str, float] = {}
-    for name in settings.COLLECTORS:
-        try:
-            bounds[name] = collector_bound(collectors.load(name), settings)
-        except collectors.CollectorUnavailable:
-            continue  # reported as failed at once by every cycle
-    return bounds
-
-
-def check_fits(settings: Settings) -> None:
-    """ConfigError when the worst cycle of these settings is longer than their interval."""
-    check_cycle_fits(settings, collector_bounds(settings), judge_limit_s(settings))
 
 
 def _chosen(decisions: list[Decision], purpose: str) -> list[Decision]:

@@ -1,5 +1,10 @@
-"""The store's schema as versioned migrations (text only: data_storage.py runs them)."""
+"""The store's schema as versioned migrations (text, and the one function that runs one)."""
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import sqlite3
 
 # Each entry migrates from version i to i+1; never edit a released one, append a new one.
 MIGRATIONS: tuple[str, ...] = (
@@ -47,3 +52,10 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE outbox ADD COLUMN possible_repeat INTEGER NOT NULL DEFAULT 0;
     """,
 )
+
+
+def apply_migration(conn: "sqlite3.Connection", number: int) -> None:
+    """Run migration ``number`` (from version ``number`` to ``number + 1``) on a connection."""
+    for statement in MIGRATIONS[number].split(";"):
+        if statement.strip():
+            conn.execute(statement)

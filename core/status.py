@@ -77,11 +77,11 @@ def command(args: argparse.Namespace, settings: Settings) -> int:
     """Print the status screen; 1 when the store cannot be read."""
     from rich.markup import escape
 
-    from core.store_files import marker_path
+    from core.store_files import store_present
 
     console = Console()
     db = settings.db_path
-    if not db.exists() and not marker_path(db).exists():
+    if not store_present(db):
         console.print(f"No store at {db} yet: run `python monitor_agent.py --once`.")
         return 1
     try:

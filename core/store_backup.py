@@ -101,7 +101,7 @@ def make_backup(store: "Store", now: float, generations: int) -> Backup:  # noqa
         if problems:  # the backup API copies pages as they are: a damaged source shows here
             raise StoreDamaged(store.path, "its backup copy failed quick_check: "
                                + "; ".join(problems[:3]))
-        _fsync(tmp)
+        store_files.fsync_path(tmp)
         os.replace(tmp, final)
         store_files.fsync_dir(folder)
     except BaseException:
@@ -130,14 +130,6 @@ def backup_if_due(store: "Store", now: float, interval_hours: int,  # noqa: F821
     log.info("store backed up to %s (%d bytes, %.2f s)", made.path, made.path.stat().st_size,
              time.monotonic() - started)
     return made
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def set_aside(db: Path, now: float, why: str) -> Path:

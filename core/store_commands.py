@@ -4,16 +4,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 from core import store_backup, store_files
 from core.settings import Settings
 from data_storage import Store, StoreError
 
 
-def describe_backups(db: Path, now: float) -> str:
-    """The backups in a sentence: how many and how old the newest is."""
-    backups = store_backup.list_backups(db)
+def describe_backups(backups: list[store_backup.Backup], now: float) -> str:
+    """The backups (newest first) in a sentence: how many and how old the newest is."""
     if not backups:
         return "no backup yet"
     age_h = (now - backups[0].taken_at) / 3600
@@ -23,7 +21,7 @@ def describe_backups(db: Path, now: float) -> str:
 def health(settings: Settings, now: float) -> tuple[bool, str, str]:
     """(sound, what was seen, the fix) for the store and its backups; for `check` and `store check`."""
     db = settings.db_path
-    if not store_files.marker_path(db).exists() and not db.exists():
+    if not store_files.store_present(db):
         return True, f"no store at {db} yet (the first cycle creates it)", ""
     try:
         store = Store.open(db)
@@ -35,8 +33,9 @@ def health(settings: Settings, now: float) -> tuple[bool, str, str]:
         size = db.stat().st_size
     finally:
         store.close()
-    detail = f"store {db} sound (quick_check ok, {size / 1e6:.1f} MB); {describe_backups(db, now)}"
     backups = store_backup.list_backups(db)
+    detail = (f"store {db} sound (quick_check ok, {size / 1e6:.1f} MB); "
+              f"{describe_backups(backups, now)}")
     late_s = 2 * settings.STORE_BACKUP_INTERVAL_HOURS * 3600 + 3600
     if settings.STORE_BACKUP_GENERATIONS and backups and now - backups[0].taken_at > late_s:
         return False, detail + ": backups have stopped", (

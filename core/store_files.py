@@ -1,7 +1,7 @@
 """The store's files on disk: private modes, no symbolic links, a marker that a store existed, a lock.
 
-data_storage.py opens the database; this module decides whether the files it is about to open are
-safe and plausible. The folder is created 0700 and every file 0600, because the store holds auth
+core/store_open.py opens the database; this module decides whether the files it is about to open
+are safe and plausible. The folder is created 0700 and every file 0600, because the store holds auth
 log lines and user names. A symlinked ``monitor.db``, ``-wal`` or ``-shm`` is refused rather than
 followed. A marker file remembers that a store existed, so a ``monitor.db`` that vanished or shrank
 to 0 bytes is reported as damaged instead of being silently replaced by an empty store.
@@ -120,6 +120,11 @@ def marker_path(db: Path) -> Path:
     return db.with_name(db.name + MARKER_SUFFIX)
 
 
+def store_present(db: Path) -> bool:
+    """True when a store is (or, by its marker, was) at ``db``: its absence is then damage."""
+    return db.exists() or marker_path(db).exists()
+
+
 @contextmanager
 def private_umask() -> Iterator[None]:
     """Files and folders created inside are private to the agent's user."""
@@ -162,7 +167,7 @@ def tighten_modes(paths: list[Path]) -> None:
     """chmod 0600 each existing file that others could read (older versions made them 0644)."""
     for path in paths:
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            fd = open_private(path, os.O_RDONLY)
         except FileNotFoundError:
             continue
         except OSError as err:
@@ -178,14 +183,18 @@ def tighten_modes(paths: list[Path]) -> None:
             os.close(fd)
 
 
+def open_private(path: Path, flags: int) -> int:
+    """os.open with ``flags``, never through a link; a file it creates is 0600 (whatever umask)."""
+    with private_umask():
+        return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
+
+
 def create_private(path: Path) -> bool:
     """Create an empty 0600 file without following links; False when it already exists."""
-    with private_umask():
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                         FILE_MODE)
-        except FileExistsError:
-            return False
+    try:
+        fd = open_private(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    except FileExistsError:
+        return False
     os.close(fd)
     return True
 
@@ -223,9 +232,7 @@ def write_marker(db: Path) -> None:
     text = json.dumps({"store": db.name, "created_at": time.time(),
                        "meaning": "a store exists here: if monitor.db goes missing or empty, the "
                                   "agent refuses to start over; see `store restore`"})
-    with private_umask():
-        fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     FILE_MODE)
+    fd = open_private(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(text + "\n")
 
@@ -241,9 +248,7 @@ class StoreLock:
     def __init__(self, db: Path, exclusive: bool) -> None:
         path = db.with_name(db.name + LOCK_SUFFIX)
         refuse_links([path])
-        with private_umask():
-            self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
-                               FILE_MODE)
+        self._fd = open_private(path, os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(self._fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -264,7 +269,12 @@ class StoreLock:
 
 def fsync_dir(folder: Path) -> None:
     """Make a rename in ``folder`` durable."""
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    fsync_path(folder, os.O_DIRECTORY)
+
+
+def fsync_path(path: Path, flags: int = 0) -> None:
+    """fsync a file (or, with O_DIRECTORY, a folder) by name."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | flags)
     try:
         os.fsync(fd)
     finally:

@@ -13,7 +13,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.schema import MIGRATIONS
+from core.schema import apply_migration
 from core.store_files import StoreError
 
 log = logging.getLogger(__name__)
@@ -34,9 +34,7 @@ def _new_store(target: Path, version: int) -> sqlite3.Connection:
     """An empty store at schema ``version`` (the damaged one's, so its rows fit)."""
     conn = sqlite3.connect(str(target), isolation_level=None)
     for number in range(version):
-        for statement in MIGRATIONS[number].split(";"):
-            if statement.strip():
-                conn.execute(statement)
+        apply_migration(conn, number)
     conn.execute(f"PRAGMA user_version={version}")
     return conn
 

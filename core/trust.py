@@ -26,13 +26,13 @@ from pathlib import Path
 from typing import Iterator
 
 from core.errors import ConfigError
+from core.files import NotRegularFile, open_regular
 
 log = logging.getLogger(__name__)
 
 ALLOW_ENV = "MONITOR_ALLOW_UNSAFE_FILES"
 ALLOW_FLAG = "--allow-unsafe-files"
 _TRUE = frozenset({"1", "true", "yes", "on"})
-_OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK  # a FIFO must not block
 _warned: set[str] = set()
 
 
@@ -142,14 +142,14 @@ def read_trusted(path: Path, what: str, *, relaxed: bool = False,
     """
     uid = os.geteuid()
     try:
-        fd = os.open(path, _OPEN_FLAGS)
+        fh = open_regular(path)  # a FIFO must not block; the descriptor is checked, then read
     except FileNotFoundError:
         _refuse(what, path, _directory_problems(path, uid), relaxed)
         raise
-    with os.fdopen(fd, "rb") as fh:
+    except NotRegularFile as err:
+        raise UnsafeFileError(f"{what} {path}: is not a regular file") from err
+    with fh:
         st = os.fstat(fh.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise UnsafeFileError(f"{what} {path}: is not a regular file")
         problems = _judge(os.path.abspath(path), st, uid, parent=False)
         _refuse(what, path, problems + _directory_problems(path, uid), relaxed)
         limit = -1 if max_bytes is None else max_bytes + 1

@@ -3,7 +3,7 @@
 The settings used to accept a 10 s interval together with a 60 s Ollama timeout and the
 containers collector's 25 s bound. The cycle runs its collectors in parallel, each within its own
 bound, and then the judge within ``judge_limit_s``: its worst case is the largest collector bound
-plus the judge's, which is what ``core.cycle.check_fits`` compares with the interval.
+plus the judge's, which is what ``core.budget.check_fits`` compares with the interval.
 """
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ import pytest
 
 import collectors.containers
 import collectors.processes
-from core.cycle import Agent, check_fits, collector_bounds, judge_limit_s
+from core.budget import check_fits, collector_bounds, judge_limit_s
+from core.cycle import Agent
 from core.model import CollectResult
 from core.settings import ConfigError
 from data_storage import Store

@@ -19,7 +19,8 @@ import ollama
 import pytest
 
 from analysis.ollama_judge import OllamaJudge
-from core.cycle import JUDGE_GRACE_S, Agent
+from core.budget import JUDGE_GRACE_S
+from core.cycle import Agent
 from data_storage import Store
 from tests.fakes import ollama_server as fo
 from tests.fakes.ollama_server import FakeOllama, verdict_json
