@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from core.model import Finding
-from core.untrusted import neutralise
+from core.untrusted import defang, strip
 
 MAX_DATA_CHARS = 300          # each untrusted string in the data block
 MAX_OBSERVATION_LEAVES = 200  # observation values looked at per cycle
@@ -65,15 +65,17 @@ def estimate_tokens(text: str) -> int:
 
 
 def sanitise(text: Any, cap: int = MAX_DATA_CHARS, forbidden: str = "") -> str:
-    """One line of inert text: core.untrusted's neutraliser, then mentions and chat-template
-    tokens rewritten, the boundary removed, capped."""
-    value = neutralise(str(text)[: 8 * cap])  # the cap first: whatever the input, bounded work
+    """One line of inert text: core.untrusted's neutraliser around the prompt's own rewrites
+    (mentions and chat-template tokens rewritten, the boundary removed), capped."""
+    value = strip(str(text)[: 8 * cap])  # the cap first: whatever the input, bounded work
     for pattern, replacement in _MENTIONS:
         value = pattern.sub(replacement, value)
     if forbidden:
         while forbidden in value:
             value = value.replace(forbidden, "")
-    value = _SPACES.sub(" ", value).strip()
+    # links last: a rewrite or a removed boundary can join text into one ("www.@everyone" becomes
+    # "www.at-everyone", "www." + boundary + "a.example" becomes "www.a.example")
+    value = _SPACES.sub(" ", defang(value)).strip()
     if len(value) > cap:
         value = value[: max(0, cap - 1)] + "…"
     return value

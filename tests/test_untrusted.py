@@ -359,3 +359,11 @@ def test_a_server_answer_quoted_in_a_delivery_error_is_one_line_and_keeps_no_sec
     assert result.status == "failed" and result.error is not None
     assert hidden(result.error) == [] and "\n" not in result.error, result.error
     assert "secret" not in result.error and "***" in result.error
+
+
+def test_the_prompt_defangs_links_its_own_rewrites_would_form() -> None:
+    """Found by hypothesis: "www.＠everyone" -> NFKC "www.@everyone" -> "www.at-everyone", a link."""
+    from analysis.prompt import sanitise
+
+    assert "www.at" not in sanitise("www.\uff20everyone")
+    assert "www.a.example" not in sanitise("www.BOUNDARYa.example", forbidden="BOUNDARY")
