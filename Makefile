@@ -48,12 +48,12 @@ $(VENV)/.dev: requirements-dev.txt requirements.txt | $(BIN)/python
 venv: $(VENV)/.runtime native
 venv-dev: $(VENV)/.dev native
 
-# The auth log scanner in C (collectors/_authscan.c), against Vectorscan's libhs. Without it the
+# The auth log scanner in C (collectors/auth/_authscan.c), against Vectorscan's libhs. Without it the
 # agent runs the same patterns in Python, about 3x slower (README, auth_log "Speed").
-EXT = collectors/_authscan$(shell $(BIN)/python -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))" 2>/dev/null)
+EXT = collectors/auth/_authscan$(shell $(BIN)/python -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))" 2>/dev/null)
 native: | $(BIN)/python
 	@$(MAKE) --no-print-directory "$(EXT)"
-collectors/_authscan.cpython-%.so: collectors/_authscan.c
+collectors/auth/_authscan.cpython-%.so: collectors/auth/_authscan.c
 	gcc -O3 -Wall -Wextra -Werror -shared -fPIC \
 	  -I"$$($(BIN)/python -c "import sysconfig; print(sysconfig.get_paths()['include'])")" \
 	  $< -lhs -o $@
@@ -96,12 +96,12 @@ install: apt-run
 	install -d "$(DESTDIR)$(PREFIX)" "$(DESTDIR)/etc/monitor-agent" "$(DESTDIR)/etc/systemd/system"
 	git ls-files -z | grep -zv '^tests/\|^bench/\|^\.ci/' | \
 	  xargs -0 cp --parents -t "$(DESTDIR)$(PREFIX)"
-	# the agent refuses steering files others can write (core/trust.py): no installer umask leaks in
+	# the agent refuses steering files others can write (foundation/trust.py): no installer umask leaks in
 	chmod -R go-w "$(DESTDIR)$(PREFIX)"
 	$(PY) -m venv "$(DESTDIR)$(PREFIX)/.venv"
 	"$(DESTDIR)$(PREFIX)/.venv/bin/pip" install -q -r requirements.txt
 	$(MAKE) --no-print-directory BIN="$(DESTDIR)$(PREFIX)/.venv/bin" native
-	cp collectors/_authscan.cpython-*.so "$(DESTDIR)$(PREFIX)/collectors/"
+	cp collectors/auth/_authscan.cpython-*.so "$(DESTDIR)$(PREFIX)/collectors/auth/"
 	sed 's#/opt/monitor-agent#$(PREFIX)#g' deploy/monitor-agent.service \
 	  > "$(DESTDIR)/etc/systemd/system/monitor-agent.service"
 	[ -f "$(DESTDIR)/etc/monitor-agent/env" ] || \
@@ -118,4 +118,4 @@ install: apt-run
 	fi
 
 clean:
-	rm -rf $(VENV) .venv-ha data .pytest_cache collectors/_authscan.cpython-*.so
+	rm -rf $(VENV) .venv-ha data .pytest_cache collectors/auth/_authscan.cpython-*.so

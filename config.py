@@ -1,6 +1,6 @@
 """The operator's settings. Edit here, or override with `--config FILE` or `MONITOR_<NAME>` variables.
 
-Every name is validated at start-up (core/settings.py); a wrong value stops the agent with exit
+Every name is validated at start-up (foundation/settings.py); a wrong value stops the agent with exit
 status 2 and a message naming the setting. Secrets belong in the environment (systemd
 EnvironmentFile), not in this file.
 """

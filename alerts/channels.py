@@ -7,7 +7,7 @@ from typing import Any, Mapping, Sequence, TextIO
 
 from alerts.console import ConsoleNotifier
 from alerts.outbox import Notifier
-from core.settings import Settings
+from foundation.settings import Settings
 
 
 def configured_channels(settings: Settings) -> list[str]:

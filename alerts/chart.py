@@ -13,7 +13,7 @@ matplotlib.use("Agg")  # no display on a server; must precede pyplot
 import matplotlib.dates as mdates  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 
-from core.untrusted import for_chart  # noqa: E402
+from foundation.untrusted import for_chart  # noqa: E402
 
 Series = Sequence[tuple[float, float]]
 MAX_LINES = 6   # per panel: more lines than this are unreadable; the busiest are kept

@@ -5,8 +5,8 @@ import sys
 import time
 from typing import Any, Mapping, TextIO
 
-from core.untrusted import for_terminal
-from data_storage import OutboxMessage
+from foundation.untrusted import for_terminal
+from foundation.store.data_storage import OutboxMessage
 
 LATE_AFTER_S = 120.0
 REPEAT_NOTE = " (possible repeat: an earlier attempt was cut off before it was confirmed)"

@@ -8,10 +8,10 @@ import requests
 
 from alerts.outbox import DeliveryError
 from alerts.text import speakable
-from core.model import Severity
-from core.redact import redact, register_secret
-from core.settings import Settings
-from data_storage import OutboxMessage
+from foundation.model import Severity
+from foundation.redact import redact, register_secret
+from foundation.settings import Settings
+from foundation.store.data_storage import OutboxMessage
 
 log = logging.getLogger(__name__)
 

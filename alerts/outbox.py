@@ -7,10 +7,10 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Mapping, Protocol
 
-from core.bounded import Stopped, run_bounded
-from core.redact import redact
-from core.untrusted import strip
-from data_storage import OutboxMessage, Store
+from foundation.bounded import Stopped, run_bounded
+from foundation.redact import redact
+from foundation.untrusted import strip
+from foundation.store.data_storage import OutboxMessage, Store
 
 log = logging.getLogger(__name__)
 

@@ -1,31 +1,11 @@
 """When to alert: a finding that starts, worsens, or lasts past the cooldown; and when it resolves."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Iterable, Mapping
 
-from core.model import Finding, Severity
+from foundation.model import Decision, Judged, Severity
 
 IMMEDIATE = Severity.HIGH  # lower severities wait for the daily recap
-
-
-@dataclass(frozen=True)
-class Judged:
-    """A finding with its final severity and the reason the judge gave."""
-
-    finding: Finding
-    severity: Severity
-    reason: str
-
-
-@dataclass(frozen=True)
-class Decision:
-    """What to do about one finding this cycle: why ("new", "worse", "repeat", "resolved") or not."""
-
-    fingerprint: str
-    why: str             # new | worse | repeat | resolved | cooldown | below_threshold
-    severity: Severity
-    alert: bool
 
 
 def decide(judged: Iterable[Judged], open_rows: Mapping[str, object], resolved: Iterable[str],

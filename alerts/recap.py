@@ -4,7 +4,7 @@ Queued exactly once per day: the outbox inserts and the ``recaps`` row commit in
 so a restart neither loses nor repeats it; a recap missed while the agent was down is queued on
 start within RECAP_GRACE_HOURS. Delivery goes through the same outbox as alerts.
 
-The LLM summary is the one network call made while building: it runs bounded (core.bounded), so a
+The LLM summary is the one network call made while building: it runs bounded (foundation.bounded), so a
 hung Ollama neither holds the loop past its timeout nor delays a stop. A stop during it queues the
 recap with the plain summary (same transaction, so still once) and leaves it due in the outbox.
 """
@@ -23,11 +23,11 @@ from typing import Any, Callable, Mapping, Sequence
 from alerts import chart
 from alerts.channels import accepts, make_notifiers
 from alerts.outbox import Notifier, deliver_due
-from core.bounded import Stopped, run_bounded
-from core.model import Severity
-from core.settings import Settings
-from core.untrusted import for_terminal
-from data_storage import Store, StoreError
+from foundation.bounded import Stopped, run_bounded
+from foundation.model import Severity
+from foundation.settings import Settings
+from foundation.untrusted import for_terminal
+from foundation.store.data_storage import Store, StoreError
 
 log = logging.getLogger(__name__)
 

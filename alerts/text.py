@@ -1,9 +1,9 @@
-"""Text helpers shared by the notifiers: Discord escaping and speech on top of core.untrusted."""
+"""Text helpers shared by the notifiers: Discord escaping and speech on top of foundation.untrusted."""
 from __future__ import annotations
 
 import re
 
-from core.untrusted import for_discord, strip
+from foundation.untrusted import for_discord, strip
 
 ELLIPSIS = "…"
 
@@ -18,7 +18,7 @@ _SPACES = re.compile(r"\s+")
 
 
 def escape(text: object) -> str:
-    """Untrusted text made inert for Discord, line breaks kept (core.untrusted.for_discord)."""
+    """Untrusted text made inert for Discord, line breaks kept (foundation.untrusted.for_discord)."""
     return for_discord(text, multiline=True)
 
 

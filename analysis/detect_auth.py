@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any, Iterable, Mapping
 
 from analysis.kinds import KindSpec
-from core.context import DetectContext
-from core.model import CollectResult, Finding, Severity
+from foundation.context import DetectContext
+from foundation.model import CollectResult, Finding, Severity
 
 SOURCE = "auth_log"
 SOURCES_NAMESPACE = "auth.login_source"

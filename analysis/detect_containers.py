@@ -5,8 +5,8 @@ import signal
 from typing import Any, Callable, Mapping
 
 from analysis.kinds import KindSpec
-from core.context import DetectContext
-from core.model import CollectResult, Finding, Severity
+from foundation.context import DetectContext
+from foundation.model import CollectResult, Finding, Severity
 
 KINDS = (
     KindSpec("container_down", "containers", Severity.HIGH, Severity.HIGH,

@@ -4,8 +4,8 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from analysis.kinds import KindSpec
-from core.context import DetectContext
-from core.model import CollectResult, Finding, Severity
+from foundation.context import DetectContext
+from foundation.model import CollectResult, Finding, Severity
 
 MAX_EVIDENCE = 5
 

@@ -12,8 +12,8 @@ from typing import Any, Mapping
 
 from analysis.kinds import KindSpec
 from collectors.nmap_parse import PortInfo, Scan, ScanDiff, diff, key_host
-from core.context import DetectContext
-from core.model import CollectResult, Finding, Severity
+from foundation.context import DetectContext
+from foundation.model import CollectResult, Finding, Severity
 
 HOSTS = "nmap.hosts"
 OPEN = "nmap.open"

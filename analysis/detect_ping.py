@@ -4,8 +4,8 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from analysis.kinds import KindSpec
-from core.context import DetectContext
-from core.model import CollectResult, Finding, Severity, series_name
+from foundation.context import DetectContext
+from foundation.model import CollectResult, Finding, Severity, series_name
 
 STATE = "ping"                 # the detector's own state: consecutive unreachable cycles per target
 CONFIRM_CYCLES = 2             # unreachable this many cycles in a row: high, not medium

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from analysis.kinds import KindSpec
-from core.context import DetectContext
-from core.model import CollectResult, Finding, Severity, series_name
+from foundation.context import DetectContext
+from foundation.model import CollectResult, Finding, Severity, series_name
 
 KINDS = (
     KindSpec("process_missing", "processes", Severity.HIGH, Severity.HIGH,

@@ -6,9 +6,9 @@ from typing import Any, Callable, Mapping
 
 from analysis.kinds import KindSpec
 from collectors.sensors import METRIC
-from core.baseline import Baseline
-from core.context import DetectContext
-from core.model import CollectResult, Finding, Severity, max_severity, series_name
+from foundation.baseline import Baseline
+from foundation.context import DetectContext
+from foundation.model import CollectResult, Finding, Severity, max_severity, series_name
 
 BASELINE_MIN_DEVIATION = 6.0   # spreads above the centre of this sensor at this hour
 BASELINE_MIN_RISE_C = 15.0     # and at least this many degrees above it: idle jitter never alerts

@@ -4,9 +4,9 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from analysis.kinds import KindSpec
-from core.context import DetectContext
+from foundation.context import DetectContext
 from collectors.kernel_events import CRASH, DISK, FS, HANG, HW, KERNEL_EVENT, THERMAL
-from core.model import CollectResult, Finding, Severity, max_severity
+from foundation.model import CollectResult, Finding, Severity, max_severity
 
 SOURCE = "syslog"
 TEMPLATE_NAMESPACE = "syslog.template"

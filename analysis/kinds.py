@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.model import Severity
+from foundation.model import Severity
 
 
 @dataclass(frozen=True)

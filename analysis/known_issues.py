@@ -13,11 +13,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Collection, Mapping, Sequence
 
-from alerts.policy import Judged
+from foundation.model import Judged
 from analysis.prompt import KnownContext
-from core import trust
-from core.model import Finding, Severity
-from core.settings import ConfigError
+from foundation import trust
+from foundation.model import Finding, Severity
+from foundation.settings import ConfigError
 
 log = logging.getLogger(__name__)
 

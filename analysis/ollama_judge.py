@@ -20,15 +20,15 @@ from typing import Any, Callable, Mapping, Sequence
 import httpx
 import ollama
 
-from analysis.judge import rules_verdict
+from analysis.rules import rules_verdict
 from analysis.known_issues import KnownIssues, load_known_issues
 from analysis.prompt import REMINDER, Prompt, build_prompt, sanitise, summary_messages
 from analysis.reply import VERDICT_SCHEMA, ParsedReply, ReplyError, parse_reply
-from core import trust
-from core.context import DetectContext
-from core.model import Finding, FindingVerdict, Verdict, max_severity
-from core.redact import redact
-from core.settings import ConfigError, Settings
+from foundation import trust
+from foundation.context import DetectContext
+from foundation.model import Finding, FindingVerdict, Verdict, max_severity
+from foundation.redact import redact
+from foundation.settings import ConfigError, Settings
 
 log = logging.getLogger(__name__)
 

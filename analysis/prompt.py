@@ -13,8 +13,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from core.model import Finding
-from core.untrusted import defang, strip
+from foundation.model import Finding
+from foundation.untrusted import defang, strip
 
 MAX_DATA_CHARS = 300          # each untrusted string in the data block
 MAX_OBSERVATION_LEAVES = 200  # observation values looked at per cycle
@@ -65,7 +65,7 @@ def estimate_tokens(text: str) -> int:
 
 
 def sanitise(text: Any, cap: int = MAX_DATA_CHARS, forbidden: str = "") -> str:
-    """One line of inert text: core.untrusted's neutraliser around the prompt's own rewrites
+    """One line of inert text: foundation.untrusted's neutraliser around the prompt's own rewrites
     (mentions and chat-template tokens rewritten, the boundary removed), capped."""
     value = strip(str(text)[: 8 * cap])  # the cap first: whatever the input, bounded work
     for pattern, replacement in _MENTIONS:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Collection, Iterator, Mapping
 
 from analysis.prompt import sanitise
-from core.model import Severity
+from foundation.model import Severity
 
 MAX_REASON_CHARS = 400        # longer reasons are rejected (a model rambling is not a verdict)
 MAX_ID_CHARS = 64

@@ -87,15 +87,15 @@ def generate(path: Path, size: int, seed: int = 7) -> int:
 
 CHILD = """
 import hashlib, json, resource, sys, time
-from core import process_setup               # as monitor_agent.py does
+from agent import process_setup               # as monitor_agent.py does
 process_setup.tune_allocator()
 if sys.argv[4] == "regex":                   # the reference: the same patterns without the C scanner
-    from collectors import auth_patterns
-    auth_patterns._authscan = None
+    from collectors.auth import scanner
+    scanner._authscan = None
     from collectors import auth_log as _log       # and the window's C helper (first_ids)
     _log.authscan = None
-from core.context import CollectContext
-from core.settings import load_settings
+from foundation.context import CollectContext
+from foundation.settings import load_settings
 from collectors import auth_log
 settings = load_settings(environ={}, overrides={"AUTH_LOG_PATH": sys.argv[1],
     "AUTH_LOG_BACKEND": "file", "LOG_START_AT": "start", "DATA_DIR": sys.argv[2],
@@ -115,7 +115,7 @@ print(json.dumps({"seconds": seconds, "lines": obs["lines_read"],
 def measure_extraction(path: Path, tmp: Path, now: float, scanner: str = "native"
                        ) -> dict[str, Any]:
     """The collector over the whole file, in a child process (its own peak memory); scanner
-    "regex" runs it without collectors/_authscan.c (as on a machine where it is not built)."""
+    "regex" runs it without collectors/auth/_authscan.c (as on a machine where it is not built)."""
     done = subprocess.run([sys.executable, "-c", CHILD, str(path), str(tmp / "data"), str(now),
                            scanner],
                           cwd=ROOT, capture_output=True, text=True, timeout=1800, check=True)

@@ -1,7 +1,7 @@
 """Where auth_log extraction spends its time, phase by phase, with and without the malloc tuning.
 
 Run: ``.venv/bin/python -m bench.auth_phases [--mib 256]``. Generates an auth.log as
-bench.auth_ingest does, then in two child processes (one with core.process_setup's allocator
+bench.auth_ingest does, then in two child processes (one with agent.process_setup's allocator
 tuning, as the agent runs, one without: the reference) runs the collector twice over it and times
 the second run's phases by wrapping the functions that do them: milliseconds per million lines.
 Writes bench/results/auth_phases.json.
@@ -26,12 +26,14 @@ RESULTS = ROOT / "bench" / "results" / "auth_phases.json"
 CHILD = """
 import json, sys, time
 from collections import defaultdict
-from core import process_setup
+from agent import process_setup
 if sys.argv[3] == "tuned":
     process_setup.tune_allocator()
-from collectors import auth_log, auth_native, auth_patterns, chunkscan
-from core.context import CollectContext
-from core.settings import load_settings
+from collectors import auth_log
+from collectors.auth import native, scanner
+from collectors.logreader import chunks
+from foundation.context import CollectContext
+from foundation.settings import load_settings
 spent = defaultdict(float)
 def timed(owner, name, label):
     inner = getattr(owner, name)
@@ -42,12 +44,12 @@ def timed(owner, name, label):
         finally:
             spent[label] += time.perf_counter() - t0
     setattr(owner, name, wrapper)
-timed(chunkscan.authscan, "scan", "C pass (Vectorscan, line sorting and parsing, line count)")
+timed(chunks.authscan, "scan", "C pass (Vectorscan, line sorting and parsing, line count)")
 for name in ("_native_failed", "_native_sshd", "_native_su"):
-    timed(auth_native.NativeFeed, name, "Python glue: C output and slow lines into counts")
-timed(auth_patterns.AuthScanner, "_count_invalid", "Python glue: C output and slow lines into counts")
-timed(auth_patterns.AuthScanner, "_flush", "failure times and evidence lines")
-timed(auth_patterns.AuthScanner, "_flush_logins", "accepted logins: times, window check")
+    timed(native.NativeFeed, name, "Python glue: C output and slow lines into counts")
+timed(scanner.AuthScanner, "_count_invalid", "Python glue: C output and slow lines into counts")
+timed(scanner.AuthScanner, "_flush", "failure times and evidence lines")
+timed(scanner.AuthScanner, "_flush_logins", "accepted logins: times, window check")
 timed(auth_log, "_check_logins", "accepted logins: times, window check")
 timed(auth_log.FailureWindow, "add", "brute-force window")
 settings = load_settings(environ={}, overrides={"AUTH_LOG_PATH": sys.argv[1],

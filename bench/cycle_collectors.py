@@ -1,7 +1,7 @@
 """One full cycle with the host and network collectors: wall time, per-collector time, agent CPU.
 
 Collectors: processes, sensors, ping (three loopback targets), containers and llm_runtimes (those
-present in this build), through core.cycle.Agent on a temporary store with the rules judge (the
+present in this build), through agent.cycle.Agent on a temporary store with the rules judge (the
 Ollama judge's own cost is the judge benchmark's subject). A stand-in LLM runtime (a python process
 holding a .gguf open with a loopback connection) runs meanwhile, so llm_runtimes does its deep
 reads. Reference measured in the same run: one bare ``psutil.process_iter`` pass.
@@ -89,7 +89,7 @@ def reference(rounds: int) -> dict[str, float]:
 def alone(settings: Any, names: list[str], rounds: int) -> dict[str, float]:
     """Median wall time of each collector called by itself, one after another (no contention)."""
     import collectors
-    from core.context import CollectContext
+    from foundation.context import CollectContext
 
     out = {}
     for name in names:
@@ -122,10 +122,10 @@ def run(cycles: int) -> dict[str, Any]:
     """Warm-up plus ``cycles`` measured cycles; returns the figures."""
     sys.path.insert(0, str(ROOT))
     from alerts.console import ConsoleNotifier
-    from analysis.judge import RulesJudge
-    from core.cycle import Agent
-    from core.settings import load_settings
-    from data_storage import Store
+    from analysis.rules import RulesJudge
+    from agent.cycle import Agent
+    from foundation.settings import load_settings
+    from foundation.store.data_storage import Store
 
     names = present_collectors()
     with tempfile.TemporaryDirectory(prefix="bench-cycle-") as tmp, \

@@ -1,7 +1,7 @@
 """The steady cycle's cost and how it grows with 10, 100 and 1,000 watched processes and containers.
 
 Every collector that needs no network runs (processes, sensors, syslog, auth_log, containers,
-llm_runtimes) through core.cycle.Agent on a temporary store with the rules judge. syslog and auth_log
+llm_runtimes) through agent.cycle.Agent on a temporary store with the rules judge. syslog and auth_log
 read temporary files (file backend) to which a few hundred realistic lines are appended before
 every cycle; containers talks to a real podman API service (tests/podman_engine.py, needs root).
 
@@ -84,10 +84,10 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     """In a child interpreter: one warm-up cycle, then ``cycles`` measured ones."""
     sys.path.insert(0, str(ROOT))
     from alerts.console import ConsoleNotifier
-    from analysis.judge import RulesJudge
-    from core.cycle import Agent
-    from core.settings import load_settings
-    from data_storage import Store
+    from analysis.rules import RulesJudge
+    from agent.cycle import Agent
+    from foundation.settings import load_settings
+    from foundation.store.data_storage import Store
 
     folder = Path(spec["folder"])
     syslog, auth = folder / "syslog", folder / "auth.log"

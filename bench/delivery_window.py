@@ -28,8 +28,8 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     from alerts.discord import DiscordNotifier
     from alerts.outbox import deliver_due
-    from core.settings import load_settings
-    from data_storage import Store
+    from foundation.settings import load_settings
+    from foundation.store.data_storage import Store
     from tests.fakes.discord_server import FakeDiscord
 
     with tempfile.TemporaryDirectory() as tmp, FakeDiscord() as discord:

@@ -25,7 +25,7 @@ SERIES = ("system.memory_percent", "system.load1", "processes.count",
 def fill(db: Path, days: int) -> int:
     """Write ``days`` of history for the series a cycle produces; returns the sample count."""
     sys.path.insert(0, str(ROOT))
-    from data_storage import Store
+    from foundation.store.data_storage import Store
 
     store = Store.open(db)
     end = time.time() - STEP_S
@@ -44,10 +44,10 @@ def measure(db: Path, cycles: int) -> dict[str, float]:
     """Run in a child: one warm-up cycle, then ``cycles`` measured ones."""
     sys.path.insert(0, str(ROOT))
     from alerts.console import ConsoleNotifier
-    from analysis.judge import RulesJudge
-    from core.cycle import Agent
-    from core.settings import load_settings
-    from data_storage import Store
+    from analysis.rules import RulesJudge
+    from agent.cycle import Agent
+    from foundation.settings import load_settings
+    from foundation.store.data_storage import Store
 
     settings = load_settings(environ={}, overrides={
         "DATA_DIR": db.parent, "COLLECTORS": ["processes"], "PROCESSES_TO_MONITOR": ["sshd"],

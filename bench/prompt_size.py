@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from analysis.prompt import build_prompt
-from core.model import Finding, Severity
+from foundation.model import Finding, Severity
 
 VOLUMES = (100, 1_000, 10_000, 100_000)
 BUDGET = 3000

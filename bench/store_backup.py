@@ -24,7 +24,7 @@ REPORT_BYTES = 4000
 def fill(db: Path, days: int) -> dict[str, int]:
     """Write ``days`` of history; the rows written per kind."""
     sys.path.insert(0, str(ROOT))
-    from data_storage import Store
+    from foundation.store.data_storage import Store
 
     store = Store.open(db)
     cycles = days * 86400 // STEP_S
@@ -56,8 +56,8 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=30)
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
-    from core.store_backup import make_backup, salvage
-    from data_storage import Store
+    from foundation.store.backup import make_backup, salvage
+    from foundation.store.data_storage import Store
 
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "data" / "monitor.db"

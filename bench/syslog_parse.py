@@ -96,11 +96,11 @@ def phase(name: str, path: Path) -> dict[str, Any]:
     """Run one measurement in this process; prints JSON."""
     extra: dict[str, Any] = {}
     if name == "collector":
-        from core import process_setup           # as monitor_agent.py does
+        from agent import process_setup           # as monitor_agent.py does
         process_setup.tune_allocator()
         from collectors import syslog
-        from core.context import CollectContext
-        from core.settings import load_settings
+        from foundation.context import CollectContext
+        from foundation.settings import load_settings
 
         settings = load_settings(environ={}, overrides={
             "SYSLOG_PATH": str(path), "SYSLOG_BACKEND": "file", "LOG_START_AT": "start",

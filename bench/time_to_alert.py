@@ -33,7 +33,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "time_to_alert.json"
-INTERVAL_S = 40            # the smallest interval core.budget.check_fits accepts for auth_log's 30 s
+INTERVAL_S = 40            # the smallest interval agent.budget.check_fits accepts for auth_log's 30 s
 OLLAMA_TIMEOUT_S = 2       # bound and this judge (2 x 2 s + 5 s grace): 39 s
 START_TIMEOUT_S = 60.0     # the agent's start and first cycle
 STOP_TIMEOUT_S = 30.0
@@ -273,7 +273,7 @@ def main() -> None:
     parser.add_argument("--scenario", choices=list(SCENARIOS), action="append")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
-    from core.settings import load_settings
+    from foundation.settings import load_settings
 
     failures = load_settings(environ={}).SSH_BRUTEFORCE_MAX_RETRY + 1
     rng = random.Random(args.seed)

@@ -1,7 +1,7 @@
 """The auth_log collector: SSH logins and failures, sudo, su, accounts (auth log or journal).
 
-Reading (file or journal, cursors, rotation) is collectors.logsource's; extraction is
-collectors.auth_patterns'. This module keeps the brute-force window across cycles: the failure
+Reading (file or journal, cursors, rotation) is collectors.logreader.source's; extraction is
+collectors.auth.scanner'. This module keeps the brute-force window across cycles: the failure
 times per address within the last SSH_BRUTEFORCE_FINDTIME_SECONDS of the log's own clock, bounded,
 in the collector state that commits with the log cursor (a replayed cycle sees the same window).
 """
@@ -13,12 +13,13 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from collectors.auth_patterns import AuthCounts, AuthScanner, safe_text
-from collectors.chunkscan import authscan
-from collectors.logsource import LogSource
-from core.context import CollectContext
-from core.model import CollectResult, Sample
-from core.settings import Settings
+from collectors.auth.counts import AuthCounts, safe_text
+from collectors.auth.scanner import AuthScanner
+from collectors.auth.compiled import authscan
+from collectors.logreader.source import LogSource
+from foundation.context import CollectContext
+from foundation.model import CollectResult, Sample
+from foundation.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +222,7 @@ def collect(ctx: CollectContext) -> CollectResult:
     scanner = AuthScanner(ctx.now, pending=previous.get("pending"))
     if not scanner.native and not _WARNED:
         _WARNED.append(True)
-        log.warning("auth_log: the C scanner (collectors/_authscan.c) is not built; the same "
+        log.warning("auth_log: the C scanner (collectors/auth/_authscan.c) is not built; the same "
                     "patterns run in Python, about 5x slower: run `make native`")
     window = FailureWindow(previous.get("window"), settings.SSH_BRUTEFORCE_MAX_RETRY,
                            settings.SSH_BRUTEFORCE_FINDTIME_SECONDS)

@@ -14,9 +14,9 @@ from typing import Any, Callable, Mapping, Sequence
 import docker
 import requests
 
-from core.context import CollectContext
-from core.model import CollectResult, Sample
-from core.settings import Settings
+from foundation.context import CollectContext
+from foundation.model import CollectResult, Sample
+from foundation.settings import Settings
 
 DEFAULT_URL = "unix:///var/run/docker.sock"
 API_TIMEOUT_S = 10

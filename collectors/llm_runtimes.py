@@ -18,9 +18,9 @@ from typing import Any, Callable, Iterable, Mapping
 import psutil
 
 from collectors import netclass, ollama_health
-from core.context import CollectContext
-from core.model import CollectResult, Sample
-from core.settings import Settings
+from foundation.context import CollectContext
+from foundation.model import CollectResult, Sample
+from foundation.settings import Settings
 
 log = logging.getLogger(__name__)
 

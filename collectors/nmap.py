@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from collectors.nmap_parse import NmapParseError, Scan, parse_scan
-from core.context import (CollectContext, CommandError, kill_group, release_child,
+from foundation.context import (CollectContext, CommandError, kill_group, release_child,
                           start_background)
-from core.model import CollectResult, Sample
-from core.settings import Settings
+from foundation.model import CollectResult, Sample
+from foundation.settings import Settings
 
 log = logging.getLogger(__name__)
 

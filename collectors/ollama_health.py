@@ -13,7 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
-from core.redact import redact
+from foundation.redact import redact
 
 log = logging.getLogger(__name__)
 

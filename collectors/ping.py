@@ -13,9 +13,9 @@ from typing import Any
 
 import pingparsing
 
-from core.context import CollectContext, CommandError
-from core.model import CollectResult, Sample
-from core.settings import Settings
+from foundation.context import CollectContext, CommandError
+from foundation.model import CollectResult, Sample
+from foundation.settings import Settings
 
 INTERVAL_S = "0.2"       # between echo requests (root may go lower; 0.2 s is the floor for others)
 REPLY_WAIT_S = "1"       # -W: how long to wait for a reply that is not coming

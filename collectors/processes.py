@@ -13,9 +13,9 @@ from typing import Any, Iterable, Mapping
 
 import psutil
 
-from core.context import CollectContext
-from core.model import CollectResult, Sample
-from core.settings import Settings
+from foundation.context import CollectContext
+from foundation.model import CollectResult, Sample
+from foundation.settings import Settings
 
 CMDLINE_PREFIX = "cmdline:"
 TOP_N = 5

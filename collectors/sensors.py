@@ -19,9 +19,9 @@ import psutil
 
 from collectors.sensor_parsers import (SensorParseError, TempReading, nvidia_readings,
                                        parse_nvidia_csv, parse_sensors_json, readings_from_psutil)
-from core.context import CollectContext, CommandError
-from core.model import CollectResult, Sample
-from core.settings import Settings
+from foundation.context import CollectContext, CommandError
+from foundation.model import CollectResult, Sample
+from foundation.settings import Settings
 
 log = logging.getLogger(__name__)
 

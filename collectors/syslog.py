@@ -21,11 +21,11 @@ from typing import Any, Iterable
 
 from collectors import kernel_events
 from collectors.kernel_events import KERNEL_EVENTS  # noqa: F401  (the table, re-exported)
-from collectors.logformats import LINE_HEADER
-from collectors.logsource import LogSource
-from core.context import CollectContext
-from core.model import CollectResult, Sample
-from core.settings import Settings
+from collectors.logreader.formats import LINE_HEADER
+from collectors.logreader.source import LogSource
+from foundation.context import CollectContext
+from foundation.model import CollectResult, Sample
+from foundation.settings import Settings
 
 SEVERITY_NAMES = ("emerg", "alert", "crit", "err", "warning", "notice", "info", "debug")
 # coarse levels for lines that carry none: (keyword in the lower-cased line, level)

@@ -32,7 +32,7 @@ def corpus() -> Path:
 @pytest.fixture
 def make_settings(tmp_path: Path) -> Callable[..., Any]:
     """Settings from config.py with a temporary DATA_DIR, no environment, and overrides."""
-    from core.settings import load_settings
+    from foundation.settings import load_settings
 
     def make(**overrides: Any) -> Any:
         overrides.setdefault("DATA_DIR", tmp_path / "data")
@@ -44,7 +44,7 @@ def make_settings(tmp_path: Path) -> Callable[..., Any]:
 @pytest.fixture
 def store(tmp_path: Path):
     """A fresh store on a real SQLite file."""
-    from data_storage import Store
+    from foundation.store.data_storage import Store
 
     opened = Store.open(tmp_path / "store" / "monitor.db")
     yield opened

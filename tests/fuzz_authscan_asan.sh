@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fuzz the C auth log scanner (collectors/_authscan.c) under AddressSanitizer and
+# Fuzz the C auth log scanner (collectors/auth/_authscan.c) under AddressSanitizer and
 # UndefinedBehaviorSanitizer: build it with -fsanitize=address,undefined in a temp dir, then feed
 # scan() and stamp_keys() random bytes, syslog lines built from fragments that reach every branch,
 # those lines cut at every length, and odd start offsets, as bytes, bytearray, memoryview and a
@@ -11,20 +11,20 @@ set -euo pipefail
 SECS=${1:-60}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PY=${PY:-$ROOT/.venv/bin/python}
-SRC=$(realpath "${AUTHSCAN_SRC:-$ROOT/collectors/_authscan.c}")
+SRC=$(realpath "${AUTHSCAN_SRC:-$ROOT/collectors/auth/_authscan.c}")
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 cd "$WORK"                                  # hypothesis writes .hypothesis/ into the cwd
 
-mkdir collectors && : > collectors/__init__.py
+mkdir -p collectors/auth && : > collectors/__init__.py && : > collectors/auth/__init__.py
 INC=$("$PY" -c "import sysconfig; print(sysconfig.get_paths()['include'])")
 EXT=$("$PY" -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))")
 gcc -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer \
-    -shared -fPIC -I"$INC" "$SRC" -lhs -o "collectors/_authscan$EXT"
+    -shared -fPIC -I"$INC" "$SRC" -lhs -o "collectors/auth/_authscan$EXT"
 
 cat > driver.py <<'EOF'
 import ctypes, mmap, os, random, struct, sys, time
-from collectors import _authscan as A
+from collectors.auth import _authscan as A
 
 END = time.monotonic() + float(sys.argv[1])
 rng = random.Random(int(os.environ.get("SEED", "20240601")))

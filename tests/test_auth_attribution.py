@@ -17,9 +17,9 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from analysis import detect_auth
 from collectors import auth_log
-from collectors.auth_anchor import address_key
-from collectors.auth_patterns import AuthScanner
-from core.context import CollectContext, DetectContext
+from collectors.auth.anchor import address_key
+from collectors.auth.scanner import AuthScanner
+from foundation.context import CollectContext, DetectContext
 
 NOW = time.mktime((2026, 11, 23, 12, 0, 0, 0, 0, -1))
 LAN, ATTACKER = "192.168.1.50", "203.0.113.7"

@@ -1,7 +1,7 @@
 """The fast paths of the auth scan give exactly what the plain ones give.
 
-collectors.chunkscan (numpy line counts, two-byte candidates, a regex tried only where it can
-start) against bytes.count / str.find / re.finditer, and collectors.auth_times' per-hour cache
+collectors.logreader.chunks (numpy line counts, two-byte candidates, a regex tried only where it can
+start) against bytes.count / str.find / re.finditer, and collectors.auth.times' per-hour cache
 against logformats.parse_timestamp, across a DST change and a new year.
 """
 from __future__ import annotations
@@ -15,10 +15,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collectors.auth_admin import ADMIN, SU, _admin_starts
-from collectors.auth_times import LineClock
-from collectors.chunkscan import count_lines, matches_at, pair_positions
-from collectors.logformats import MONTHS, parse_timestamp
+from collectors.auth.admin import ADMIN, SU, _admin_starts
+from collectors.auth.times import LineClock
+from collectors.logreader.chunks import count_lines, matches_at, pair_positions
+from collectors.logreader.formats import MONTHS, parse_timestamp
 
 # pieces that make SU and ADMIN match, almost match, or overlap
 PIECES = ["su", "sudo", "su:", "sudo: ", "su[12]: ", "sudo(pam_unix)[3]: x", "-su: ", "issu: ",

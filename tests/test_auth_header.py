@@ -4,7 +4,7 @@ A machine whose host name contains ``sshd`` (``sshd``, ``sshd-gw``, ``mysshd``, 
 logs its sshd lines like any other; text shaped like a tag anywhere else on the line (another
 program's message, a client's user name) is not sshd's. Every header form the collector reads:
 traditional syslog (two-digit, space-padded and one-space days), rsyslog's high-precision ISO
-stamps, RFC 5424, and journal entries as collectors.journal renders them.
+stamps, RFC 5424, and journal entries as collectors.logreader.journal renders them.
 """
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from typing import Callable
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from collectors.auth_patterns import AuthScanner
-from collectors.journal import render_entry
+from collectors.auth.scanner import AuthScanner
+from collectors.logreader.journal import render_entry
 
 NOW = time.mktime((2026, 11, 23, 12, 0, 0, 0, 0, -1))
 HOST_NAMES = ["sshd", "sshd-gw", "mysshd", "box.sshd.lan", "homeserver"]
@@ -23,7 +23,7 @@ ADDRESS = "203.0.113.7"
 
 
 def journal(host: str, pid: int, message: str) -> str:
-    """The line collectors.journal hands the collector for an sshd entry of ``host``."""
+    """The line collectors.logreader.journal hands the collector for an sshd entry of ``host``."""
     line = render_entry({"MESSAGE": message, "__REALTIME_TIMESTAMP": str(int(NOW - 60) * 10**6),
                          "SYSLOG_IDENTIFIER": "sshd", "_PID": str(pid), "_HOSTNAME": host,
                          "_UID": "0"})  # sshd logs as root (journal.WRITERS)
@@ -85,7 +85,7 @@ def test_host_names_holding_sshd_do_not_hide_sshd_lines(host: str, form: str,
 
 def test_the_fast_path_takes_those_lines() -> None:
     """The C scanner parses them itself (the comparisons above would pass if it sent all slow)."""
-    from collectors import _authscan
+    from collectors.auth import _authscan
     data = "".join(FORMATS["traditional"](h, 7, m) + "\n" for h in HOST_NAMES
                    for m in MESSAGES if not m.startswith("Failed password for invalid user a b"))
     _lines, failed, invalid, sshd, _sudo, slow, probes = _authscan.scan(data.encode())

@@ -12,11 +12,11 @@ from typing import Any
 
 from alerts.console import ConsoleNotifier
 from analysis import detect_auth
-from analysis.judge import RulesJudge
+from analysis.rules import RulesJudge
 from collectors import auth_log
-from core.context import CollectContext, DetectContext
-from core.cycle import Agent
-from core.model import CollectResult, Severity
+from foundation.context import CollectContext, DetectContext
+from agent.cycle import Agent
+from foundation.model import CollectResult, Severity
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).parent / "fixtures" / "auth_log"

@@ -1,4 +1,4 @@
-"""The C scanner (collectors/_authscan.c) against the regexes alone: the same results, always.
+"""The C scanner (collectors/auth/_authscan.c) against the regexes alone: the same results, always.
 
 The C code only sorts lines: a line of a pattern's common shape is parsed in C, any other goes to
 the pattern's regex. So every test here runs the auth extraction twice, with and without it, and
@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from collectors import _authscan      # built by make (make native): missing is a failure here
-from collectors.auth_patterns import AuthScanner
-from collectors.auth_times import stamp_keys
+from collectors.auth import _authscan      # built by make (make native): missing is a failure here
+from collectors.auth.scanner import AuthScanner
+from collectors.auth.times import stamp_keys
 
 NOW = time.mktime((2026, 11, 23, 12, 0, 0, 0, 0, -1))
 STAMP = "Nov 23 10:00:{:02d} host "
@@ -183,13 +183,14 @@ def test_collector_without_the_c_scanner_gives_the_same(corpus: Path, tmp_path: 
                                                        make_settings: Any, monkeypatch: Any,
                                                        caplog: Any) -> None:
     """A machine where make native did not run: same observations, a warning, scanner "regex"."""
-    from collectors import auth_log, auth_patterns
-    from core.context import CollectContext
+    from collectors import auth_log
+    from collectors.auth import scanner
+    from foundation.context import CollectContext
     log = tmp_path / "auth.log"
     log.write_bytes((corpus / "loghub" / "OpenSSH" / "OpenSSH_2k.log").read_bytes() + b"\n")
     settings = make_settings(AUTH_LOG_PATH=log, AUTH_LOG_BACKEND="file", LOG_START_AT="start")
     with_c = auth_log.collect(CollectContext(settings, NOW, {})).observations
-    monkeypatch.setattr(auth_patterns, "_authscan", None)
+    monkeypatch.setattr(scanner, "_authscan", None)
     monkeypatch.setattr(auth_log, "_WARNED", [])
     without = auth_log.collect(CollectContext(settings, NOW, {})).observations
     assert (with_c.pop("scanner"), without.pop("scanner")) == ("c", "regex")
@@ -213,7 +214,7 @@ def test_stamp_keys_bounds_any_start() -> None:
 def test_plain_ipv4_tokens_are_their_own_key(tokens: list[str]) -> None:
     """The C scanner's odd_addresses: every token it leaves out is an address whose key is the
     token itself (so the collector need not key it), and every real IPv4 address is left out."""
-    from collectors.auth_anchor import address_key
+    from collectors.auth.anchor import address_key
     raw = [t.encode("utf-8", "surrogatepass") for t in tokens]
     odd = set(_authscan.odd_addresses(raw))
     for i, token in enumerate(raw):

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from collectors import auth_evidence
-from collectors.auth_patterns import AuthScanner
+from collectors.auth import evidence
+from collectors.auth.scanner import AuthScanner
 
 FIXTURES = Path(__file__).parent / "fixtures" / "auth_log"
 NOW = time.mktime((2026, 11, 23, 12, 0, 0, 0, 0, -1))
@@ -193,15 +193,15 @@ def test_high_precision_and_journal_rendered_stamps() -> None:
 def test_evidence_is_bounded_per_address_and_in_addresses() -> None:
     lines = b"".join(
         b"Nov 23 10:00:%02d h sshd[1]: Failed password for root from 10.0.%d.%d port 1 ssh2\n"
-        % (i % 60, i // 250, i % 250) for i in range(2 * auth_evidence.MAX_EVIDENCE_HOSTS))
+        % (i % 60, i // 250, i % 250) for i in range(2 * evidence.MAX_EVIDENCE_HOSTS))
     again = b"Nov 23 10:00:01 h sshd[1]: Failed password for root from 10.0.0.0 port 1 ssh2\n" * 9
     scanner = scanned(lines + again)
     c = scanner.counts
-    assert len(c.evidence) == auth_evidence.MAX_EVIDENCE_HOSTS
+    assert len(c.evidence) == evidence.MAX_EVIDENCE_HOSTS
     assert len(c.evidence["10.0.0.0"]) == 2          # the first and last line of the chunk
     scanner.feed(again)
-    assert len(c.evidence["10.0.0.0"]) == auth_evidence.EVIDENCE_PER_HOST
-    assert c.failed_logins == 2 * auth_evidence.MAX_EVIDENCE_HOSTS + 18
+    assert len(c.evidence["10.0.0.0"]) == evidence.EVIDENCE_PER_HOST
+    assert c.failed_logins == 2 * evidence.MAX_EVIDENCE_HOSTS + 18
 
 
 def test_user_name_with_injected_address_is_attributed_to_the_real_one() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from collectors.auth_patterns import AuthScanner
+from collectors.auth.scanner import AuthScanner
 
 NOW = time.mktime((2026, 11, 23, 12, 0, 0, 0, 0, -1))
 FIXTURE = Path(__file__).parent / "fixtures" / "auth" / "su.log"

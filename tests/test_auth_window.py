@@ -45,8 +45,9 @@ def test_window_crossings_match_a_brute_force_count(rows: list[tuple[float, byte
 def test_the_c_ids_and_the_python_ones_give_the_same_window(first: list[tuple[float, bytes]],
                                                            second: list[tuple[float, bytes]]
                                                            ) -> None:
-    """collectors/_authscan.c's first_ids numbers addresses as the Python fallback does."""
-    from collectors import _authscan, auth_log
+    """collectors/auth/_authscan.c's first_ids numbers addresses as the Python fallback does."""
+    from collectors.auth import _authscan
+    from collectors import auth_log
     hosts = [h for _, h in first + second]
     raw, names = _authscan.first_ids(hosts)
     index = dict(zip(dict.fromkeys(hosts), range(len(hosts))))

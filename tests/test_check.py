@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from core import check as checks
+from agent import check as checks
 from tests.conftest import ROOT
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.ollama_server import FakeOllama

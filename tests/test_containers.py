@@ -20,11 +20,11 @@ import docker
 import pytest
 
 from alerts.console import ConsoleNotifier
-from analysis.judge import RulesJudge
+from analysis.rules import RulesJudge
 from collectors.containers import collect, container_facts, engine_url, explain
-from core.context import CollectContext
-from core.cycle import Agent
-from data_storage import Store
+from foundation.context import CollectContext
+from agent.cycle import Agent
+from foundation.store.data_storage import Store
 from tests.podman_engine import IMAGE, PodmanEngine, podman_engine  # noqa: F401 - the fixture
 
 SECOND = 1_000_000_000  # the Docker API counts health-check intervals in nanoseconds
@@ -229,8 +229,8 @@ def test_permission_denied_names_the_docker_group(make_settings: Any, tmp_path: 
             path.chmod(0o600)  # root's socket, as /var/run/docker.sock is to a non-member
             script = (
                 "import json, sys, time; sys.path.insert(0, sys.argv[1])\n"
-                "from core.settings import load_settings\n"
-                "from core.context import CollectContext\n"
+                "from foundation.settings import load_settings\n"
+                "from foundation.context import CollectContext\n"
                 "from collectors.containers import collect\n"
                 "s = load_settings(environ={}, overrides={'DOCKER_HOST': sys.argv[2],"
                 " 'DATA_DIR': sys.argv[3]})\n"

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 
 from alerts.console import ConsoleNotifier
-from analysis.judge import RulesJudge
-from core.cycle import Agent, CycleAborted
-from core.model import CollectResult, Sample
-from core.redact import register_secret
-from data_storage import Store
+from analysis.rules import RulesJudge
+from agent.cycle import Agent, CycleAborted
+from foundation.model import CollectResult, Sample
+from foundation.redact import register_secret
+from foundation.store.data_storage import Store
 from tests.procs import start_named, stop, unique_name
 
 

@@ -1,4 +1,4 @@
-"""Delivery that loses nothing and repeats nothing, through core.cycle.Agent and the real outbox."""
+"""Delivery that loses nothing and repeats nothing, through agent.cycle.Agent and the real outbox."""
 from __future__ import annotations
 
 import os
@@ -14,9 +14,9 @@ import pytest
 from alerts.discord import DiscordNotifier
 from alerts.home_assistant import HomeAssistantNotifier
 from alerts.outbox import DeliveryError, deliver_due
-from analysis.judge import RulesJudge
-from core.cycle import Agent
-from data_storage import Store
+from analysis.rules import RulesJudge
+from agent.cycle import Agent
+from foundation.store.data_storage import Store
 from tests.fakes.discord_server import FakeDiscord, Reply
 
 START = time.mktime((2026, 6, 15, 12, 0, 0, 0, 0, -1))  # local noon

@@ -13,8 +13,8 @@ import requests
 from alerts.discord import COLOURS, DiscordNotifier, embed_size, render
 from alerts.outbox import DeliveryError, deliver_due
 from alerts.text import escape, speakable, truncate
-from core.redact import RedactingFilter
-from data_storage import OutboxMessage
+from foundation.redact import RedactingFilter
+from foundation.store.data_storage import OutboxMessage
 from tests.fakes.discord_server import (LIMITS, WEBHOOK_TOKEN, FakeDiscord, Reply, limit_errors,
                                         live_mentions)
 
@@ -23,7 +23,7 @@ NOW = 1_790_000_000.0
 
 def item(i: int = 0, summary: str = "watched process 'nginx' is not running",
          **extra: Any) -> dict[str, Any]:
-    """One payload item as core.cycle builds it."""
+    """One payload item as agent.cycle builds it."""
     base = {"fingerprint": f"{i:016x}", "source": "processes", "kind": "process_missing",
             "key": "nginx", "severity": "high", "floor": "high", "summary": summary,
             "reason": "a watched process is down", "why": "new", "first_seen": NOW - 600,

@@ -4,13 +4,13 @@ from __future__ import annotations
 import re
 
 from analysis.detectors import all_kinds
-from core.docs import README, render_readme
-from core.settings import Settings
+from agent.docs import README, render_readme
+from foundation.settings import Settings
 
 
 def test_readme_tables_are_current() -> None:
     text = README.read_text(encoding="utf-8")
-    assert render_readme(text) == text, "run: .venv/bin/python -m core.docs readme"
+    assert render_readme(text) == text, "run: .venv/bin/python -m agent.docs readme"
 
 
 def test_readme_documents_every_setting_and_kind() -> None:

@@ -23,14 +23,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from analysis.reply import MAX_REPLY_CHARS, ReplyError, parse_reply
-from collectors import auth_patterns, journal, logformats, syslog
-from collectors.logtail import cut_long_lines
+from collectors.auth.scanner import AuthScanner
+from collectors.logreader import formats, journal
+from collectors import syslog
+from collectors.logreader.tail import cut_long_lines
 from collectors.nmap_parse import NmapParseError, parse_scan
 from collectors.ping import PingParseError, parse_ping_output
 from collectors.sensor_parsers import (SensorParseError, nvidia_readings, parse_nvidia_csv,
                                        parse_sensors_json)
-from core import redact
-from core.settings import ConfigError, Settings, load_settings
+from foundation import redact
+from foundation.settings import ConfigError, Settings, load_settings
 
 NOW = 1_795_000_000.0           # November 2026
 # derandomize: the same examples every run (CI never goes red on a newly drawn input; raise
@@ -87,8 +89,8 @@ syslog_line = st.one_of(_traditional_line.map(lambda s: s.encode("utf-8", "surro
 @FUZZ
 @given(syslog_line, st.floats(0, 4e9))
 def test_a_syslog_line_parses_or_is_malformed_never_raises(line: bytes, now: float) -> None:
-    header = logformats.parse_line(line, now)
-    assert header is None or isinstance(header, logformats.Header)
+    header = formats.parse_line(line, now)
+    assert header is None or isinstance(header, formats.Header)
     if header is not None:
         assert header.ts is None or math.isfinite(header.ts)
         assert header.severity is None or 0 <= header.severity <= 7
@@ -190,7 +192,7 @@ def test_the_auth_scanner_counts_any_lines_and_never_raises(lines: list[bytes], 
         end = piece.rfind(b"\n") + 1
         chunks.append(piece[:end])
         held = piece[end:]
-    scanner = auth_patterns.AuthScanner(NOW)
+    scanner = AuthScanner(NOW)
     for piece in chunks:
         if piece:
             scanner.feed(piece)
@@ -204,7 +206,7 @@ def test_the_auth_scanner_counts_any_lines_and_never_raises(lines: list[bytes], 
 def test_a_claimed_trillion_repeats_cost_neither_time_nor_memory() -> None:
     line = (b"Nov 23 10:00:01 host sshd[1]: message repeated 999999999999 times: [ Failed "
             b"password for root from 203.0.113.7 port 22 ssh2]\n")
-    scanner = auth_patterns.AuthScanner(NOW)
+    scanner = AuthScanner(NOW)
     peak = peak_bytes(lambda: scanner.feed(line * 3))
     assert scanner.counts.failed_logins >= 3 * 999999999998   # the claim is counted, as logged
     assert peak < PEAK_LIMIT
@@ -216,7 +218,7 @@ def test_a_huge_auth_chunk_scans_in_bounded_memory() -> None:
              f" from 10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(256)} port {n} ssh2"
              .encode() for n in range(50_000)]
     chunk = b"\n".join(lines) + b"\n"
-    peak = peak_bytes(lambda: auth_patterns.AuthScanner(NOW).feed(chunk))
+    peak = peak_bytes(lambda: AuthScanner(NOW).feed(chunk))
     print(f"\nauth scan of {len(chunk) >> 20} MiB (50,000 failures, distinct users and addresses): "
           f"peak {peak >> 20} MiB")
     assert peak < PEAK_LIMIT

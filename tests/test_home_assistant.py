@@ -12,7 +12,7 @@ import pytest
 from alerts.channels import accepts
 from alerts.home_assistant import HomeAssistantNotifier, announcement
 from alerts.outbox import DeliveryError
-from data_storage import OutboxMessage
+from foundation.store.data_storage import OutboxMessage
 from tests.ha_server import free_port
 
 SPEAKER = "media_player.living_room"

@@ -8,12 +8,12 @@ from typing import Any, Iterator
 
 import pytest
 
-from analysis.judge import final_severity
+from analysis.rules import final_severity
 from analysis.ollama_judge import OllamaJudge
 from analysis.prompt import sanitise
-from core.context import DetectContext
-from core.cycle import Agent
-from core.model import Finding, Severity
+from foundation.context import DetectContext
+from agent.cycle import Agent
+from foundation.model import Finding, Severity
 from tests.fakes import make_finding
 from tests.fakes.ollama_server import FakeOllama, finding_ids
 from tests.injection_payloads import HIDDEN_TEXT, PAYLOADS
@@ -78,7 +78,7 @@ def _check_structure(prompt_text: str, payload: str) -> None:
             assert form not in outside
     assert not MENTION.search(prompt_text)
     assert not any(unicodedata.category(c) == "Cc" and c != "\n" for c in prompt_text)
-    # Nor invisible, bidi or tag characters anywhere (core.untrusted strips them from the data).
+    # Nor invisible, bidi or tag characters anywhere (foundation.untrusted strips them from the data).
     assert not any(unicodedata.category(c) in {"Cf", "Co", "Cs", "Cn"} for c in prompt_text)
     assert not any(0xE0000 <= ord(c) <= 0xE0FFF or 0xFE00 <= ord(c) <= 0xFE0F for c in prompt_text)
     assert "<|" not in prompt_text and "|>" not in prompt_text

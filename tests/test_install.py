@@ -33,7 +33,7 @@ def test_make_install_into_destdir_gives_a_working_agent_and_a_valid_unit(tmp_pa
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["collectors"]["processes"]["ok"] is True
     scanner = subprocess.run([str(prefix / ".venv" / "bin" / "python"), "-c",
-                              "from collectors import _authscan; print(_authscan.scan(b'x\\n')[0])"],
+                              "from collectors.auth import _authscan; print(_authscan.scan(b'x\\n')[0])"],
                              cwd=prefix, capture_output=True, text=True, timeout=60)
     assert scanner.stdout.strip() == "(1, True)", scanner.stderr      # the C scanner came along
     rendered = tmp_path / "monitor-agent.service"

@@ -8,9 +8,9 @@ from typing import Any, Sequence
 
 import pytest
 
-from collectors.journal import JournalError, parse_output, read_journal, render_entry
-from collectors.logsource import LogSource
-from core.context import CollectContext, CommandError, run_command
+from collectors.logreader.journal import JournalError, parse_output, read_journal, render_entry
+from collectors.logreader.source import LogSource
+from foundation.context import CollectContext, CommandError, run_command
 
 JOURNAL_REMOTE = "/lib/systemd/systemd-journal-remote"
 BOOT = "0123456789abcdef0123456789abcdef"

@@ -14,10 +14,10 @@ from hypothesis import given, settings as hsettings, strategies as st
 from analysis import detect_syslog
 from collectors import kernel_events, syslog
 from collectors.kernel_events import KERNEL_EVENT, KERNEL_EVENTS
-from collectors.logformats import LINE_HEADER
+from collectors.logreader.formats import LINE_HEADER
 from collectors.syslog import scan_chunks
-from core.context import CollectContext, DetectContext
-from core.model import Severity
+from foundation.context import CollectContext, DetectContext
+from foundation.model import Severity
 from tests.rsyslog_fixture import Rsyslog
 
 NOW = time.mktime((2026, 11, 23, 12, 0, 0, 0, 0, -1))

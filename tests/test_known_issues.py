@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from alerts.policy import Judged
-from analysis.judge import RulesJudge
+from foundation.model import Judged
+from analysis.rules import RulesJudge
 from analysis.known_issues import load_known_issues, parse_known_issues
-from core.cycle import Agent
-from core.model import Severity
-from core.settings import ConfigError
-from monitor_agent import main
+from agent.cycle import Agent
+from foundation.model import Severity
+from foundation.settings import ConfigError
+from agent.cli import main
 from tests.fakes import make_finding
 
 KINDS = {"process_missing", "ssh_bruteforce", "rtt_high"}

@@ -13,12 +13,12 @@ import pytest
 
 from alerts.console import ConsoleNotifier
 from analysis import detect_llm_runtimes
-from analysis.judge import RulesJudge
+from analysis.rules import RulesJudge
 from collectors import llm_runtimes
 from collectors.llm_runtimes import cheap_signals, scan
-from core.context import CollectContext, DetectContext
-from core.cycle import Agent
-from data_storage import Store
+from foundation.context import CollectContext, DetectContext
+from agent.cycle import Agent
+from foundation.store.data_storage import Store
 from tests.llm_runtime_fixtures import listener, start_runtime  # noqa: F401  (a fixture)
 from tests.procs import stop
 

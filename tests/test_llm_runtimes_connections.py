@@ -19,9 +19,9 @@ import pytest
 from analysis import detect_llm_runtimes
 from collectors import llm_runtimes, netclass
 from collectors.llm_runtimes import scan
-from core.context import DetectContext
-from core.model import CollectResult, Severity
-from data_storage import Store
+from foundation.context import DetectContext
+from foundation.model import CollectResult, Severity
+from foundation.store.data_storage import Store
 from tests.llm_runtime_fixtures import RUNTIME_SCRIPT, listener, start_runtime  # noqa: F401
 from tests.procs import stop
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from collectors.logformats import LINE_HEADER, parse_line, parse_timestamp
+from collectors.logreader.formats import LINE_HEADER, parse_line, parse_timestamp
 
 NOW = time.mktime((2026, 11, 23, 12, 0, 0, 0, 0, -1))
 

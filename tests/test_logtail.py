@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from collectors.logtail import Tail, cut_long_lines
+from collectors.logreader.tail import Tail, cut_long_lines
 from tests.rsyslog_fixture import Rsyslog, logrotate
 
 

@@ -13,8 +13,8 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from core.metrics import MetricsError, MetricsExporter
-from core.model import Sample
+from agent.metrics import MetricsError, MetricsExporter
+from foundation.model import Sample
 from tests.conftest import ROOT
 from tests.procs import unique_name
 

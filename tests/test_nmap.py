@@ -15,14 +15,14 @@ import pytest
 
 from alerts.console import ConsoleNotifier
 from analysis import detect_nmap
-from analysis.judge import RulesJudge
+from analysis.rules import RulesJudge
 from collectors import nmap as nmap_collector
 from collectors.nmap import collect, summarize
 from collectors.nmap_parse import NmapParseError, diff, key_host, parse_scan, port_key
-from core.context import CollectContext, _children, kill_children, release_child
-from core.cycle import Agent
-from core.model import CollectResult
-from data_storage import Store
+from foundation.context import CollectContext, _children, kill_children, release_child
+from agent.cycle import Agent
+from foundation.model import CollectResult
+from foundation.store.data_storage import Store
 
 LOOPBACK = "127.0.0.1"
 

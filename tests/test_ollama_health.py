@@ -11,9 +11,9 @@ import requests
 
 from analysis import detect_llm_runtimes
 from collectors import llm_runtimes, ollama_health
-from core.context import CollectContext, DetectContext
-from core.redact import redact
-from data_storage import Store
+from foundation.context import CollectContext, DetectContext
+from foundation.redact import redact
+from foundation.store.data_storage import Store
 from tests.fakes.ollama_server import FakeOllama
 
 

@@ -10,13 +10,14 @@ from typing import Any, Callable, Iterator
 import ollama
 import pytest
 
-from analysis.judge import final_severity, make_judge
+from analysis.judge import make_judge
+from analysis.rules import final_severity
 from analysis.ollama_judge import OllamaJudge, keep_alive_seconds
 from analysis.reply import VERDICT_SCHEMA, parse_reply
-from core.context import DetectContext
-from core.cycle import Agent
-from core.model import Severity
-from core.settings import ConfigError
+from foundation.context import DetectContext
+from agent.cycle import Agent
+from foundation.model import Severity
+from foundation.settings import ConfigError
 from tests.fakes import make_finding
 from tests.fakes import ollama_server as fo
 from tests.fakes.ollama_server import FakeOllama, verdict_json

@@ -17,9 +17,9 @@ import pytest
 from analysis import detect_ping
 from collectors import ping
 from collectors.ping import PingParseError, parse_ping_output
-from core.context import CollectContext, CommandError, DetectContext, run_command
-from core.model import CollectResult, Sample, Severity
-from data_storage import Store
+from foundation.context import CollectContext, CommandError, DetectContext, run_command
+from foundation.model import CollectResult, Sample, Severity
+from foundation.store.data_storage import Store
 
 FIELDS = {  # our PingStats field -> pingparsing's expected_stats key
     "transmitted": "packet_transmit", "received": "packet_receive",

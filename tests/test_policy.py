@@ -6,11 +6,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from alerts.console import ConsoleNotifier
-from alerts.policy import Judged, decide
+from alerts.policy import decide
+from foundation.model import Judged
 from analysis import detectors
-from analysis.judge import RulesJudge
-from core.cycle import Agent
-from core.model import CollectResult, Finding, Severity
+from analysis.rules import RulesJudge
+from agent.cycle import Agent
+from foundation.model import CollectResult, Finding, Severity
 
 
 @dataclass

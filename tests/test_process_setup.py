@@ -1,4 +1,4 @@
-"""core.process_setup: the process-wide settings monitor_agent.py applies at start."""
+"""agent.process_setup: the process-wide settings monitor_agent.py applies at start."""
 from __future__ import annotations
 
 import subprocess
@@ -12,7 +12,7 @@ def test_allocator_keeps_chunk_sized_blocks_in_the_heap() -> None:
     """After tuning, a freed 4 MiB block is reused: allocating it again faults no new pages."""
     probe = """
 import resource, sys
-from core import process_setup
+from agent import process_setup
 assert process_setup.tune_allocator()
 def faults_for_blocks():
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -31,7 +31,7 @@ print(faults_for_blocks())
 
 
 def test_one_blas_thread_unless_the_operator_says_otherwise() -> None:
-    code = "import os; from core import process_setup; print(os.environ['OPENBLAS_NUM_THREADS'])"
+    code = "import os; from agent import process_setup; print(os.environ['OPENBLAS_NUM_THREADS'])"
     env = {"PATH": "/usr/bin:/bin"}
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
                           text=True).stdout.strip() == "1"

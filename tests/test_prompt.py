@@ -8,7 +8,7 @@ import pytest
 
 from analysis.prompt import (KnownContext, build_prompt, estimate_tokens, sanitise,
                              sanitise_block)
-from core.model import Finding, Severity
+from foundation.model import Finding, Severity
 from tests.fakes import make_finding
 
 CONSTRAINTS = Path("CONSTRAINTS.md").read_text(encoding="utf-8")

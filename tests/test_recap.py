@@ -17,8 +17,8 @@ from matplotlib import image as mpimg
 
 from alerts.discord import DiscordNotifier
 from alerts.recap import build, finding_groups, recap_due, recap_slot, run_due
-from core.model import Sample
-from data_storage import Store
+from foundation.model import Sample
+from foundation.store.data_storage import Store
 from tests.fakes.discord_server import FakeDiscord, Reply
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -227,7 +227,7 @@ def test_recap_command_reports_a_failed_delivery(tmp_path: Path) -> None:
 
 def test_console_prints_the_recap_text(day_store, make_settings):
     from alerts.console import ConsoleNotifier
-    from data_storage import OutboxMessage
+    from foundation.store.data_storage import OutboxMessage
 
     payload = build(day_store, make_settings(HOST_NAME="nas"), local(15, 8))
     out = io.StringIO()

@@ -8,7 +8,7 @@ from typing import Any
 from alerts import recap
 from alerts.recap import build, llm_summariser, run_due
 from analysis.ollama_judge import summarise
-from data_storage import Store
+from foundation.store.data_storage import Store
 from tests.fakes.hung import HungServer
 from tests.fakes.ollama_server import SERVER_ERROR, FakeOllama
 from tests.ha_server import free_port

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from analysis.reply import MAX_REASON_CHARS, ReplyError, parse_reply, validate
-from core.model import Severity
+from foundation.model import Severity
 
 IDS = ("0123456789abcdef", "fedcba9876543210")
 

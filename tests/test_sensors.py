@@ -15,9 +15,9 @@ from analysis import detect_sensors
 from collectors import sensors
 from collectors.sensor_parsers import (SensorParseError, TempReading, nvidia_readings,
                                        parse_nvidia_csv, parse_sensors_json, readings_from_psutil)
-from core.context import CollectContext, CommandError, DetectContext
-from core.model import CollectResult, Sample, Severity
-from data_storage import Store
+from foundation.context import CollectContext, CommandError, DetectContext
+from foundation.model import CollectResult, Sample, Severity
+from foundation.store.data_storage import Store
 
 # psutil's documented entry type (label, current, high, critical); its module moves between versions
 shwtemp = namedtuple("shwtemp", "label current high critical")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from core.settings import ConfigError, load_settings
+from foundation.settings import ConfigError, load_settings
 from tests.conftest import ROOT
 
 SECRET_TOKEN = "s3cr3tT0kenValue_abcdefghijklmnop"

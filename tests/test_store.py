@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from core.baseline import MIN_SAMPLES, Baseline
-from core.legacy import import_legacy
-from core.model import Sample
-from core.store_backup import (backup_dir, backup_if_due, list_backups, make_backup,
+from foundation.baseline import MIN_SAMPLES, Baseline
+from agent.legacy import import_legacy
+from foundation.model import Sample
+from foundation.store.backup import (backup_dir, backup_if_due, list_backups, make_backup,
                                problems_of, restore)
-from data_storage import ALL_HOURS, MIGRATIONS, Store, StoreDamaged, StoreError
+from foundation.store.data_storage import ALL_HOURS, MIGRATIONS, Store, StoreDamaged, StoreError
 
 
 def test_new_store_is_migrated_wal_and_sound(tmp_path: Path) -> None:

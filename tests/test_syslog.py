@@ -16,8 +16,8 @@ import pytest
 from analysis import detect_syslog
 from collectors import syslog
 from collectors.syslog import KERNEL_EVENTS, scan_chunks
-from core.context import CollectContext, DetectContext
-from core.model import CollectResult, Sample, Severity
+from foundation.context import CollectContext, DetectContext
+from foundation.model import CollectResult, Sample, Severity
 from tests.rsyslog_fixture import Rsyslog
 
 NOW = time.mktime((2026, 11, 23, 12, 0, 0, 0, 0, -1))

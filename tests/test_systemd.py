@@ -13,7 +13,7 @@ from typing import Callable
 
 import pytest
 
-from core.systemd import Watchdog, notify
+from agent.systemd import Watchdog, notify
 from tests.conftest import ROOT
 from tests.procs import unique_name
 

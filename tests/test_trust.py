@@ -15,9 +15,9 @@ import pytest
 
 from analysis.known_issues import load_known_issues
 from analysis.ollama_judge import load_constraints
-from core import trust
-from core.settings import ConfigError, load_settings
-from core.trust import UnsafeFileError, check_folder, read_trusted
+from foundation import trust
+from foundation.settings import ConfigError, load_settings
+from foundation.trust import UnsafeFileError, check_folder, read_trusted
 from tests.conftest import ROOT
 
 NOBODY = 65534
@@ -155,7 +155,7 @@ def test_an_absent_file_is_absent_only_when_nobody_else_could_plant_it(safe_dir:
 def test_relaxed_reads_the_file_and_warns_once_per_file(
         safe_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
     first, second = _file(safe_dir, "a.py", mode=0o666), _file(safe_dir, "b.py", mode=0o666)
-    with caplog.at_level(logging.WARNING, logger="core.trust"):
+    with caplog.at_level(logging.WARNING, logger="foundation.trust"):
         for _ in range(3):
             assert read_trusted(first, "--config file", relaxed=True) == b"X = 1\n"
         read_trusted(second, "--config file", relaxed=True)

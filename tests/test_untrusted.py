@@ -1,4 +1,4 @@
-"""One neutraliser (core.untrusted) for untrusted text on every channel: Discord, console, recap,
+"""One neutraliser (foundation.untrusted) for untrusted text on every channel: Discord, console, recap,
 status, speech, chart labels and the LLM prompt.
 
 What Discord makes clickable (the LINK regex below): scheme URLs ``http(s)://...`` in content and
@@ -19,12 +19,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from rich.console import Console
 
-import core.untrusted as untrusted
+import foundation.untrusted as untrusted
 from alerts import console, discord, home_assistant, recap
 from alerts.text import speakable
 from analysis.prompt import build_prompt, sanitise
-from core import status
-from data_storage import OutboxMessage, Store
+from agent import status
+from foundation.store.data_storage import OutboxMessage, Store
 from tests.fakes import make_finding
 from tests.injection_payloads import HIDDEN_TEXT, PAYLOADS
 
@@ -93,7 +93,7 @@ def render_console_recap(text: str) -> str:
 
 def render_cycle_summary(text: str) -> str:
     """`--once` without --json: the cycle summary printed on the terminal."""
-    from monitor_agent import summary_text  # noqa: PLC0415 - the entry point
+    from agent.cli import summary_text  # noqa: PLC0415 - the entry point
 
     return summary_text({
         "started_at": "2026-06-15T08:00:00", "host": "nas", "duration_s": 0.1, "notes": [],
@@ -109,7 +109,7 @@ def render_check(text: str) -> str:
     """`check`: one line per part, a server's answer quoted in the detail and the fix."""
     from unittest import mock  # noqa: PLC0415
 
-    from core import check  # noqa: PLC0415
+    from agent import check  # noqa: PLC0415
 
     out = io.StringIO()
     outcomes = [("ollama", check.Outcome(False, text, f"see {text}"))]
@@ -270,7 +270,7 @@ def test_chart_labels_cannot_break_or_hide_in_the_chart() -> None:
 
 def test_every_channel_goes_through_the_one_neutraliser(monkeypatch: pytest.MonkeyPatch,
                                                         store: Store, make_settings) -> None:
-    """Teach core.untrusted one more character to drop: every channel drops it too, so each uses
+    """Teach foundation.untrusted one more character to drop: every channel drops it too, so each uses
     that very function object, not a copy."""
     renders = {name: spec[0] for name, spec in RENDERERS.items()}
     renders["status"] = lambda text: render_status(store, text)
@@ -325,7 +325,7 @@ def test_the_neutraliser_is_linear_on_long_runs_without_a_separator() -> None:
     import time
 
     from analysis.prompt import sanitise
-    from core.untrusted import neutralise
+    from foundation.untrusted import neutralise
 
     for text in ("x" * 300_000, "a+b." * 75_000, "x" * 299_990 + "https://a.example/"):
         t0 = time.monotonic()
@@ -343,7 +343,7 @@ def test_a_server_answer_quoted_in_a_delivery_error_is_one_line_and_keeps_no_sec
     and stores is one line without hidden characters, and an invisible inside a secret cannot
     keep it from being redacted."""
     from alerts.outbox import DeliveryError, deliver_due  # noqa: PLC0415
-    from core.redact import register_secret  # noqa: PLC0415
+    from foundation.redact import register_secret  # noqa: PLC0415
 
     register_secret("hook-secret-5d41402abc")
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.model import Finding, Severity
+from foundation.model import Finding, Severity
 
 
 def make_finding(key: str = "sshd", kind: str = "process_missing", source: str = "processes",

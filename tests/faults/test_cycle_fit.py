@@ -3,7 +3,7 @@
 The settings used to accept a 10 s interval together with a 60 s Ollama timeout and the
 containers collector's 25 s bound. The cycle runs its collectors in parallel, each within its own
 bound, and then the judge within ``judge_limit_s``: its worst case is the largest collector bound
-plus the judge's, which is what ``core.budget.check_fits`` compares with the interval.
+plus the judge's, which is what ``agent.budget.check_fits`` compares with the interval.
 """
 from __future__ import annotations
 
@@ -19,11 +19,11 @@ import pytest
 
 import collectors.containers
 import collectors.processes
-from core.budget import check_fits, collector_bounds, judge_limit_s
-from core.cycle import Agent
-from core.model import CollectResult
-from core.settings import ConfigError
-from data_storage import Store
+from agent.budget import check_fits, collector_bounds, judge_limit_s
+from agent.cycle import Agent
+from foundation.model import CollectResult
+from foundation.settings import ConfigError
+from foundation.store.data_storage import Store
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.faults
@@ -76,7 +76,7 @@ def test_only_enabled_collectors_count(make_settings: Any) -> None:
 
 
 def test_the_defaults_fit() -> None:
-    from core.settings import load_settings
+    from foundation.settings import load_settings
 
     check_fits(load_settings(environ={}))
 

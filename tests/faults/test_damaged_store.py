@@ -154,7 +154,7 @@ def test_a_missing_store_where_one_was_needs_an_explicit_reset(tmp_path: Path) -
 
 
 def test_restore_and_salvage_refuse_while_the_store_is_in_use(tmp_path: Path) -> None:
-    from data_storage import Store
+    from foundation.store.data_storage import Store
 
     data = tmp_path / "data"
     db = built_store(data)

@@ -1,7 +1,7 @@
 """The data folder's file system full: a clear error, no corruption, and recovery when space returns.
 
 The test mounts a small tmpfs of its own as DATA_DIR, fills it with a ballast file until writes
-fail, and runs cycles in-process (core.cycle.Agent) and through the CLI (`--once`). A cycle that
+fail, and runs cycles in-process (agent.cycle.Agent) and through the CLI (`--once`). A cycle that
 cannot commit raises StoreError (the CLI exits 1 with a one-line message), commits nothing, and
 loses nothing: the log lines it read are read again by the next cycle, once the ballast is gone.
 """
@@ -20,9 +20,9 @@ from typing import Iterator
 
 import pytest
 
-from analysis.judge import RulesJudge
-from core.cycle import Agent
-from data_storage import Store, StoreError
+from analysis.rules import RulesJudge
+from agent.cycle import Agent
+from foundation.store.data_storage import Store, StoreError
 from tests.conftest import ROOT
 
 SIZE = "8m"

@@ -19,9 +19,9 @@ import pytest
 
 import collectors.containers as containers
 from alerts.console import ConsoleNotifier
-from analysis.judge import RulesJudge
-from core.cycle import Agent
-from data_storage import Store
+from analysis.rules import RulesJudge
+from agent.cycle import Agent
+from foundation.store.data_storage import Store
 from tests.podman_engine import IMAGE, PodmanEngine
 from tests.procs import unique_name
 

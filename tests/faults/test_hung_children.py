@@ -19,7 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from core.context import CommandError, kill_children, run_command
+from foundation.context import CommandError, kill_children, run_command
 from tests.conftest import ROOT
 from tests.fakes.hung import hanging_command
 from tests.procs import unique_name
@@ -126,7 +126,7 @@ STUCK = 5                 # commands that outlive SIGKILL (a read stuck in the k
 def test_stop_waits_once_for_commands_stuck_in_the_kernel_not_once_each(monkeypatch) -> None:
     """Before, each command left running cost KILL_WAIT_S (2 s) in turn, so five stuck ones
     held a stop for 10 s; now every group is signalled first and one shared wait follows."""
-    import core.context as context
+    import foundation.context as context
 
     procs = [context.start_background(["sleep", "1000"]) for _ in range(STUCK)]
     monkeypatch.setattr(context.os, "killpg", lambda pid, sig: None)   # SIGKILL does not take

@@ -25,9 +25,9 @@ import pytest
 
 from alerts.discord import DiscordNotifier
 from alerts.outbox import deliver_due
-from analysis.judge import RulesJudge
-from core.cycle import Agent
-from data_storage import Store
+from analysis.rules import RulesJudge
+from agent.cycle import Agent
+from foundation.store.data_storage import Store
 from tests.fakes.discord_server import FakeDiscord, Reply
 
 SEED = 777

@@ -18,9 +18,9 @@ from typing import Any, Callable
 import pytest
 
 import collectors
-from collectors.logtail import Tail
-from core.context import CollectContext
-from core.files import NotRegularFile, open_regular
+from collectors.logreader.tail import Tail
+from foundation.context import CollectContext
+from foundation.files import NotRegularFile, open_regular
 
 pytestmark = pytest.mark.faults
 

@@ -1,4 +1,4 @@
-"""Ollama absent, slow, failing and answering garbage, cycle after cycle through core.cycle.Agent.
+"""Ollama absent, slow, failing and answering garbage, cycle after cycle through agent.cycle.Agent.
 
 The real ``ollama`` client talks to a loopback fake (tests/fakes/ollama_server.py) or to a closed
 port; each cycle picks a failure mode at random. Every cycle must finish well within its interval
@@ -19,9 +19,9 @@ import ollama
 import pytest
 
 from analysis.ollama_judge import OllamaJudge
-from core.budget import JUDGE_GRACE_S
-from core.cycle import Agent
-from data_storage import Store
+from agent.budget import JUDGE_GRACE_S
+from agent.cycle import Agent
+from foundation.store.data_storage import Store
 from tests.fakes import ollama_server as fo
 from tests.fakes.ollama_server import FakeOllama, verdict_json
 

@@ -28,7 +28,7 @@ from alerts.console import REPEAT_NOTE, ConsoleNotifier
 from alerts.discord import DiscordNotifier, render
 from alerts.home_assistant import announcement
 from alerts.outbox import deliver_due
-from data_storage import OutboxMessage, Store
+from foundation.store.data_storage import OutboxMessage, Store
 from tests.conftest import ROOT
 from tests.fakes.discord_server import FakeDiscord, Reply
 from tests.procs import unique_name

@@ -1,4 +1,4 @@
-"""A rotation storm against collectors.logtail.Tail with exact line accounting.
+"""A rotation storm against collectors.logreader.tail.Tail with exact line accounting.
 
 Each random sequence appends numbered lines (sometimes leaving the last one half-written), rotates
 in create mode (rename to .1, new file), rotates with copytruncate, deletes and re-creates the log,
@@ -24,7 +24,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from collectors.logtail import Tail
+from collectors.logreader.tail import Tail
 
 SEED = 8008
 SEQUENCES = 1000

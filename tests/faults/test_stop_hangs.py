@@ -21,7 +21,7 @@ from typing import Callable
 import pytest
 
 from alerts.outbox import ABANDONED, DeliveryError, deliver_due
-from data_storage import Store
+from foundation.store.data_storage import Store
 from tests.conftest import ROOT
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.hung import HungServer

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from core.pace import LATE_S, Pacer
-from core.systemd import Watchdog
+from agent.pace import LATE_S, Pacer
+from agent.systemd import Watchdog
 
 pytestmark = pytest.mark.faults
 

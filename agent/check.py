@@ -1,0 +1,203 @@
+"""`python monitor_agent.py check`: a live check of every configured part, each with its fix."""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import requests
+
+from foundation import untrusted
+from foundation.context import CollectContext, CommandError, run_command
+from foundation.redact import redact
+from foundation.settings import Settings
+
+TIMEOUT_S = 5.0
+PRIVILEGED_NMAP = ("-sS", "-sU", "-sA", "-sW", "-sM", "-sN", "-sF", "-sX", "-sY", "-sZ", "-sO",
+                   "-O", "--privileged")
+CAP_NET_RAW = 13
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One check's answer: ok, what was seen, and how to fix it when not ok."""
+
+    ok: bool
+    detail: str
+    fix: str = ""
+
+
+def _collector_check(name: str) -> Callable[[Settings], Outcome]:
+    """Run a collector once, read-only (nothing is stored), and report whether its source is there."""
+    def run(settings: Settings) -> Outcome:
+        import collectors
+
+        result = collectors.load(name).collect(CollectContext(settings, time.time(), {}))
+        if result.available:
+            return Outcome(True, f"{name} source readable")
+        return Outcome(False, f"{name} source unavailable",
+                       result.note or f"see the README section on the {name} collector")
+    return run
+
+
+def check_data_dir(settings: Settings) -> Outcome:
+    """The data folder exists (or can be made) and is writable."""
+    from foundation.store.files import make_private_dir
+
+    try:
+        make_private_dir(settings.DATA_DIR)   # 0700 when made here, as the agent makes it
+        with tempfile.NamedTemporaryFile(dir=settings.DATA_DIR):
+            pass
+    except OSError as err:
+        return Outcome(False, f"DATA_DIR {settings.DATA_DIR} is not writable: {err.strerror}",
+                       "create it and give the agent's user write access, or change DATA_DIR")
+    return Outcome(True, f"DATA_DIR {settings.DATA_DIR} is writable")
+
+
+def check_store(settings: Settings) -> Outcome:
+    """The store passes PRAGMA quick_check and its backups are recent."""
+    from agent.store_commands import health
+
+    ok, detail, fix = health(settings, time.time())
+    return Outcome(ok, detail, fix)
+
+
+def check_ollama(settings: Settings) -> Outcome:
+    """Ollama answers and has the model."""
+    from collectors.ollama_health import check, problem
+
+    facts = check(settings.OLLAMA_HOST, settings.OLLAMA_MODEL)
+    trouble = problem(facts)
+    if trouble:
+        return Outcome(False, "the judge's LLM is not usable; the rules decide until it is",
+                       trouble)
+    loaded = "loaded" if facts["model_loaded"] else "not loaded yet"
+    return Outcome(True, f"Ollama {facts['version']} at {facts['host']} has {settings.OLLAMA_MODEL} "
+                         f"({loaded}), {facts['latency_ms']} ms")
+
+
+def check_discord(settings: Settings) -> Outcome:
+    """The webhook exists: Discord answers GET on a webhook URL with its details, posting nothing."""
+    url = settings.DISCORD_WEBHOOK_URL.get_secret_value()
+    try:
+        response = requests.get(url, timeout=TIMEOUT_S)
+    except requests.RequestException as err:
+        return Outcome(False, redact(f"Discord webhook unreachable: {type(err).__name__}"),
+                       "check the network and DISCORD_WEBHOOK_URL")
+    if response.status_code == 200:
+        name = str(response.json().get("name", ""))[:60]
+        return Outcome(True, f"Discord webhook valid (posts as {name!r})")
+    return Outcome(False, f"Discord answered HTTP {response.status_code} for the webhook",
+                   "the webhook was deleted or the URL is wrong: create a new one in the "
+                   "channel's settings (Integrations, Webhooks) and set DISCORD_WEBHOOK_URL")
+
+
+def check_home_assistant(settings: Settings) -> Outcome:
+    """The token is accepted and the speaker (and TTS) entities exist."""
+    base = settings.HOME_ASSISTANT_URL.rstrip("/")
+    headers = {"Authorization": f"Bearer {settings.HOME_ASSISTANT_TOKEN.get_secret_value()}"}
+    try:
+        api = requests.get(f"{base}/api/", headers=headers, timeout=TIMEOUT_S)
+        if api.status_code == 401:
+            return Outcome(False, "Home Assistant rejected the token (HTTP 401)",
+                           "create a long-lived access token in your Home Assistant profile and "
+                           "set HOME_ASSISTANT_TOKEN")
+        api.raise_for_status()
+        missing = []
+        wanted = [settings.GOOGLE_HOME_SPEAKER_ID]
+        if settings.HOME_ASSISTANT_TTS_SERVICE == "speak":
+            wanted.append(settings.HOME_ASSISTANT_TTS_ENTITY)
+        for entity in wanted:
+            if requests.get(f"{base}/api/states/{entity}", headers=headers,
+                            timeout=TIMEOUT_S).status_code == 404:
+                missing.append(entity)
+    except requests.RequestException as err:
+        return Outcome(False, redact(f"Home Assistant unreachable at {base}: {type(err).__name__}"),
+                       "check HOME_ASSISTANT_URL and that Home Assistant runs")
+    if missing:
+        return Outcome(False, f"Home Assistant has no entity {', '.join(missing)}",
+                       "fix GOOGLE_HOME_SPEAKER_ID / HOME_ASSISTANT_TTS_ENTITY (Developer tools, "
+                       "States lists the entity ids)")
+    return Outcome(True, f"Home Assistant accepts the token; {', '.join(wanted)} present")
+
+
+def _has_cap(bit: int) -> bool:
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> bit & 1)
+    except OSError:
+        pass
+    return False
+
+
+def check_nmap(settings: Settings) -> Outcome:
+    """nmap is installed and allowed the configured scan type."""
+    if shutil.which("nmap") is None:
+        return Outcome(False, "nmap is not installed", "apt install nmap")
+    try:
+        version = run_command(["nmap", "--version"], TIMEOUT_S).stdout.decode().split("\n")[0]
+    except CommandError as err:
+        return Outcome(False, f"nmap does not run: {err}", "reinstall nmap")
+    options = settings.NMAP_SCAN_OPTIONS.split()
+    privileged = [o for o in options if o in PRIVILEGED_NMAP]
+    if privileged and os.geteuid() != 0 and not _has_cap(CAP_NET_RAW):
+        return Outcome(False, f"{version}; NMAP_SCAN_OPTIONS use {' '.join(privileged)}, which "
+                              "need raw sockets", "use -sT, or grant CAP_NET_RAW CAP_NET_ADMIN in "
+                              "the unit (see deploy/monitor-agent.service) and add --privileged")
+    return Outcome(True, f"{version}; allowed to run {settings.NMAP_SCAN_OPTIONS}")
+
+
+# (name, applies to these settings, the check). Collectors are checked only when enabled.
+CHECKS: tuple[tuple[str, Callable[[Settings], bool], Callable[[Settings], Outcome]], ...] = (
+    ("data folder", lambda s: True, check_data_dir),
+    ("store", lambda s: True, check_store),
+    ("ollama", lambda s: True, check_ollama),
+    ("discord", lambda s: bool(s.DISCORD_WEBHOOK_URL.get_secret_value()), check_discord),
+    ("home assistant", lambda s: bool(s.HOME_ASSISTANT_URL), check_home_assistant),
+    ("nmap", lambda s: "nmap" in s.COLLECTORS, check_nmap),
+    ("sensors", lambda s: "sensors" in s.COLLECTORS, _collector_check("sensors")),
+    ("docker", lambda s: "containers" in s.COLLECTORS, _collector_check("containers")),
+    ("syslog", lambda s: "syslog" in s.COLLECTORS, _collector_check("syslog")),
+    ("auth log", lambda s: "auth_log" in s.COLLECTORS, _collector_check("auth_log")),
+)
+
+
+def run_checks(settings: Settings) -> list[tuple[str, Outcome | None]]:
+    """Every check's outcome, None for a part that is not configured."""
+    out: list[tuple[str, Outcome | None]] = []
+    for name, applies, check in CHECKS:
+        if not applies(settings):
+            out.append((name, None))
+            continue
+        try:
+            out.append((name, check(settings)))
+        except Exception as err:  # noqa: BLE001 - a check that breaks is itself a failed check
+            out.append((name, Outcome(False, redact(f"check failed: {type(err).__name__}: {err}"),
+                                      "report this as a bug")))
+    return out
+
+
+def command(args: argparse.Namespace, settings: Settings) -> int:
+    """Print one line per part (tick, cross or not configured); 1 when a configured part fails."""
+    failed = 0
+    for name, outcome in run_checks(settings):
+        if outcome is None:
+            print(f"- {name}: not configured")
+            continue
+        # details quote what servers answered (Ollama's version, Discord's webhook name): no
+        # escape sequence or forged line gets through; links stay readable (the operator's own URLs)
+        detail = untrusted.strip(outcome.detail)
+        if outcome.ok:
+            print(f"\u2714 {name}: {detail}")
+        else:
+            failed += 1
+            print(f"\u2718 {name}: {detail}"
+                  + (f"\n    fix: {untrusted.strip(outcome.fix)}" if outcome.fix
+                     else ""))
+    return 1 if failed else 0

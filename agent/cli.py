@@ -1,0 +1,287 @@
+"""The command line: `python monitor_agent.py [--once] [--json] [--config PATH] [COMMAND]`."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Callable, Sequence, TextIO
+
+from agent import process_setup   # first: one BLAS thread, before numpy is imported
+from foundation.untrusted import for_terminal  # noqa: E402 - re and unicodedata only
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+
+log = logging.getLogger("monitor_agent")
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """The command line of DESIGN.md's contract."""
+    parser = argparse.ArgumentParser(
+        prog="monitor_agent.py", description="LLM-judged monitoring agent for a home server.")
+    parser.add_argument("--once", action="store_true", help="run one cycle, then exit")
+    parser.add_argument("--json", action="store_true",
+                        help="with --once: print the cycle report as JSON on stdout (logs: stderr)")
+    parser.add_argument("--config", type=Path, metavar="PATH",
+                        help="a Python file whose UPPERCASE names override config.py")
+    parser.add_argument("--allow-unsafe-files", action="store_true",
+                        help="development only: warn instead of refusing steering files and a "
+                             "data folder that others can write")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser("run", help="monitor (the default): forever, or one cycle with --once")
+    recap = sub.add_parser("recap", help="send the daily recap now")
+    recap.add_argument("--dry-run", action="store_true",
+                       help="print the recap and write its chart to a file instead of sending")
+    recap.add_argument("--chart", type=Path, default=Path("recap.png"),
+                       help="where --dry-run writes the chart (default: recap.png)")
+    sub.add_parser("check", help="check every configured part and say how to fix what fails")
+    sub.add_parser("status", help="show the last cycle, open findings, baselines and outbox")
+    add_store_parser(sub)
+    args = parser.parse_args(argv)
+    args.command = args.command or "run"
+    return args
+
+
+def add_store_parser(sub: Any) -> None:
+    """`store check|backup|restore [--from PATH]|salvage|reset` (agent/store_commands.py)."""
+    store = sub.add_parser("store", help="check, back up, restore or salvage the store")
+    actions = store.add_subparsers(dest="store_action", metavar="ACTION", required=True)
+    actions.add_parser("check", help="PRAGMA quick_check of the store, and its backups")
+    actions.add_parser("backup", help="make a verified backup now (the agent may be running)")
+    restore = actions.add_parser("restore", help="replace the store by the latest sound backup "
+                                                 "(the agent stopped); the old one is kept aside")
+    restore.add_argument("--from", dest="source", type=Path, metavar="PATH",
+                         help="restore this file instead of the latest backup")
+    actions.add_parser("salvage", help="rebuild the store from what is still readable "
+                                       "(sqlite3 .recover); the damaged one is kept aside")
+    actions.add_parser("reset", help="start an empty store on purpose; the old one is kept aside")
+
+
+def setup_logging(level: str) -> None:
+    """Logs to stderr (journald keeps them), secrets redacted."""
+    from foundation.redact import RedactingFilter
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactingFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def summary_text(report: dict[str, Any]) -> str:
+    """A readable summary of one cycle report."""
+    lines = [f"Cycle at {report['started_at']} on {report['host']} took {report['duration_s']:.2f} s"]
+    lines.append("Collectors:")
+    for name, status in report["collectors"].items():
+        mark = "ok " if status["ok"] and status["available"] else ("n/a" if status["ok"] else "ERR")
+        detail = status["error"] or status["note"] or ""
+        lines.append(f"  [{mark}] {name:13} {status['duration_s']:6.3f} s  "
+                     f"{for_terminal(detail)}")
+    findings = report["findings"]
+    lines.append(f"Findings: {len(findings)}")
+    for f in sorted(findings, key=lambda f: f["severity"] != "high"):
+        lines.append(f"  {f['severity'].upper():6} (floor {f['floor']}) {f['kind']}: "
+                     f"{for_terminal(f['summary'])}")
+    v = report["verdict"]
+    lines.append(f"Verdict: {v['severity']} by {v['by']}: {for_terminal(v['reason'])}"
+                 + (f" [{for_terminal(v['note'])}]" if v.get("note") else ""))
+    for a in report["alerts"]:
+        lines.append(f"Alert: {a['channel']} {a['purpose']} {a['severity']} -> {a['status']}")
+    for note in report.get("notes", []):
+        lines.append(f"Note: {note}")
+    return "\n".join(lines)
+
+
+class Runtime:
+    """The opened parts of a running agent (store, judge, notifiers) and how to close them."""
+
+    def __init__(self, settings: Any, console: TextIO, stop: threading.Event) -> None:
+        from alerts.channels import make_notifiers
+        from analysis.judge import make_judge
+        from analysis.known_issues import load_known_issues
+        from agent.budget import cycle_budget_s
+        from agent.cycle import Agent
+        from agent.legacy import import_legacy
+        from agent.pace import Pacer
+        from agent.systemd import Watchdog
+        from foundation.store.data_storage import Store
+
+        self.settings = settings
+        self.watchdog = Watchdog()
+        # the watchdog is fed through the pacer: only while cycles keep to their schedule
+        self.pacer = Pacer(settings.MONITOR_INTERVAL_SECONDS, cycle_budget_s(settings),
+                           self.watchdog.feed)
+        self.store = Store.open(settings.db_path)
+        try:
+            known = load_known_issues(settings.KNOWN_ISSUES_PATH,  # once: judge and cycle share it
+                                      relaxed=settings.ALLOW_UNSAFE_FILES)
+            self.agent = Agent(settings, self.store, make_judge(settings, known),
+                               make_notifiers(settings, console), stop,
+                               heartbeat=self.pacer.beat, known_issues=known)
+        except BaseException:
+            self.store.close()  # a bad known_issues.json must not leave the store open
+            raise
+        self.metrics = None
+        if settings.METRICS_PORT:
+            from agent.metrics import MetricsExporter
+
+            self.metrics = MetricsExporter(settings.host_name)
+            self.metrics.start(settings.METRICS_PORT, settings.METRICS_BIND)
+        note = import_legacy(self.store, settings.DATA_DIR)
+        if note:
+            log.info("%s", note)
+            self.agent.notes.append(note)
+
+    def cycle(self) -> dict[str, Any]:
+        """One cycle, timed by the pacer (CycleAborted when asked to stop mid-way)."""
+        self.pacer.started()
+        try:
+            return self.agent.run_cycle()
+        finally:
+            self.pacer.finished()
+
+    def close(self) -> None:
+        """Kill commands still running and close the store cleanly."""
+        from foundation.context import kill_children
+
+        if self.metrics is not None:
+            self.metrics.stop()
+        killed = kill_children()
+        if killed:
+            log.info("stopped %d command(s) still running", killed)
+        self.store.close()
+
+
+def run_loop(runtime: Runtime, stop: threading.Event, on_cycle: Callable[[dict], None]) -> None:
+    """Run cycles every MONITOR_INTERVAL_SECONDS on the monotonic clock until ``stop`` is set.
+
+    Only the daily recap is scheduled in local wall time (with `schedule`); the recap's own
+    bookkeeping in the store makes a repeated or skipped hour send exactly one per day.
+    """
+    import schedule
+
+    from agent.cycle import CycleAborted
+    from agent.systemd import notify
+
+    scheduler = schedule.Scheduler()
+    pacer = runtime.pacer
+
+    def job() -> None:
+        try:
+            report = runtime.cycle()
+            if runtime.metrics is not None:
+                runtime.metrics.update(report, runtime.agent.last_samples)
+            on_cycle(report)
+        except CycleAborted:
+            log.info("cycle abandoned on stop; it will be replayed from its cursors")
+            return
+        if not stop.is_set():
+            recap_job()
+
+    def recap_job() -> None:
+        from alerts.recap import run_due
+        from foundation.store.data_storage import StoreError
+
+        try:  # after each cycle too: a recap missed while down goes out on start (grace hours)
+            run_due(runtime.store, runtime.settings, runtime.agent.notifiers, runtime.agent.clock,
+                    stop, heartbeat=pacer.beat)
+        except (StoreError, OSError, ValueError) as err:
+            log.warning("daily recap failed; tried again after the next cycle: %s", err)
+
+    scheduler.every().day.at(runtime.settings.DAILY_RECAP_TIME).do(recap_job)
+    notify("READY=1")
+    while not stop.is_set():
+        if pacer.due():
+            job()
+            continue
+        scheduler.run_pending()
+        pacer.beat()
+        wake = min(1.0, pacer.wait_s(), runtime.watchdog.interval_s or 1.0)
+        stop.wait(max(0.05, wake))
+    notify("STOPPING=1")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    process_setup.tune_allocator()
+    from foundation import trust
+    from foundation.settings import ConfigError, load_settings
+
+    try:
+        settings = load_settings(args.config, allow_unsafe_files=args.allow_unsafe_files)
+        trust.check_folder(settings.DATA_DIR, "DATA_DIR", relaxed=settings.ALLOW_UNSAFE_FILES)
+        from agent.budget import check_fits
+
+        check_fits(settings)  # a cycle that cannot fit its interval is a settings error
+    except ConfigError as err:  # also an unsafe config file or data folder (UnsafeFileError)
+        print(f"configuration error: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    setup_logging(settings.LOG_LEVEL)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        log.info("received %s, stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    once = args.once or settings.TEST_MODE
+    console = sys.stderr if args.json else sys.stdout
+
+    from agent.cycle import CycleAborted
+    from agent.metrics import MetricsError
+    from foundation.store.data_storage import StoreError
+
+    if args.command != "run":
+        return run_command(args, settings)
+    try:
+        runtime = Runtime(settings, console, stop)
+    except ConfigError as err:  # known_issues.json or CONSTRAINTS.md, validated as they load
+        print(f"configuration error: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    except (StoreError, MetricsError) as err:
+        log.error("%s", err)
+        return EXIT_FAILED
+    try:
+        if once:
+            try:
+                report = runtime.cycle()
+            except CycleAborted:
+                return EXIT_OK
+            if args.json:
+                sys.stdout.write(json.dumps(report, default=str) + "\n")
+            else:
+                print(summary_text(report))
+        else:
+            def on_cycle(report: dict) -> None:
+                from agent.systemd import notify
+
+                notify(f"STATUS=last cycle {report['started_at']}: "
+                       f"{len(report['findings'])} finding(s), verdict {report['verdict']['severity']}")
+                log.info("cycle: %d finding(s), verdict %s by %s, %d alert(s), %.2f s",
+                         len(report["findings"]), report["verdict"]["severity"],
+                         report["verdict"]["by"], len(report["alerts"]), report["duration_s"])
+            run_loop(runtime, stop, on_cycle)
+    except StoreError as err:
+        log.error("%s", err)
+        return EXIT_FAILED
+    finally:
+        runtime.close()
+    return EXIT_OK
+
+
+def run_command(args: argparse.Namespace, settings: Any) -> int:
+    """The operator's commands other than `run` (recap, check, status)."""
+    import importlib
+
+    module_name = {"recap": "alerts.recap", "check": "agent.check", "status": "agent.status",
+                   "store": "agent.store_commands"}[args.command]
+    return int(importlib.import_module(module_name).command(args, settings))
+

@@ -1,0 +1,374 @@
+"""One monitoring cycle: collect -> store samples -> detect -> judge -> decide alerts -> commit -> deliver."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable, Mapping
+
+import collectors
+from alerts.channels import accepts
+from alerts.outbox import Delivery, Notifier, deliver_due
+from alerts.policy import IMMEDIATE, decide
+from analysis import detectors
+from analysis.rules import Judge, final_severity, rules_verdict
+from analysis.known_issues import KnownIssues, KnownMatch, load_known_issues, report_fields
+from foundation.bounded import Stopped, run_bounded
+from agent.budget import DELIVERY_BUDGET_S, collector_bound, judge_limit_s
+from foundation.context import CollectContext, DetectContext
+from foundation.model import (CollectorStatus, CollectResult, Decision, Finding, Judged, Sample, Verdict,
+                              max_severity)
+from foundation.redact import redact
+from foundation.settings import Settings
+from foundation.store.backup import backup_if_due
+from foundation.store.data_storage import Store, StoreDamaged
+
+log = logging.getLogger(__name__)
+
+TRIM_EVERY_S = 3600.0
+POLL_S = 0.05
+SUPPRESSED = 0        # outbox ids start at 1: this marks a message a channel did not take
+
+
+class CycleAborted(Exception):
+    """The agent was asked to stop mid-cycle; nothing of the cycle was committed."""
+
+
+@dataclass
+class _Slot:
+    """One collector's run in a background thread."""
+
+    name: str
+    thread: threading.Thread | None = None
+    deadline: float = 0.0
+    started: float = 0.0
+    result: CollectResult | None = None
+    status: CollectorStatus | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+def _error_text(err: BaseException) -> str:
+    text = str(err) or type(err).__name__
+    return redact(f"{type(err).__name__}: {text}" if str(err) else text)
+
+
+def _bounded(fn: Callable[[], Any], timeout_s: float, stop: threading.Event,
+             heartbeat: Callable[[], None] = lambda: None) -> tuple[bool, Any]:
+    """run_bounded, with a stop turned into CycleAborted (nothing of the cycle is committed yet)."""
+    try:
+        return run_bounded(fn, timeout_s, stop, heartbeat)
+    except Stopped as err:
+        raise CycleAborted("stop requested") from err
+
+
+class Agent:
+    """Runs cycles against one store; keeps collectors that overran so they never pile up."""
+
+    def __init__(self, settings: Settings, store: Store, judge: Judge,
+                 notifiers: Mapping[str, Notifier], stop: threading.Event | None = None,
+                 clock: Callable[[], float] = time.time,
+                 heartbeat: Callable[[], None] = lambda: None,
+                 known_issues: KnownIssues | None = None) -> None:
+        self.settings = settings
+        self.store = store
+        self.judge = judge
+        self.notifiers = dict(notifiers)
+        self.stop = stop or threading.Event()
+        self.clock = clock
+        self.heartbeat = heartbeat  # proves the cycle is alive (systemd watchdog) while it waits
+        self.notes: list[str] = []           # said once in the next report (legacy import, ...)
+        self.last_samples: list[tuple[str, Sample]] = []  # (collector, sample) of the last cycle
+        self.known_issues = (known_issues if known_issues is not None  # ConfigError if bad
+                             else load_known_issues(settings.KNOWN_ISSUES_PATH))
+        self._inflight: dict[str, _Slot] = {}
+
+    # -- collect ----------------------------------------------------------------------------------
+
+    def _start(self, name: str, now: float) -> _Slot:
+        slot = _Slot(name)
+        try:
+            module = collectors.load(name)
+            ctx = CollectContext(self.settings, now, self.store.collector_state(name))
+            timeout = collector_bound(module, self.settings)
+        except Exception as err:  # noqa: BLE001 - one broken collector degrades, never kills
+            slot.status = CollectorStatus(False, _error_text(err), 0.0)
+            slot.done.set()
+            return slot
+
+        def target() -> None:
+            t0 = time.monotonic()
+            try:
+                slot.result = module.collect(ctx)
+                slot.status = CollectorStatus(True, None, time.monotonic() - t0,
+                                              slot.result.available, slot.result.note)
+            except Exception as err:  # noqa: BLE001 - the one wrapper that catches everything
+                log.warning("collector %s failed: %s", name, _error_text(err))
+                slot.status = CollectorStatus(False, _error_text(err), time.monotonic() - t0)
+            slot.done.set()
+
+        slot.started = time.monotonic()
+        slot.deadline = slot.started + timeout
+        slot.thread = threading.Thread(target=target, daemon=True, name=f"collector-{name}")
+        slot.thread.start()
+        return slot
+
+    def collect(self, now: float) -> dict[str, _Slot]:
+        """Run the enabled collectors in parallel, each within its own time bound."""
+        slots: dict[str, _Slot] = {}
+        started: dict[str, _Slot] = {}
+        for name in self.settings.COLLECTORS:
+            previous = self._inflight.get(name)
+            if previous is not None and not previous.done.is_set():
+                running = time.monotonic() - previous.started
+                slots[name] = _Slot(name, status=CollectorStatus(
+                    False, f"still running from an earlier cycle ({running:.0f} s); skipped", 0.0))
+                continue
+            slots[name] = started[name] = self._start(name, now)
+        for name, slot in started.items():
+            while not slot.done.is_set():
+                if self.stop.is_set():
+                    raise CycleAborted("stop requested")
+                self.heartbeat()
+                if time.monotonic() >= slot.deadline:
+                    self._inflight[name] = slot
+                    slot.status = CollectorStatus(
+                        False, f"timed out after {slot.deadline - slot.started:.0f} s",
+                        time.monotonic() - slot.started)
+                    break
+                slot.done.wait(POLL_S)
+            else:
+                self._inflight.pop(name, None)
+        return slots
+
+    # -- the cycle --------------------------------------------------------------------------------
+
+    def run_cycle(self) -> dict[str, Any]:
+        """Run one cycle and return its report; raises CycleAborted if asked to stop mid-way."""
+        now = self.clock()
+        t0 = time.monotonic()
+        slots = self.collect(now)
+        dctx = DetectContext(self.settings, now, self.store)
+        findings: list[Finding] = []
+        statuses: dict[str, CollectorStatus] = {}
+        resolving: set[str] = set()
+        events: set[str] = set()   # one-off kinds: they close silently, never "resolved"
+        for name, slot in slots.items():
+            status = slot.status
+            result = slot.result if status is not None and status.ok else None
+            if result is not None and result.available:
+                try:
+                    module = detectors.load(name)
+                    found = module.detect(result, dctx)
+                    findings.extend(found)
+                    events.update(k.kind for k in module.KINDS if k.event)
+                    if result.resolves:
+                        resolving.add(name)
+                except Exception as err:  # noqa: BLE001 - a detector bug degrades its source only
+                    log.warning("detector %s failed: %s", name, _error_text(err))
+                    status = CollectorStatus(False, f"detector: {_error_text(err)}",
+                                             status.duration_s, status.available, status.note)
+            statuses[name] = status
+        findings = _unique(findings)
+        observations = {n: s.result.observations for n, s in slots.items() if s.result is not None}
+        verdict = self._judge(findings, observations, dctx)
+        judged = [Judged(f, final_severity(f, verdict), _reason(f, verdict)) for f in findings]
+        judged, known = self.known_issues.apply(judged, now)  # the operator may mute or cap
+        open_rows = self.store.findings(open_only=True)
+        present = {j.finding.fingerprint for j in judged}
+        resolved = [fp for fp, row in open_rows.items()
+                    if fp not in present and row.source in resolving]
+        decisions = decide(judged, open_rows,
+                           [fp for fp in resolved if open_rows[fp].kind not in events], now,
+                           self.settings.ALERT_COOLDOWN_MINUTES * 60)
+        queued = self._commit(now, slots, dctx, judged, open_rows, resolved, decisions, verdict)
+        deliveries = deliver_due(self.store, self.notifiers, self.clock(),
+                                 self.settings.ALERT_RETRY_MAX_SECONDS, self.clock,
+                                 stop=self.stop, heartbeat=self.heartbeat,
+                                 budget_s=DELIVERY_BUDGET_S)
+        report = self._report(now, time.monotonic() - t0, statuses, observations, judged, verdict,
+                              decisions, queued, deliveries, known)
+        self._after(now, report)
+        return report
+
+    def _judge(self, findings: list[Finding], observations: Mapping[str, Any],
+               dctx: DetectContext) -> Verdict:
+        if not findings and not self.settings.ALWAYS_ASK_LLM:
+            return rules_verdict(findings)
+        limit = judge_limit_s(self.settings)
+        try:
+            finished, verdict = _bounded(lambda: self.judge.judge(findings, observations, dctx),
+                                         limit, self.stop, self.heartbeat)
+        except CycleAborted:
+            raise
+        except Exception as err:  # noqa: BLE001 - the judge must never cost the cycle
+            log.warning("judge failed, rules decide: %s", _error_text(err))
+            return rules_verdict(findings, note=f"judge failed: {_error_text(err)}")
+        if not finished:
+            return rules_verdict(findings, note=f"judge gave no answer within {limit:.0f} s")
+        return verdict
+
+    def _commit(self, now: float, slots: Mapping[str, _Slot], dctx: DetectContext,
+                judged: list[Judged], open_rows: Mapping[str, Any], resolved: list[str],
+                decisions: list[Decision], verdict: Verdict) -> dict[tuple[str, str], int | None]:
+        by_fp = {j.finding.fingerprint: j for j in judged}
+        queued: dict[tuple[str, str], int | None] = {}
+        samples: list[tuple[str, Sample]] = []
+        with self.store.transaction() as tx:
+            for name, slot in slots.items():
+                if slot.result is None or slot.status is None or not slot.status.ok:
+                    continue
+                tx.add_samples(now, slot.result.samples)
+                samples.extend((name, sample) for sample in slot.result.samples)
+                if slot.result.state is not None:
+                    tx.set_collector_state(name, slot.result.state, now)
+            for name, state in dctx.states.items():
+                tx.set_collector_state(f"detect:{name}", state, now)
+            for namespace, keys in dctx.remembered.items():
+                tx.remember(namespace, keys, now)
+            for namespace, keys in dctx.forgotten.items():
+                tx.forget(namespace, keys)
+            for item in judged:
+                f = item.finding
+                tx.upsert_finding(f.fingerprint, f.source, f.kind, f.key, item.severity.value,
+                                  f.floor.value, f.summary, now, _details(f, item))
+            for fp in resolved:
+                tx.resolve_finding(fp, now)
+            for purpose in ("alert", "resolved"):
+                chosen = _chosen(decisions, purpose)
+                if not chosen:
+                    continue
+                payload = self._payload(purpose, chosen, by_fp, open_rows, verdict, now)
+                for channel in self.notifiers:
+                    if not accepts(self.settings, channel, purpose, payload["items"], now):
+                        if purpose == "alert":  # an alert held back (quiet hours) is reported
+                            queued[(channel, purpose)] = SUPPRESSED
+                        continue
+                    queued[(channel, purpose)] = tx.enqueue(
+                        channel=channel, purpose=purpose,
+                        severity=max_severity(*(d.severity for d in chosen)).value,
+                        payload=payload, now=now, dedupe_key=f"{channel}:{purpose}:{now!r}")
+                for d in chosen:
+                    if purpose == "alert":
+                        tx.mark_alerted(d.fingerprint, d.severity.value, now)
+        self.last_samples = samples
+        return queued
+
+    def _payload(self, purpose: str, chosen: list[Decision], by_fp: Mapping[str, Judged],
+                 open_rows: Mapping[str, Any], verdict: Verdict, now: float) -> dict[str, Any]:
+        items = []
+        for d in chosen:
+            if d.fingerprint in by_fp:
+                j = by_fp[d.fingerprint]
+                f = j.finding
+                row = open_rows.get(d.fingerprint)
+                items.append({"fingerprint": f.fingerprint, "source": f.source, "kind": f.kind,
+                              "key": f.key, "severity": j.severity.value, "floor": f.floor.value,
+                              "summary": f.summary, "reason": j.reason, "why": d.why,
+                              "first_seen": row.first_seen if row else now,
+                              "labels": dict(f.labels), "metric": f.metric, "value": f.value,
+                              "baseline": dict(f.baseline) if f.baseline else None})
+            else:
+                row = open_rows[d.fingerprint]
+                items.append({"fingerprint": row.fingerprint, "source": row.source,
+                              "kind": row.kind, "key": row.key, "severity": "none",
+                              "floor": row.floor, "summary": row.summary, "reason": "",
+                              "why": "resolved", "first_seen": row.first_seen, "labels": {},
+                              "metric": None, "value": None, "baseline": None})
+        return {"purpose": purpose, "host": self.settings.host_name, "created_at": now,
+                "verdict": {"severity": verdict.severity.value, "reason": verdict.reason,
+                            "by": verdict.by}, "items": items}
+
+    def _report(self, now: float, duration: float, statuses: Mapping[str, CollectorStatus],
+                observations: Mapping[str, Any], judged: list[Judged], verdict: Verdict,
+                decisions: list[Decision], queued: Mapping[tuple[str, str], int | None],
+                deliveries: list[Delivery], known: Mapping[str, KnownMatch]) -> dict[str, Any]:
+        delivered = {d.id: d for d in deliveries}
+        alerts = []
+        for (channel, purpose), msg_id in queued.items():
+            chosen = _chosen(decisions, purpose)
+            outcome = delivered.get(msg_id) if msg_id is not None else None
+            alerts.append({"channel": channel, "purpose": purpose,
+                           "severity": max_severity(*(d.severity for d in chosen)).value,
+                           "status": outcome.status if outcome else (
+                               "suppressed" if msg_id == SUPPRESSED else "queued"),
+                           "findings": [d.fingerprint for d in chosen]})
+        for d in decisions:
+            if d.why == "cooldown":
+                alerts.extend({"channel": c, "purpose": "alert", "severity": d.severity.value,
+                               "status": "suppressed", "findings": [d.fingerprint]}
+                              for c in self.notifiers)
+        for fp, match in known.items():
+            if match.action == "mute" and match.before.rank >= IMMEDIATE.rank:
+                alerts.extend({"channel": c, "purpose": "alert", "severity": match.before.value,
+                               "status": "suppressed", "findings": [fp], "known_issue": match.id}
+                              for c in self.notifiers)
+        retried = [d for d in deliveries if d.id not in queued.values()]
+        report = {
+            "started_at": datetime.fromtimestamp(now, timezone.utc).isoformat(timespec="seconds"),
+            "duration_s": round(duration, 3),
+            "host": self.settings.host_name,
+            "collectors": {n: {"ok": s.ok, "error": s.error, "duration_s": round(s.duration_s, 3),
+                               "available": s.available, "note": s.note}
+                           for n, s in statuses.items()},
+            "observations": observations,
+            "findings": [{"id": j.finding.fingerprint, "source": j.finding.source,
+                          "kind": j.finding.kind, "severity": j.severity.value,
+                          "floor": j.finding.floor.value,
+                          "rule_severity": j.finding.severity.value,
+                          "summary": j.finding.summary, "reason": j.reason,
+                          **report_fields(known, j.finding.fingerprint)} for j in judged],
+            "verdict": {"severity": verdict.severity.value, "reason": verdict.reason,
+                        "by": verdict.by, "model": verdict.model, "note": verdict.note},
+            "alerts": alerts,
+            "redelivered": [asdict(d) for d in retried],
+            "notes": list(self.notes),
+        }
+        return report
+
+    def _after(self, now: float, report: dict[str, Any]) -> None:
+        self.notes.clear()
+        try:
+            with self.store.transaction() as tx:
+                tx.save_cycle(now, report["duration_s"], report["verdict"]["severity"],
+                              report["verdict"]["by"], report)
+            last = float(self.store.meta("last_trim") or 0)
+            if now - last >= TRIM_EVERY_S:
+                trimmed = self.store.trim(now, self.settings.HISTORY_RETENTION_DAYS)
+                if trimmed:
+                    log.info("trimmed %d rows older than %d days", trimmed,
+                             self.settings.HISTORY_RETENTION_DAYS)
+            backup_if_due(self.store, now, self.settings.STORE_BACKUP_INTERVAL_HOURS,
+                          self.settings.STORE_BACKUP_GENERATIONS)
+        except StoreDamaged:
+            raise  # the live store failed its check: stop and say so rather than carry on
+        except Exception as err:  # noqa: BLE001 - bookkeeping must not fail a committed cycle
+            log.warning("cycle bookkeeping failed: %s", _error_text(err))
+
+
+def _chosen(decisions: list[Decision], purpose: str) -> list[Decision]:
+    """The decisions that go into this cycle's message of a purpose ("alert" or "resolved")."""
+    return [d for d in decisions if d.alert and (d.why == "resolved") == (purpose == "resolved")]
+
+
+def _unique(findings: list[Finding]) -> list[Finding]:
+    """One finding per fingerprint (the most severe), so a detector's repeats cannot double-alert."""
+    best: dict[str, Finding] = {}
+    for f in findings:
+        known = best.get(f.fingerprint)
+        if known is None or f.effective_rule_severity.rank > known.effective_rule_severity.rank:
+            best[f.fingerprint] = f
+    return list(best.values())
+
+
+def _reason(finding: Finding, verdict: Verdict) -> str:
+    judged = verdict.per_finding.get(finding.fingerprint)
+    return judged.reason if judged is not None else "rule severity"
+
+
+def _details(finding: Finding, item: Judged) -> dict[str, Any]:
+    return {"labels": dict(finding.labels), "metric": finding.metric, "value": finding.value,
+            "baseline": dict(finding.baseline) if finding.baseline else None,
+            "rule_severity": finding.severity.value, "reason": item.reason,
+            "evidence": list(finding.evidence[:5])}

@@ -1,0 +1,1 @@
+"""The auth log family: sshd, sudo, su and account lines, scanned in C where built, else by regex."""
