@@ -15,7 +15,7 @@ PREFIX ?= /opt/monitor-agent
 DESTDIR ?=
 SERVICE_USER ?= monitor-agent
 
-.PHONY: run test test-under-load bench faults fuzz install apt-run apt-test venv venv-dev ha-venv native clean
+.PHONY: run test lint test-under-load bench faults fuzz install apt-run apt-test venv venv-dev ha-venv native clean
 
 define apt_install
 	@if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
@@ -49,7 +49,7 @@ venv: $(VENV)/.runtime native
 venv-dev: $(VENV)/.dev native
 
 # The auth log scanner in C (collectors/auth/_authscan.c), against Vectorscan's libhs. Without it the
-# agent runs the same patterns in Python, about 3x slower (README, auth_log "Speed").
+# agent runs the same patterns in Python, about 5x slower (docs/auth-log.md, "Speed").
 EXT = collectors/auth/_authscan$(shell $(BIN)/python -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))" 2>/dev/null)
 native: | $(BIN)/python
 	@$(MAKE) --no-print-directory "$(EXT)"
@@ -67,7 +67,13 @@ ha-venv: .venv-ha/.installed-$(HA_VERSION)
 run: apt-run venv
 	$(BIN)/python monitor_agent.py --once
 
-test: apt-test venv-dev ha-venv
+# The checks of pyproject.toml: lint (ruff), types (mypy) and the layers (import-linter).
+lint: venv-dev
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+test: apt-test venv-dev ha-venv lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The whole suite with `stress-ng --cpu 6` beside it (CI's shared 2-core machine, and worse): no

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The monitoring agent's entry point: `python monitor_agent.py [--once] [--json] [COMMAND]` (agent/cli.py)."""
+"""The agent's entry point: `python monitor_agent.py [--once] [--json] [COMMAND]` (agent/cli.py)."""
 import sys
 
 from agent.cli import main

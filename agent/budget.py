@@ -40,7 +40,9 @@ def collector_bounds(settings: Settings) -> dict[str, float]:
 
 
 def check_fits(settings: Settings) -> None:
-    """ConfigError when the worst cycle of these settings is longer than their interval."""
+    """ConfigError when COLLECTORS names no registered collector, or when the worst cycle of these
+    settings is longer than their interval."""
+    collectors.check_names(settings.COLLECTORS)
     check_cycle_fits(settings, collector_bounds(settings), judge_limit_s(settings))
 
 

@@ -6,15 +6,19 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import requests
 
+import collectors
+from agent.store_commands import health
+from collectors import ollama_health
 from foundation import untrusted
 from foundation.context import CollectContext, CommandError, run_command
 from foundation.redact import redact
 from foundation.settings import Settings
+from foundation.store.files import make_private_dir
 
 TIMEOUT_S = 5.0
 PRIVILEGED_NMAP = ("-sS", "-sU", "-sA", "-sW", "-sM", "-sN", "-sF", "-sX", "-sY", "-sZ", "-sO",
@@ -34,20 +38,19 @@ class Outcome:
 def _collector_check(name: str) -> Callable[[Settings], Outcome]:
     """Run a collector once, read-only (nothing is stored), and report whether its source is there."""
     def run(settings: Settings) -> Outcome:
-        import collectors
-
         result = collectors.load(name).collect(CollectContext(settings, time.time(), {}))
         if result.available:
             return Outcome(True, f"{name} source readable")
         return Outcome(False, f"{name} source unavailable",
-                       result.note or f"see the README section on the {name} collector")
+                       result.note or "see " + {
+                           "syslog": "docs/logs.md", "auth_log": "docs/auth-log.md",
+                           "sensors": "docs/sensors-and-ping.md",
+                           "containers": "docs/nmap-and-containers.md"}.get(name, "README.md"))
     return run
 
 
 def check_data_dir(settings: Settings) -> Outcome:
     """The data folder exists (or can be made) and is writable."""
-    from foundation.store.files import make_private_dir
-
     try:
         make_private_dir(settings.DATA_DIR)   # 0700 when made here, as the agent makes it
         with tempfile.NamedTemporaryFile(dir=settings.DATA_DIR):
@@ -60,18 +63,14 @@ def check_data_dir(settings: Settings) -> Outcome:
 
 def check_store(settings: Settings) -> Outcome:
     """The store passes PRAGMA quick_check and its backups are recent."""
-    from agent.store_commands import health
-
     ok, detail, fix = health(settings, time.time())
     return Outcome(ok, detail, fix)
 
 
 def check_ollama(settings: Settings) -> Outcome:
     """Ollama answers and has the model."""
-    from collectors.ollama_health import check, problem
-
-    facts = check(settings.OLLAMA_HOST, settings.OLLAMA_MODEL)
-    trouble = problem(facts)
+    facts = ollama_health.check(settings.OLLAMA_HOST, settings.OLLAMA_MODEL)
+    trouble = ollama_health.problem(facts)
     if trouble:
         return Outcome(False, "the judge's LLM is not usable; the rules decide until it is",
                        trouble)

@@ -7,11 +7,12 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence, TextIO
+from typing import Any, TextIO
 
-from agent import process_setup   # first: one BLAS thread, before numpy is imported
-from foundation.untrusted import for_terminal  # noqa: E402 - re and unicodedata only
+from agent import process_setup  # first: one BLAS thread, before numpy is imported
+from foundation.untrusted import for_terminal
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -102,14 +103,14 @@ class Runtime:
     """The opened parts of a running agent (store, judge, notifiers) and how to close them."""
 
     def __init__(self, settings: Any, console: TextIO, stop: threading.Event) -> None:
-        from alerts.channels import make_notifiers
-        from analysis.judge import make_judge
-        from analysis.known_issues import load_known_issues
         from agent.budget import cycle_budget_s
         from agent.cycle import Agent
         from agent.legacy import import_legacy
         from agent.pace import Pacer
         from agent.systemd import Watchdog
+        from alerts.channels import make_notifiers
+        from analysis.judge import make_judge
+        from analysis.known_issues import load_known_issues
         from foundation.store.data_storage import Store
 
         self.settings = settings
@@ -158,7 +159,8 @@ class Runtime:
         self.store.close()
 
 
-def run_loop(runtime: Runtime, stop: threading.Event, on_cycle: Callable[[dict], None]) -> None:
+def run_loop(runtime: Runtime, stop: threading.Event,
+             on_cycle: Callable[[dict[str, Any]], None]) -> None:
     """Run cycles every MONITOR_INTERVAL_SECONDS on the monotonic clock until ``stop`` is set.
 
     Only the daily recap is scheduled in local wall time (with `schedule`); the recap's own
@@ -260,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 print(summary_text(report))
         else:
-            def on_cycle(report: dict) -> None:
+            def on_cycle(report: dict[str, Any]) -> None:
                 from agent.systemd import notify
 
                 notify(f"STATUS=last cycle {report['started_at']}: "

@@ -4,22 +4,31 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 import collectors
+from agent.budget import DELIVERY_BUDGET_S, collector_bound, judge_limit_s
 from alerts.channels import accepts
 from alerts.outbox import Delivery, Notifier, deliver_due
 from alerts.policy import IMMEDIATE, decide
 from analysis import detectors
-from analysis.rules import Judge, final_severity, rules_verdict
 from analysis.known_issues import KnownIssues, KnownMatch, load_known_issues, report_fields
+from analysis.rules import Judge, final_severity, rules_verdict
 from foundation.bounded import Stopped, run_bounded
-from agent.budget import DELIVERY_BUDGET_S, collector_bound, judge_limit_s
 from foundation.context import CollectContext, DetectContext
-from foundation.model import (CollectorStatus, CollectResult, Decision, Finding, Judged, Sample, Verdict,
-                              max_severity)
+from foundation.model import (
+    CollectorStatus,
+    CollectResult,
+    Decision,
+    Finding,
+    Judged,
+    Sample,
+    Verdict,
+    max_severity,
+)
 from foundation.redact import redact
 from foundation.settings import Settings
 from foundation.store.backup import backup_if_due
@@ -49,13 +58,16 @@ class _Slot:
     done: threading.Event = field(default_factory=threading.Event)
 
 
+T = TypeVar("T")
+
+
 def _error_text(err: BaseException) -> str:
     text = str(err) or type(err).__name__
     return redact(f"{type(err).__name__}: {text}" if str(err) else text)
 
 
-def _bounded(fn: Callable[[], Any], timeout_s: float, stop: threading.Event,
-             heartbeat: Callable[[], None] = lambda: None) -> tuple[bool, Any]:
+def _bounded(fn: Callable[[], T], timeout_s: float, stop: threading.Event,
+             heartbeat: Callable[[], None] = lambda: None) -> tuple[bool, T | None]:
     """run_bounded, with a stop turned into CycleAborted (nothing of the cycle is committed yet)."""
     try:
         return run_bounded(fn, timeout_s, stop, heartbeat)
@@ -155,9 +167,10 @@ class Agent:
         resolving: set[str] = set()
         events: set[str] = set()   # one-off kinds: they close silently, never "resolved"
         for name, slot in slots.items():
-            status = slot.status
-            result = slot.result if status is not None and status.ok else None
-            if result is not None and result.available:
+            # collect() gives every slot a status (done, failed, timed out or still running)
+            status = slot.status or CollectorStatus(False, "the collector gave no status", 0.0)
+            result = slot.result if status.ok else None
+            if result is not None and result.available and name in detectors.DETECTORS:
                 try:
                     module = detectors.load(name)
                     found = module.detect(result, dctx)
@@ -205,7 +218,7 @@ class Agent:
         except Exception as err:  # noqa: BLE001 - the judge must never cost the cycle
             log.warning("judge failed, rules decide: %s", _error_text(err))
             return rules_verdict(findings, note=f"judge failed: {_error_text(err)}")
-        if not finished:
+        if not finished or verdict is None:
             return rules_verdict(findings, note=f"judge gave no answer within {limit:.0f} s")
         return verdict
 
@@ -306,7 +319,7 @@ class Agent:
                               for c in self.notifiers)
         retried = [d for d in deliveries if d.id not in queued.values()]
         report = {
-            "started_at": datetime.fromtimestamp(now, timezone.utc).isoformat(timespec="seconds"),
+            "started_at": datetime.fromtimestamp(now, UTC).isoformat(timespec="seconds"),
             "duration_s": round(duration, 3),
             "host": self.settings.host_name,
             "collectors": {n: {"ok": s.ok, "error": s.error, "duration_s": round(s.duration_s, 3),

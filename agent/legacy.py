@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from foundation.store.data_storage import Store
 
@@ -61,10 +62,10 @@ def extract(data: Any, path: str = "legacy") -> tuple[list[tuple[str, float, flo
             skipped += miss
     elif isinstance(data, list):
         for item in data:
-            if (isinstance(item, (list, tuple)) and len(item) == 2
-                    and isinstance(item[1], (int, float)) and not isinstance(item[1], bool)
-                    and _epoch(item[0]) is not None):
-                rows.append((path, _epoch(item[0]), float(item[1])))
+            at = _epoch(item[0]) if isinstance(item, (list, tuple)) and len(item) == 2 else None
+            if (at is not None and isinstance(item[1], (int, float))
+                    and not isinstance(item[1], bool)):
+                rows.append((path, at, float(item[1])))
             elif isinstance(item, (dict, list)):
                 more, miss = extract(item, path)
                 rows.extend(more)

@@ -6,12 +6,14 @@ import time
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
 from foundation.settings import Settings
-from foundation.untrusted import for_terminal
 from foundation.store.data_storage import Store, StoreError
+from foundation.store.files import store_present
+from foundation.untrusted import for_terminal
 
 BASELINES_SHOWN = 40
 
@@ -75,10 +77,6 @@ def tables(store: Store) -> list[Any]:
 
 def command(args: argparse.Namespace, settings: Settings) -> int:
     """Print the status screen; 1 when the store cannot be read."""
-    from rich.markup import escape
-
-    from foundation.store.files import store_present
-
     console = Console()
     db = settings.db_path
     if not store_present(db):

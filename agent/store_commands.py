@@ -5,8 +5,8 @@ import argparse
 import sys
 import time
 
-from foundation.store import backup, files
 from foundation.settings import Settings
+from foundation.store import backup, files
 from foundation.store.data_storage import Store, StoreError
 
 

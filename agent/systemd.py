@@ -9,7 +9,7 @@ import logging
 import os
 import socket
 import time
-from typing import Mapping
+from collections.abc import Mapping
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,5 @@ class Watchdog:
         if self.interval_s is None:
             return
         now = time.monotonic()
-        if now - self._last >= self.interval_s:
-            if notify("WATCHDOG=1", self._environ):
-                self._last = now
+        if now - self._last >= self.interval_s and notify("WATCHDOG=1", self._environ):
+            self._last = now

@@ -3,17 +3,17 @@ from __future__ import annotations
 
 import io
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Callable, Mapping, Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")  # no display on a server; must precede pyplot
-import matplotlib.dates as mdates  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.dates as mdates
+import matplotlib.pyplot as plt
 
-from foundation.untrusted import for_chart  # noqa: E402
+from foundation.untrusted import for_chart
 
 Series = Sequence[tuple[float, float]]
 MAX_LINES = 6   # per panel: more lines than this are unreadable; the busiest are kept
@@ -67,7 +67,7 @@ def render_png(data: Mapping[str, Mapping[str, Series]], title: str, since: floa
     try:
         fig.suptitle(title, fontsize=12, fontweight="bold")
         start, end = datetime.fromtimestamp(since), datetime.fromtimestamp(until)
-        for ax, panel in zip(axes[:, 0], shown):
+        for ax, panel in zip(axes[:, 0], shown, strict=False):
             series = {n: pts for n, pts in data[panel.title].items() if pts}
             busiest = sorted(series, key=lambda n: -len(series[n]))[:MAX_LINES]
             for name in sorted(busiest):
@@ -96,7 +96,8 @@ def render_png(data: Mapping[str, Mapping[str, Series]], title: str, since: floa
                     va="center", transform=ax.transAxes)
             ax.set_axis_off()
         else:
-            axes[-1, 0].xaxis.set_major_formatter(mdates.DateFormatter("%H:%M"))
+            formatter = mdates.DateFormatter("%H:%M")  # type: ignore[no-untyped-call]
+            axes[-1, 0].xaxis.set_major_formatter(formatter)
             axes[-1, 0].set_xlabel(f"local time ({time.strftime('%Z')})")
         fig.tight_layout()
         buffer = io.BytesIO()

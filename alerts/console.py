@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any, Mapping, TextIO
+from collections.abc import Mapping
+from typing import Any, TextIO
 
-from foundation.untrusted import for_terminal
 from foundation.store.data_storage import OutboxMessage
+from foundation.untrusted import for_terminal
 
 LATE_AFTER_S = 120.0
 REPEAT_NOTE = " (possible repeat: an earlier attempt was cut off before it was confirmed)"
@@ -18,7 +19,8 @@ def late_note(created_at: float, now: float) -> str:
     waited = now - created_at
     if waited < LATE_AFTER_S:
         return ""
-    return f" (late: queued {waited / 60:.0f} min ago, at {time.strftime('%H:%M', time.localtime(created_at))})"
+    queued_at = time.strftime("%H:%M", time.localtime(created_at))
+    return f" (late: queued {waited / 60:.0f} min ago, at {queued_at})"
 
 
 def delivery_note(message: OutboxMessage, now: float) -> str:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import base64
 import json
 import logging
-from datetime import datetime, timezone
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 import requests
 from discord_webhook import DiscordWebhook
@@ -47,11 +48,11 @@ PERMANENT = {400: "Discord rejected the message as malformed (400)",
              401: "Discord refused the webhook token (401): create a new webhook URL",
              403: "Discord forbids this webhook (403): check its channel permissions",
              404: "the Discord webhook does not exist any more (404): create a new webhook URL"}
-NO_MENTIONS = {"parse": []}
+NO_MENTIONS: dict[str, list[str]] = {"parse": []}
 
 
 def _ts(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, timezone.utc).isoformat()
+    return datetime.fromtimestamp(epoch, UTC).isoformat()
 
 
 def _number(value: Any) -> str:

@@ -4,13 +4,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Mapping, Protocol
+from typing import Protocol
 
 from foundation.bounded import Stopped, run_bounded
 from foundation.redact import redact
-from foundation.untrusted import strip
 from foundation.store.data_storage import OutboxMessage, Store
+from foundation.untrusted import strip
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ class Delivery:
 
 def backoff_s(attempts: int, cap_s: float) -> float:
     """Seconds to wait after ``attempts`` failures: 5, 10, 20, ... capped."""
-    return min(cap_s, FIRST_RETRY_S * (2 ** max(0, attempts - 1)))
+    return min(cap_s, FIRST_RETRY_S * 2.0 ** max(0, attempts - 1))
 
 
 def deliver_due(store: Store, notifiers: Mapping[str, Notifier], now: float, cap_s: float,

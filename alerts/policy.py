@@ -1,7 +1,7 @@
 """When to alert: a finding that starts, worsens, or lasts past the cooldown; and when it resolves."""
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from foundation.model import Decision, Judged, Severity
 

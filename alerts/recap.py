@@ -16,9 +16,10 @@ import logging
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from statistics import fmean
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from alerts import chart
 from alerts.channels import accepts, make_notifiers
@@ -26,8 +27,8 @@ from alerts.outbox import Notifier, deliver_due
 from foundation.bounded import Stopped, run_bounded
 from foundation.model import Severity
 from foundation.settings import Settings
-from foundation.untrusted import for_terminal
 from foundation.store.data_storage import Store, StoreError
+from foundation.untrusted import for_terminal
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +116,7 @@ def plain_summary(host: str, groups: Sequence[Mapping[str, Any]], open_count: in
     """A plain-language summary written without the LLM."""
     if not groups:
         return f"A quiet day on {host}: no findings in the last 24 hours."
-    counts = defaultdict(int)
+    counts: defaultdict[str, int] = defaultdict(int)
     for group in groups:
         counts[group["severity"]] += group["distinct"]
     parts = [f"{counts[s]} {s}" for s in ("high", "medium", "low") if counts[s]]

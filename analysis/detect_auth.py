@@ -6,7 +6,8 @@ they go into labels and evidence only, never into a kind or an instruction.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from analysis.kinds import KindSpec
 from foundation.context import DetectContext

@@ -1,8 +1,10 @@
 """Findings about watched containers: down, unhealthy, restarting."""
 from __future__ import annotations
 
+import contextlib
 import signal
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from analysis.kinds import KindSpec
 from foundation.context import DetectContext
@@ -43,10 +45,8 @@ def exit_text(f: Mapping[str, Any]) -> str:
     code = int(f["exit_code"])
     text = f"exit code {code}"
     if code > 128:
-        try:
+        with contextlib.suppress(ValueError):
             text += f" (killed by {signal.Signals(code - 128).name})"
-        except ValueError:
-            pass
     if f["oom_killed"]:
         text += ", killed for lack of memory (OOMKilled)"
     return text

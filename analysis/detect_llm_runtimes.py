@@ -1,7 +1,8 @@
 """Findings about local LLM runtimes: unexpected external peers; the agent's own LLM being out."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from analysis.kinds import KindSpec
 from foundation.context import DetectContext

@@ -7,8 +7,9 @@ reported on every scan while it is missing, and is forgotten after ``FORGET_AFTE
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any, Mapping
+from typing import Any
 
 from analysis.kinds import KindSpec
 from collectors.nmap_parse import PortInfo, Scan, ScanDiff, diff, key_host

@@ -1,7 +1,8 @@
 """Findings about ping targets: unreachable, losing packets, or slow compared with their normal."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from analysis.kinds import KindSpec
 from foundation.context import DetectContext

@@ -1,8 +1,9 @@
 """Findings about temperatures: over the hardware's marks, or far above this sensor's normal."""
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from analysis.kinds import KindSpec
 from collectors.sensors import METRIC

@@ -1,11 +1,12 @@
 """Findings from syslog: error rate off its baseline, kernel events that matter, new messages."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from analysis.kinds import KindSpec
-from foundation.context import DetectContext
 from collectors.kernel_events import CRASH, DISK, FS, HANG, HW, KERNEL_EVENT, THERMAL
+from foundation.context import DetectContext
 from foundation.model import CollectResult, Finding, Severity, max_severity
 
 SOURCE = "syslog"
@@ -76,7 +77,8 @@ KINDS = (
             "and test the memory (`memtest86+`) if crashes look random."),
     KindSpec("novel_log_message", SOURCE, Severity.LOW, Severity.NONE,
              "A log message never seen before on this machine",
-             "Read the sample line; if it is harmless it is learned and will not be reported again.", event=True),
+             "Read the sample line; if it is harmless it is learned and will not be reported again.",
+             event=True),
 )
 
 

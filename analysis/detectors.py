@@ -1,6 +1,8 @@
 """Detectors, one module per source, listed explicitly: ``detect(result, ctx) -> list[Finding]``.
 
 Each module also declares ``KINDS``, the finding kinds it can produce (analysis.kinds.KindSpec).
+A source is a collector's name (collectors.REGISTRY); one without a detector gives samples and
+observations but no findings.
 """
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ class KindSpec:
                                  # with no "resolved" message (a break-in is not "resolved")
 
     def describe(self) -> str:
-        """One Markdown table row for the README."""
+        """One Markdown table row for docs/findings.md."""
         clears = "one-off event" if self.event else "resolved message"
         return (f"| `{self.kind}` | {self.source} | {self.severity.value} | {self.floor.value} | "
                 f"{clears} | {self.title} | {self.action} |")

@@ -9,14 +9,14 @@ import json
 import logging
 import re
 import time
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Collection, Mapping, Sequence
+from typing import Any
 
-from foundation.model import Judged
 from analysis.prompt import KnownContext
 from foundation import trust
-from foundation.model import Finding, Severity
+from foundation.model import Finding, Judged, Severity
 from foundation.settings import ConfigError
 
 log = logging.getLogger(__name__)
@@ -166,7 +166,7 @@ def _entry(raw: Any, n: int, source: str, kinds: Collection[str] | None) -> Know
     cap_at = None
     if action == "cap":
         try:
-            cap_at = Severity(raw.get("cap_at"))
+            cap_at = Severity(str(raw.get("cap_at")))
         except ValueError as err:
             raise _fail(source, f"{where} cap_at", "must be one of none, low, medium, high "
                                                     "with action cap") from err

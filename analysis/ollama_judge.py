@@ -14,16 +14,17 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import httpx
 import ollama
 
-from analysis.rules import rules_verdict
 from analysis.known_issues import KnownIssues, load_known_issues
 from analysis.prompt import REMINDER, Prompt, build_prompt, sanitise, summary_messages
 from analysis.reply import VERDICT_SCHEMA, ParsedReply, ReplyError, parse_reply
+from analysis.rules import rules_verdict
 from foundation import trust
 from foundation.context import DetectContext
 from foundation.model import Finding, FindingVerdict, Verdict, max_severity

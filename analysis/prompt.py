@@ -10,8 +10,9 @@ import hashlib
 import json
 import re
 from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 from foundation.model import Finding
 from foundation.untrusted import defang, strip
@@ -137,7 +138,7 @@ def _cut_text(text: str, tokens: int) -> str:
             break
         out.append(line)
         used += cost
-    return "\n".join(out + ["(cut to fit the prompt budget)"])
+    return "\n".join([*out, "(cut to fit the prompt budget)"])
 
 
 def _order(findings: Sequence[Finding]) -> list[Finding]:

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Collection, Iterator, Mapping
+from typing import Any
 
 from analysis.prompt import sanitise
 from foundation.model import Severity

@@ -1,7 +1,8 @@
 """The judge seam and the rules: a cycle's findings in, one Verdict out; the rules decide when no LLM does."""
 from __future__ import annotations
 
-from typing import Any, Mapping, Protocol, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 from foundation.context import DetectContext
 from foundation.model import Finding, FindingVerdict, Severity, Verdict, max_severity

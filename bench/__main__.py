@@ -2,8 +2,8 @@
 
 Each benchmark prints its figures with ratios against a reference measured in the same run and
 writes bench/results/<name>.json; this runner also writes bench/results/latest.txt (everything
-they printed) and bench/results/RESULTS.md (a table of their headline figures), which the README's
-Performance section quotes.
+they printed) and bench/results/RESULTS.md (a table of their headline figures), which
+docs/performance.md quotes.
 """
 from __future__ import annotations
 

@@ -72,7 +72,7 @@ def generate(path: Path, size: int, seed: int = 7) -> int:
             kinds = rng.choices(templates, shares, k=20000)
             ips = rng.choices(attackers, weights, k=20000)
             block = []
-            for kind, ip in zip(kinds, ips):
+            for kind, ip in zip(kinds, ips, strict=True):
                 t += 0.25
                 stamp = time.strftime("%b %e %H:%M:%S", time.localtime(t))
                 block.append(kind.format(t=stamp, h="homeserver", p=rng.randint(1000, 99999),
@@ -139,7 +139,7 @@ def measure_fail2ban(path: Path, tmp: Path, count: int) -> dict[str, Any]:
         return {"skipped": "fail2ban-regex or /etc/fail2ban/filter.d/sshd.conf not installed"}
     part = tmp / "slice.log"
     with open(path, "rb") as src, open(part, "wb") as dst:
-        for _, line in zip(range(count), src):
+        for _, line in zip(range(count), src, strict=False):
             dst.write(line)
     t0 = time.perf_counter()
     done = subprocess.run(["fail2ban-regex", str(part), str(F2B_FILTER)], capture_output=True,

@@ -121,9 +121,9 @@ def scan_cost(rounds: int) -> dict[str, float]:
 def run(cycles: int) -> dict[str, Any]:
     """Warm-up plus ``cycles`` measured cycles; returns the figures."""
     sys.path.insert(0, str(ROOT))
+    from agent.cycle import Agent
     from alerts.console import ConsoleNotifier
     from analysis.rules import RulesJudge
-    from agent.cycle import Agent
     from foundation.settings import load_settings
     from foundation.store.data_storage import Store
 

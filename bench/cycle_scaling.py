@@ -83,9 +83,9 @@ def cpu_now() -> float:
 def measure(spec: dict[str, Any]) -> dict[str, Any]:
     """In a child interpreter: one warm-up cycle, then ``cycles`` measured ones."""
     sys.path.insert(0, str(ROOT))
+    from agent.cycle import Agent
     from alerts.console import ConsoleNotifier
     from analysis.rules import RulesJudge
-    from agent.cycle import Agent
     from foundation.settings import load_settings
     from foundation.store.data_storage import Store
 

@@ -61,7 +61,7 @@ def main() -> None:
             deliver_due(store, notifiers, time.time(), 60)
         store.close()
         received = [a.received_at for a in discord.accepted]
-    windows = [(durable[i] - r) * 1000 for i, r in zip(sorted(durable), received)]
+    windows = [(durable[i] - r) * 1000 for i, r in zip(sorted(durable), received, strict=False)]
     costs = [c * 1000 for c in started_cost]
     figures = {"messages": args.messages,
                "agent_share_ms_median": statistics.median(windows),

@@ -43,9 +43,9 @@ def fill(db: Path, days: int) -> int:
 def measure(db: Path, cycles: int) -> dict[str, float]:
     """Run in a child: one warm-up cycle, then ``cycles`` measured ones."""
     sys.path.insert(0, str(ROOT))
+    from agent.cycle import Agent
     from alerts.console import ConsoleNotifier
     from analysis.rules import RulesJudge
-    from agent.cycle import Agent
     from foundation.settings import load_settings
     from foundation.store.data_storage import Store
 
@@ -53,14 +53,15 @@ def measure(db: Path, cycles: int) -> dict[str, float]:
         "DATA_DIR": db.parent, "COLLECTORS": ["processes"], "PROCESSES_TO_MONITOR": ["sshd"],
         "HISTORY_RETENTION_DAYS": 400})
     store = Store.open(db)
-    agent = Agent(settings, store, RulesJudge(), {"console": ConsoleNotifier(open(os.devnull, "w"))})
-    agent.run_cycle()
     cpu, wall = [], []
-    for _ in range(cycles):
-        c0, w0 = time.process_time(), time.perf_counter()
+    with open(os.devnull, "w") as devnull:
+        agent = Agent(settings, store, RulesJudge(), {"console": ConsoleNotifier(devnull)})
         agent.run_cycle()
-        cpu.append(time.process_time() - c0)
-        wall.append(time.perf_counter() - w0)
+        for _ in range(cycles):
+            c0, w0 = time.process_time(), time.perf_counter()
+            agent.run_cycle()
+            cpu.append(time.process_time() - c0)
+            wall.append(time.perf_counter() - w0)
     store.close()
     cpu.sort()
     wall.sort()

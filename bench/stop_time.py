@@ -1,4 +1,4 @@
-"""How long SIGTERM takes while something the loop waits on hangs (README: within 2 s).
+"""How long SIGTERM takes while something the loop waits on hangs (docs/operations.md: within 2 s).
 
 Each scenario starts the real agent loop (`monitor_agent.py`) on a fresh store with one watched
 process missing (a high finding every cycle), waits until the hang is reached, sends SIGTERM and
@@ -18,8 +18,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import psutil
 

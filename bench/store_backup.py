@@ -43,7 +43,7 @@ def fill(db: Path, days: int) -> dict[str, int]:
     return {"cycles": cycles, "samples": cycles * SERIES}
 
 
-def timed(fn) -> float:  # noqa: ANN001 - a zero-argument callable
+def timed(fn) -> float:
     """Wall seconds of one call."""
     t0 = time.perf_counter()
     fn()

@@ -69,14 +69,14 @@ def generate(path: Path, lines: int, seed: int = 1) -> int:
         batch = []
         for i in range(lines):
             values = {"user": rng.choice(USERS), "uid": rng.randint(0, 2000), "unit": rng.choice(UNITS),
-                      "hex64": "%064x" % rng.getrandbits(256), "hex8": "%08x" % rng.getrandbits(32),
-                      "mm": "%02d" % rng.randint(0, 59), "ss": "%02d" % rng.randint(0, 59),
-                      "us": rng.randint(0, 999999), "up": "%.6f" % (i / 50 + 100),
-                      "mac": ":".join("%02x" % rng.getrandbits(8) for _ in range(14)),
-                      "ip": "%d.%d.%d.%d" % tuple(rng.randint(1, 254) for _ in range(4)),
+                      "hex64": f"{rng.getrandbits(256):064x}", "hex8": f"{rng.getrandbits(32):08x}",
+                      "mm": f"{rng.randint(0, 59):02d}", "ss": f"{rng.randint(0, 59):02d}",
+                      "us": rng.randint(0, 999999), "up": f"{i / 50 + 100:.6f}",
+                      "mac": ":".join(f"{rng.getrandbits(8):02x}" for _ in range(14)),
+                      "ip": ".".join(str(rng.randint(1, 254)) for _ in range(4)),
                       "port": rng.randint(1024, 65535), "n": rng.randint(1, 99999),
                       "n2": rng.randint(20, 60), "n3": rng.randint(20, 60),
-                      "qid": "%010X" % rng.getrandbits(40)}
+                      "qid": f"{rng.getrandbits(40):010X}"}
             stamp = time.strftime("%b %d %H:%M:%S", time.localtime(start + i * 86400 / lines))
             if rng.random() < 0.0002:
                 body = rng.choice(RARE).format(**values)
@@ -96,7 +96,7 @@ def phase(name: str, path: Path) -> dict[str, Any]:
     """Run one measurement in this process; prints JSON."""
     extra: dict[str, Any] = {}
     if name == "collector":
-        from agent import process_setup           # as monitor_agent.py does
+        from agent import process_setup  # as monitor_agent.py does
         process_setup.tune_allocator()
         from collectors import syslog
         from foundation.context import CollectContext
@@ -174,7 +174,8 @@ def main() -> None:
               + (f"  peak RSS {r['peak_rss_mb']} MB" if "peak_rss_mb" in r else ""))
     print(f"collector / grep -c: {report['collector_vs_grep']:.2f}   "
           f"collector / python loop: {report['collector_vs_python_loop']:.2f}")
-    print(f"collector found: {json.dumps({k: coll[k] for k in ('malformed', 'errors', 'programs', 'templates', 'kernel_events')})}")
+    found = {k: coll[k] for k in ("malformed", "errors", "programs", "templates", "kernel_events")}
+    print(f"collector found: {json.dumps(found)}")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {RESULTS.relative_to(ROOT)}")

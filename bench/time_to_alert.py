@@ -15,6 +15,7 @@ Run: .venv/bin/python -m bench.time_to_alert [--trials 6] [--seed 8]
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import random
@@ -27,7 +28,7 @@ import sys
 import tempfile
 import time
 from contextlib import ExitStack
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -45,12 +46,12 @@ NETS = {"rules": "203.0.113", "ollama": "198.51.100"}  # documentation ranges, n
 
 def sshd_lines(address: str, failures: int, pid: int) -> bytes:
     """Real-format sshd lines (rsyslog's RFC 3339 stamps): failures, then an accepted password."""
-    stamp = datetime.now(timezone.utc).isoformat(timespec="microseconds")
+    stamp = datetime.now(UTC).isoformat(timespec="microseconds")
     fail = [f"{stamp} homelab sshd[{pid}]: Failed password for root from {address} "
             f"port {40000 + i} ssh2\n" for i in range(failures)]
     ok = f"{stamp} homelab sshd[{pid + 1}]: Accepted password for admin from {address} " \
          f"port 41000 ssh2\n"
-    return "".join(fail + [ok]).encode()
+    return "".join([*fail, ok]).encode()
 
 
 def closed_port_url() -> str:
@@ -165,7 +166,8 @@ def run_scenario(name: str, trials: int, rng: random.Random, failures: int) -> d
                     writer.write(sshd_lines(address, failures, 2000 + 10 * i))
                     written = time.time()
                     writer.flush()
-                    wait_for(lambda: arrival(discord, address, written) is not None,
+                    wait_for(lambda address=address, written=written:
+                             arrival(discord, address, written) is not None,
                              3 * INTERVAL_S + 30)
                     got = arrival(discord, address, written)
                     results.append({"address": address, "written_at": written,
@@ -217,7 +219,7 @@ def summarize(name: str, results: list[dict[str, Any]], cycles: list[dict[str, A
         "alerting_cycle_duration_s": _stats(alerting),
         "quiet_cycle_duration_s": _stats([c["duration_s"] for c in cycles
                                           if c["findings"] == 0]),
-        "cycle_period_s": _stats([b - a for a, b in zip(starts, starts[1:])]),
+        "cycle_period_s": _stats([b - a for a, b in itertools.pairwise(starts)]),
         "verdicts_by": sorted({t.get("verdict_by", "?") for t in arrived}),
         "ollama_chats": chats, "discord_messages": messages, "cycles": len(cycles),
         "agent_exit_code": exit_code, "trials_detail": results,

@@ -2,13 +2,19 @@
 
 Each module exposes ``collect(ctx: CollectContext) -> CollectResult`` and ``timeout_s(settings)``.
 A collector reads one source and returns plain data; it never alerts, sleeps or writes the store.
+Adding one is a module, its fixture test and one line below (docs/development.md, "Adding a
+collector").
 """
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterable
 from types import ModuleType
 
-# name -> module; the names are a contract (DESIGN.md), the order is the report's order.
+from foundation.errors import ConfigError, did_you_mean
+
+# name -> module; the names are a contract (DESIGN.md), the order is the report's order. This is
+# the one list of collector names: COLLECTORS is checked against it when the agent starts.
 REGISTRY: dict[str, str] = {
     "syslog": "collectors.syslog",
     "auth_log": "collectors.auth_log",
@@ -22,11 +28,21 @@ REGISTRY: dict[str, str] = {
 
 
 class CollectorUnavailable(Exception):
-    """A collector's module is not part of this build (or failed to import)."""
+    """A collector's module is not part of this build (or failed to import), or is not registered."""
+
+
+def check_names(names: Iterable[str]) -> None:
+    """ConfigError naming the first of ``names`` that is no registered collector."""
+    for name in names:
+        if name not in REGISTRY:
+            raise ConfigError(f"COLLECTORS: {name!r} is not a collector{did_you_mean(name, REGISTRY)}; "
+                              f"the collectors are {', '.join(REGISTRY)}")
 
 
 def load(name: str) -> ModuleType:
     """Import the module of a registered collector."""
+    if name not in REGISTRY:
+        raise CollectorUnavailable(f"{name!r} is not a registered collector")
     try:
         return importlib.import_module(REGISTRY[name])
     except ModuleNotFoundError as err:

@@ -8,14 +8,15 @@ in the collector state that commits with the log cursor (a replayed cycle sees t
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Mapping
 from itertools import count
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 
+from collectors.auth.compiled import authscan
 from collectors.auth.counts import AuthCounts, safe_text
 from collectors.auth.scanner import AuthScanner
-from collectors.auth.compiled import authscan
 from collectors.logreader.source import LogSource
 from foundation.context import CollectContext
 from foundation.model import CollectResult, Sample
@@ -97,7 +98,7 @@ class FailureWindow:
         firsts = np.flatnonzero(np.r_[True, f_ids[1:] != f_ids[:-1]])
         peaks = np.maximum.reduceat(f_in, firsts)
         lasts = np.r_[firsts[1:], len(f_ids)] - 1
-        for first, last, peak in zip(firsts, lasts, peaks):
+        for first, last, peak in zip(firsts, lasts, peaks, strict=True):
             host = names[int(f_ids[first])]
             hit = self.hits.setdefault(host, {"peak": 0, "first_at": float(f_t[first])})
             hit["peak"] = max(hit["peak"], int(peak))
@@ -107,7 +108,7 @@ class FailureWindow:
         keep = t >= float(t.max()) - self.findtime
         names = list(self._index)
         carry: dict[bytes, list[float]] = {}
-        for host_id, ts in zip(i[keep].tolist(), t[keep].tolist()):
+        for host_id, ts in zip(i[keep].tolist(), t[keep].tolist(), strict=True):
             carry.setdefault(names[host_id], []).append(ts)
         if len(carry) > MAX_WINDOW_HOSTS:
             recent = sorted(carry, key=lambda h: carry[h][-1], reverse=True)[:MAX_WINDOW_HOSTS]
@@ -193,10 +194,11 @@ def _check_logins(scanner: AuthScanner, window: FailureWindow, accepted: list[di
     of the last chunk; keep them (suspicious ones always, up to a bound) as records, and the
     distinct user@address pairs."""
     stamped = [login for login in scanner.accepted if login.ts is not None]
-    at = [(login.host, login.ts) for login in stamped]
-    befores = [max(a, b) for a, b in zip(window.failures_before(at), probes.failures_before(at))]
+    at = [(login.host, login.ts) for login in stamped if login.ts is not None]
+    befores = [max(a, b) for a, b in zip(window.failures_before(at), probes.failures_before(at),
+                                         strict=True)]
     evidence = scanner.counts.evidence
-    for login, before in zip(stamped, befores):
+    for login, before in zip(stamped, befores, strict=True):
         pair = (login.user, login.host)
         if pair not in sources and len(sources) < MAX_SOURCES:
             sources[pair] = f"{safe_text(login.user, 64)}@{safe_text(login.host)}"
@@ -214,9 +216,6 @@ def collect(ctx: CollectContext) -> CollectResult:
     settings = ctx.settings
     src = LogSource(ctx, settings.AUTH_LOG_PATH, settings.AUTH_LOG_BACKEND, JOURNAL_MATCHES,
                     count_lines=False)                  # the scanner counts them
-    if not src.available:
-        return CollectResult(observations={"backend": src.backend_used}, available=False,
-                             note=src.note)
     previous = ctx.state.get(STATE_KEY) if ctx.state else None
     previous = previous if isinstance(previous, Mapping) else {}
     scanner = AuthScanner(ctx.now, pending=previous.get("pending"))
@@ -237,7 +236,7 @@ def collect(ctx: CollectContext) -> CollectResult:
         scanner.fail_times, scanner.fail_hosts = [], []
         scanner.probe_times, scanner.probe_hosts = [], []
         _check_logins(scanner, window, accepted, sources, probes)
-    if not src.available:
+    if not src.available:      # refused at the start (nothing was read), or the read failed
         return CollectResult(observations={"backend": src.backend_used}, available=False,
                              note=src.note)
     counts = scanner.counts

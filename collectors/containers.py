@@ -9,7 +9,8 @@ container that does not exist is reported, and counts as down.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import docker
 import requests
@@ -25,8 +26,8 @@ MAX_TEXT = 120
 # the first OSError found under the SDK's exception, by type -> what to tell the operator
 _FIXES: tuple[tuple[type[OSError], str], ...] = (
     (PermissionError, "permission denied on {url}: add the agent's user to the `docker` group "
-                      "(root-equivalent, see the README) or point DOCKER_HOST at an engine it may "
-                      "use"),
+                      "(root-equivalent, see docs/nmap-and-containers.md) or point DOCKER_HOST "
+                      "at an engine it may use"),
     (FileNotFoundError, "no Docker socket at {url}: is Docker installed and running "
                         "(`systemctl status docker`)? Set DOCKER_HOST if it listens elsewhere"),
     (ConnectionRefusedError, "nothing answers at {url}: start Docker (`systemctl start docker`) "
@@ -134,7 +135,8 @@ def summarize(names: Sequence[str], inspect: Callable[[str], Mapping[str, Any] |
 def _inspector(client: docker.DockerClient) -> Callable[[str], Mapping[str, Any] | None]:
     def inspect(name: str) -> Mapping[str, Any] | None:
         try:
-            return client.api.inspect_container(name)
+            info: Mapping[str, Any] = client.api.inspect_container(name)
+            return info
         except docker.errors.NotFound:
             return None
     return inspect

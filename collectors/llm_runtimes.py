@@ -3,7 +3,7 @@ the Ollama this agent judges with is healthy.
 
 Cost: one cheap pass over the process table (name, command line, memory); only candidates (a name or
 command-line hit, a model file named on the command line, a large resident set, or a runtime seen
-last cycle) get their memory maps and open files read. Scoring: the README, "Local LLM runtimes".
+last cycle) get their memory maps and open files read. Scoring: docs/llm-runtimes.md.
 """
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import os
 import re
 import socket
 import threading
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 import psutil
 

@@ -17,8 +17,9 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ class Allowlist:
     names: tuple[str, ...]       # lower case, without a trailing dot; "*.x" kept as written
 
     @classmethod
-    def parse(cls, entries: Iterable[str]) -> "Allowlist":
+    def parse(cls, entries: Iterable[str]) -> Allowlist:
         """Split entries (already validated by the settings) into networks and names."""
         networks, names = [], []
         for entry in entries:

@@ -12,12 +12,12 @@ import logging
 import shlex
 import shutil
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from collectors.nmap_parse import NmapParseError, Scan, parse_scan
-from foundation.context import (CollectContext, CommandError, kill_group, release_child,
-                          start_background)
+from foundation.context import CollectContext, CommandError, kill_group, release_child, start_background
 from foundation.model import CollectResult, Sample
 from foundation.settings import Settings
 
@@ -33,7 +33,7 @@ INSTALL_HINT = "nmap is not installed: install it (apt install nmap) or remove n
 
 # pid -> the scan this process started; a pid in the saved state but not here belongs to an
 # earlier run of the agent (its scan was killed at shutdown), never to us.
-_RUNNING: dict[int, subprocess.Popen] = {}
+_RUNNING: dict[int, subprocess.Popen[bytes]] = {}
 
 
 class NmapConfigError(Exception):
@@ -88,7 +88,7 @@ def _partial(status: str, state: Mapping[str, Any], note: str, **extra: Any) -> 
     return CollectResult(observations=observations, state=dict(state), note=note, resolves=False)
 
 
-def _start(ctx: CollectContext, nmap_path: str, workdir: Path) -> subprocess.Popen:
+def _start(ctx: CollectContext, nmap_path: str, workdir: Path) -> subprocess.Popen[bytes]:
     workdir.mkdir(parents=True, exist_ok=True)
     xml_path = workdir / XML_NAME
     xml_path.unlink(missing_ok=True)
@@ -100,7 +100,7 @@ def _start(ctx: CollectContext, nmap_path: str, workdir: Path) -> subprocess.Pop
     return proc
 
 
-def _finish(proc: subprocess.Popen, workdir: Path, now: float,
+def _finish(proc: subprocess.Popen[bytes], workdir: Path, now: float,
             state: Mapping[str, Any]) -> CollectResult:
     """Parse a finished scan into observations, samples and the next state."""
     _RUNNING.pop(proc.pid, None)
@@ -139,7 +139,7 @@ def collect(ctx: CollectContext) -> CollectResult:
         log.info("the nmap scan of an earlier run (pid %s) is gone; starting a new one",
                  running["pid"])
         state.update(scan=None, last_started_at=None)
-    if proc is not None and proc.poll() is None:
+    if running and proc is not None and proc.poll() is None:
         age = ctx.now - running["started_at"]
         if age <= settings.NMAP_TIMEOUT_SECONDS:
             return _partial("scan in progress", state, f"scan in progress ({age:.0f} s)",

@@ -5,8 +5,9 @@ Keys are plain strings so they can live in the store's known sets: a host is its
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import nmap
 
@@ -86,9 +87,10 @@ def _clip(value: Any) -> str:
 def _raw_parse(xml: str) -> dict[str, Any]:
     """python-nmap's own parser, without its constructor (which runs ``nmap -V`` unbounded)."""
     scanner = nmap.PortScanner.__new__(nmap.PortScanner)
-    scanner._nmap_last_output = ""  # the only attribute analyse_nmap_xml_scan reads
+    # the only attribute analyse_nmap_xml_scan reads (private: the stubs do not declare it)
+    scanner._nmap_last_output = ""  # type: ignore[attr-defined]
     try:
-        return scanner.analyse_nmap_xml_scan(nmap_xml_output=xml)
+        return dict(scanner.analyse_nmap_xml_scan(nmap_xml_output=xml))
     except (nmap.PortScannerError, AttributeError, ValueError, TypeError, KeyError) as err:
         raise NmapParseError(f"not a complete nmap XML report: {str(err)[:200]}") from err
 

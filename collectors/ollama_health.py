@@ -8,7 +8,8 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import requests

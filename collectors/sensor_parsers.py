@@ -7,8 +7,9 @@ from __future__ import annotations
 import csv
 import json
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 MAX_ERROR_LINES = 5          # error lines kept verbatim in the report (all are counted)
 NVIDIA_UNIT = re.compile(r"\s*\[[^\]]*\]\s*$")          # "power.draw [W]" -> "power.draw"
@@ -167,7 +168,7 @@ def parse_nvidia_csv(text: str, fields: Sequence[str] | None = None) -> list[dic
         if len(row) != len(fields):
             raise SensorParseError(f"nvidia-smi row {number} has {len(row)} cells, "
                                    f"expected {len(fields)}: {','.join(row)[:120]!r}")
-        out.append({field: _nvidia_value(cell) for field, cell in zip(fields, row)})
+        out.append({field: _nvidia_value(cell) for field, cell in zip(fields, row, strict=True)})
     return out
 
 

@@ -1,6 +1,6 @@
 """Temperatures: psutil (hwmon, amdgpu included), `sensors -j` for chips psutil misses, nvidia-smi.
 
-Plausibility (why a reading may be kept out of alerts, see the README, "Temperatures"):
+Plausibility (why a reading may be kept out of alerts, see docs/sensors-and-ping.md):
 - at or below MIN_PLAUSIBLE_C: unconnected Super-I/O inputs read -1, 0 or -128 °C;
 - past the sensor's critical mark by more than OVERSHOOT_C (or past NO_MARK_CEILING_C when the
   chip reports no critical mark): hardware throttles or trips at its critical mark, while floating
@@ -12,13 +12,20 @@ Marks a chip reports outside MARK_RANGE_C (65261.85, -33) are ignored and the se
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import psutil
 
-from collectors.sensor_parsers import (SensorParseError, TempReading, nvidia_readings,
-                                       parse_nvidia_csv, parse_sensors_json, readings_from_psutil)
+from collectors.sensor_parsers import (
+    SensorParseError,
+    TempReading,
+    nvidia_readings,
+    parse_nvidia_csv,
+    parse_sensors_json,
+    readings_from_psutil,
+)
 from foundation.context import CollectContext, CommandError
 from foundation.model import CollectResult, Sample
 from foundation.settings import Settings
@@ -100,7 +107,7 @@ def _stuck(celsius: float, marks: Marks, prev: Mapping[str, Any] | None) -> str 
 # (rule, test) in order; the first that objects makes the reading implausible. Range rules first:
 # a reading failing them is not sampled; a stuck reading is sampled but never alerted on.
 RANGE_RULES = (("too_cold", _too_cold), ("past_critical", _past_critical))
-PLAUSIBILITY_RULES = RANGE_RULES + (("stuck", _stuck),)
+PLAUSIBILITY_RULES = (*RANGE_RULES, ("stuck", _stuck))
 RANGE_RULE_NAMES = frozenset(rule for rule, _ in RANGE_RULES)
 
 

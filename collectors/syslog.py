@@ -16,11 +16,11 @@ from __future__ import annotations
 import hashlib
 import re
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from collectors import kernel_events
-from collectors.kernel_events import KERNEL_EVENTS  # noqa: F401  (the table, re-exported)
 from collectors.logreader.formats import LINE_HEADER
 from collectors.logreader.source import LogSource
 from foundation.context import CollectContext
@@ -70,7 +70,7 @@ def keyword_level(message: bytes) -> int:
 
 def template_id(template: str) -> str:
     """Stable short id of a message template."""
-    return hashlib.sha1(template.encode("utf-8", "replace")).hexdigest()[:16]
+    return hashlib.sha1(template.encode("utf-8", "replace"), usedforsecurity=False).hexdigest()[:16]
 
 
 def _valid(line: bytes) -> bool:
@@ -114,7 +114,7 @@ class Scan:
     templates_seen: set[str] = field(default_factory=set)
     templates_dropped: int = 0
     _tids: dict[tuple[str, bytes], tuple[str, str]] = field(default_factory=dict)
-    _plans: dict[bytes, "_Plan"] = field(default_factory=dict)
+    _plans: dict[bytes, _Plan] = field(default_factory=dict)
 
     def feed(self, chunk: bytes) -> None:
         """Account for one chunk of whole lines: each group of look-alike lines once."""
@@ -132,7 +132,7 @@ class Scan:
             if plan is None:
                 if raw is None:         # only when a chunk brings a group not seen this cycle
                     raw = chunk.split(b"\n")
-                    first = dict(zip(reversed(masked), range(len(masked) - 1, -1, -1)))
+                    first = dict(zip(reversed(masked), range(len(masked) - 1, -1, -1), strict=True))
                 plan = self._group(raw[first[key]], weight)
                 if len(self._plans) < MAX_GROUPS:
                     self._plans[key] = plan
@@ -144,13 +144,13 @@ class Scan:
         if kernel_keys:                 # each kernel line on its own: a status or device is hex
             if raw is None:
                 raw = chunk.split(b"\n")
-            self._kernel_lines([r for r, k in zip(raw, masked) if k in kernel_keys])
+            self._kernel_lines([r for r, k in zip(raw, masked, strict=False) if k in kernel_keys])
         if has_pri:
             for pri, count in Counter(_PRI.findall(chunk)).items():
                 if int(pri) <= 191:
                     self.severities[int(pri) & 7] += count
 
-    def _replay(self, plan: "_Plan", weight: int) -> None:
+    def _replay(self, plan: _Plan, weight: int) -> None:
         """Account for more lines of a group already worked out this cycle."""
         if plan.program is None:
             self.malformed += weight
@@ -164,11 +164,11 @@ class Scan:
         if entry is not None:
             entry["count"] += weight
 
-    def _group(self, line: bytes, weight: int) -> "_Plan":
+    def _group(self, line: bytes, weight: int) -> _Plan:
         """Account for ``weight`` lines that look like ``line``; how to count more of them."""
         m = LINE_HEADER.match(line)
         name = m.group("prog") or m.group("app") if m is not None else None
-        if not name or not _valid(line):
+        if m is None or not name or not _valid(line):
             self.malformed += weight
             return _Plan(None, INFO, False, None)
         program = name.decode("utf-8").strip()

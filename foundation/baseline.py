@@ -31,7 +31,7 @@ class Baseline:
         scale = max(self.spread, floor, abs(self.centre) * 0.05, 1e-9)
         return (value - self.centre) / scale
 
-    def update(self, value: float, window: int) -> "Baseline":
+    def update(self, value: float, window: int) -> Baseline:
         """The baseline after one more sample."""
         if self.n == 0:
             return Baseline(1, value, 0.0, value, value, value)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any, TypeVar
 
+T = TypeVar("T")
 POLL_S = 0.05
 
 
@@ -13,9 +15,9 @@ class Stopped(Exception):
     """The stop event was set while the call was still running (the call is abandoned)."""
 
 
-def run_bounded(fn: Callable[[], Any], timeout_s: float, stop: threading.Event | None = None,
+def run_bounded(fn: Callable[[], T], timeout_s: float, stop: threading.Event | None = None,
                 heartbeat: Callable[[], None] = lambda: None, name: str = "bounded"
-                ) -> tuple[bool, Any]:
+                ) -> tuple[bool, T | None]:
     """(True, value) if fn returned within ``timeout_s``, (False, None) if not; fn's exception is
     re-raised here; raises Stopped as soon as ``stop`` is set. An abandoned call's thread is left
     to end on its own timeout: it is a daemon, so it never holds the process's exit."""

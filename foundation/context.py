@@ -1,6 +1,7 @@
 """What a collector and a detector are handed: settings, a clock, a command runner, read-only history."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import selectors
@@ -8,8 +9,9 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from foundation.baseline import Baseline
 from foundation.settings import Settings
@@ -25,7 +27,7 @@ class CommandError(Exception):
 
 
 _children_lock = threading.Lock()
-_children: set[subprocess.Popen] = set()
+_children: set[subprocess.Popen[bytes]] = set()
 
 OUTPUT_CAP = 64 << 20     # bytes a command may print on stdout (journalctl's batches are smaller)
 STDERR_CAP = 64 << 10     # stderr is read for an error line: its head is enough
@@ -33,7 +35,7 @@ KILL_WAIT_S = 2.0         # for a killed group's leader to be reaped
 READ_BYTES = 1 << 16
 
 
-def kill_group(proc: subprocess.Popen) -> None:
+def kill_group(proc: subprocess.Popen[bytes]) -> None:
     """SIGKILL a command's whole process group (it leads its own session), then reap it.
 
     The group, not the pid: a hung command's child that holds the output pipe open would
@@ -42,14 +44,13 @@ def kill_group(proc: subprocess.Popen) -> None:
     _reap(proc, KILL_WAIT_S)
 
 
-def _killpg(proc: subprocess.Popen) -> None:
-    try:
+def _killpg(proc: subprocess.Popen[bytes]) -> None:
+    # the group may be gone (or its last member a zombie we are about to reap)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass     # the group is gone (or its last member is a zombie we are about to reap)
 
 
-def _reap(proc: subprocess.Popen, wait_s: float) -> None:
+def _reap(proc: subprocess.Popen[bytes], wait_s: float) -> None:
     try:
         proc.wait(max(0.0, wait_s))
     except subprocess.TimeoutExpired:
@@ -57,11 +58,12 @@ def _reap(proc: subprocess.Popen, wait_s: float) -> None:
                     "not waited for longer", proc.args, proc.pid)
 
 
-def _read_bounded(proc: subprocess.Popen, name: str, timeout_s: float, max_output: int
+def _read_bounded(proc: subprocess.Popen[bytes], name: str, timeout_s: float, max_output: int
                   ) -> tuple[bytes, bytes]:
     """stdout and stderr until both close and the command exits, within ``timeout_s`` and
     ``max_output`` bytes (CommandError past either; the caller kills the group)."""
-    assert proc.stdout is not None and proc.stderr is not None
+    if proc.stdout is None or proc.stderr is None:
+        raise ValueError(f"{name}: started without stdout and stderr pipes")
     deadline = time.monotonic() + timeout_s
     caps = {proc.stdout.fileno(): max_output, proc.stderr.fileno(): STDERR_CAP}
     chunks: dict[int, list[bytes]] = {fd: [] for fd in caps}
@@ -96,7 +98,7 @@ def _read_bounded(proc: subprocess.Popen, name: str, timeout_s: float, max_outpu
 
 
 def run_command(args: Sequence[str], timeout_s: float, env: Mapping[str, str] | None = None,
-                max_output: int = OUTPUT_CAP) -> subprocess.CompletedProcess:
+                max_output: int = OUTPUT_CAP) -> subprocess.CompletedProcess[bytes]:
     """Run a command in its own process group, capture at most ``max_output`` bytes of output,
     and kill the whole group after ``timeout_s`` (or on stop, through ``kill_children``)."""
     try:
@@ -108,7 +110,7 @@ def run_command(args: Sequence[str], timeout_s: float, env: Mapping[str, str] | 
     with _children_lock:
         _children.add(proc)
     try:
-        out, err = _read_bounded(proc, str(args[0]), timeout_s, max_output)
+        out, errors = _read_bounded(proc, str(args[0]), timeout_s, max_output)
     finally:
         kill_group(proc)   # also what a finished command left running in its group
         with _children_lock:
@@ -116,11 +118,11 @@ def run_command(args: Sequence[str], timeout_s: float, env: Mapping[str, str] | 
         for pipe in (proc.stdout, proc.stderr):
             if pipe is not None:
                 pipe.close()
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, errors)
 
 
 def start_background(args: Sequence[str], stdout: Any = subprocess.DEVNULL,
-                     stderr: Any = subprocess.DEVNULL) -> subprocess.Popen:
+                     stderr: Any = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
     """Start a command that outlives this call (a slow scan) in its own process group;
     ``kill_group`` or ``kill_children`` stops it with everything it started."""
     try:
@@ -133,7 +135,7 @@ def start_background(args: Sequence[str], stdout: Any = subprocess.DEVNULL,
     return proc
 
 
-def release_child(proc: subprocess.Popen) -> None:
+def release_child(proc: subprocess.Popen[bytes]) -> None:
     """Stop tracking a background command that has finished or been killed."""
     with _children_lock:
         _children.discard(proc)
@@ -152,7 +154,7 @@ def kill_children() -> int:
     return len(running)
 
 
-Runner = Callable[[Sequence[str], float], subprocess.CompletedProcess]
+Runner = Callable[[Sequence[str], float], subprocess.CompletedProcess[bytes]]
 
 
 @dataclass(frozen=True)
@@ -169,7 +171,7 @@ class CollectContext:
 class DetectContext:
     """Handed to ``detect``: read-only history plus buffered writes the cycle commits atomically."""
 
-    def __init__(self, settings: Settings, now: float, store: "Store") -> None:
+    def __init__(self, settings: Settings, now: float, store: Store) -> None:
         self.settings = settings
         self.now = now
         self.hour = time.localtime(now).tm_hour

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import enum
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 
-class Severity(str, enum.Enum):
+class Severity(enum.StrEnum):
     """Ordered severity; compare with ``rank`` or ``max_severity``, never by string."""
 
     NONE = "none"
@@ -21,7 +22,7 @@ class Severity(str, enum.Enum):
         return _RANK[self]
 
     @classmethod
-    def parse(cls, value: str) -> "Severity":
+    def parse(cls, value: str) -> Severity:
         """Parse a severity name, case-insensitively; ValueError otherwise."""
         return cls(str(value).strip().lower())
 

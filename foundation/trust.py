@@ -21,9 +21,9 @@ import os
 import pwd
 import shlex
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from foundation.errors import ConfigError
 from foundation.files import NotRegularFile, open_regular

@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
+
+# fixtures shared by several test modules, registered here so each test takes them by name
+pytest_plugins = ("tests.llm_runtime_fixtures", "tests.podman_engine")
 
 ROOT = Path(__file__).resolve().parent.parent
 os.chdir(ROOT)  # the tests run the agent as an operator would, from the project folder

@@ -20,9 +20,9 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
 
 from tests.podman_engine import CONTAINERS_CONF, HOST_PATHS, STORAGE_CONF
 
@@ -68,7 +68,8 @@ SYSTEMD = ImageRecipe(
     name="debian-bookworm-systemd",
     suite="bookworm",
     debootstrap_args=("--variant=minbase", "--include=ca-certificates"),
-    # make and git: `make install` copies `git ls-files` from a checkout (README, "as a service")
+    # make and git: `make install` copies `git ls-files` from a checkout
+    # (docs/operations.md, "Running it as a service")
     containerfile="""\
 FROM {base}
 RUN apt-get update -qq \\
@@ -195,7 +196,7 @@ class SystemdContainer:
         self.started = False
 
     def start(self, network: str = "slirp4netns", extra: Sequence[str] = (),
-              timeout: float = 120) -> "SystemdContainer":
+              timeout: float = 120) -> SystemdContainer:
         """Boot it and wait until ``systemctl is-system-running`` says ``running``."""
         # slirp4netns: a network namespace of its own (its loopback is the container's), with a
         # user-mode route out for package installs; nothing is bridged on the host.

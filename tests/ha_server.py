@@ -84,7 +84,7 @@ class HomeAssistant:
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = config_dir / "hass.out"
 
-    def start(self) -> "HomeAssistant":
+    def start(self) -> HomeAssistant:
         """Install if needed, write the configuration, run hass, wait for the API, onboard."""
         hass = ensure_installed()
         self.config_dir.mkdir(parents=True, exist_ok=True)

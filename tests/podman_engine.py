@@ -16,8 +16,8 @@ import socket
 import subprocess
 import tarfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -86,7 +86,7 @@ class PodmanEngine:
         return subprocess.run(["podman", *args], env=self.env, capture_output=True, text=True,
                               timeout=timeout, check=False)
 
-    def start(self) -> "PodmanEngine":
+    def start(self) -> PodmanEngine:
         """Write the configuration, import the image, start the API service, wait for its socket."""
         self.folder.mkdir(parents=True, exist_ok=True)
         (self.folder / "containers.conf").write_text(CONTAINERS_CONF.format(
@@ -100,14 +100,13 @@ class PodmanEngine:
             raise EngineError(f"podman import failed: {imported.stderr.strip()}")
         return self.serve()
 
-    def serve(self) -> "PodmanEngine":
+    def serve(self) -> PodmanEngine:
         """Start the API service (again, after stop_service) and wait until its socket answers."""
-        log = open(self.folder / "service.log", "ab")
         # conmon inherits this working folder and writes its "oom" marker there: keep it in tmp.
-        self.proc = subprocess.Popen(["podman", "system", "service", "--time=0", self.url],
-                                     env=self.env, stdout=log, stderr=log,
-                                     stdin=subprocess.DEVNULL, cwd=self.folder)
-        log.close()
+        with open(self.folder / "service.log", "ab") as log:
+            self.proc = subprocess.Popen(["podman", "system", "service", "--time=0", self.url],
+                                         env=self.env, stdout=log, stderr=log,
+                                         stdin=subprocess.DEVNULL, cwd=self.folder)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

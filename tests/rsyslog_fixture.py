@@ -43,7 +43,7 @@ class Rsyslog:
         """The output file of one format."""
         return self.folder / name
 
-    def start(self) -> "Rsyslog":
+    def start(self) -> Rsyslog:
         """Start rsyslogd in the foreground and wait for its socket."""
         self.proc = subprocess.Popen(
             ["rsyslogd", "-n", "-f", str(self.conf), "-i", str(self.pidfile)],
@@ -83,7 +83,7 @@ class Rsyslog:
                 args.append("--rfc5424")
             if sd:
                 args += ["--sd-id", sd[0], "--sd-param", sd[1]]
-            subprocess.run(args + ["--", message], check=True, timeout=10)
+            subprocess.run([*args, "--", message], check=True, timeout=10)
 
     def wait_lines(self, name: str, count: int, timeout_s: float = 10.0) -> None:
         """Wait until an output file holds at least ``count`` lines in all."""

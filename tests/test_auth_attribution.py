@@ -9,11 +9,13 @@ and address validation.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import time
 from pathlib import Path
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from analysis import detect_auth
 from collectors import auth_log
@@ -216,7 +218,7 @@ def test_fail2ban_preauth_lines_give_the_annotated_host(corpus: Path) -> None:
     lines = (corpus / "fail2ban" / "sshd").read_text(encoding="utf-8").splitlines()
     import json
     checked = 0
-    for note, line in zip(lines, lines[1:]):
+    for note, line in itertools.pairwise(lines):
         if not note.startswith("# failJSON:") or line.startswith("#"):
             continue
         expect = json.loads(note[len("# failJSON:"):])

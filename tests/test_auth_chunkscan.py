@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import given, settings
@@ -76,7 +76,7 @@ def minutes(month: bytes, days: range, hours: range) -> Iterator[bytes]:
 ])
 def test_hour_cache_equals_parse_timestamp(berlin: None, now_stamp: tuple, month: bytes,
                                            days: range) -> None:
-    now = time.mktime(now_stamp + (0, 0, -1))
+    now = time.mktime((*now_stamp, 0, 0, -1))
     clock = LineClock(now)
     assert month in MONTHS
     for minute in minutes(month, days, range(24)):

@@ -6,13 +6,13 @@ import json
 import re
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
-from collectors.auth_log import FailureWindow
 from collectors.auth.scanner import AuthScanner
+from collectors.auth_log import FailureWindow
 
 F2B_NOW = 1124013600          # fail2ban's TEST_NOW (2005-08-14 10:00 UTC)
 JOURNAL_STAMP = "2005-08-14T10:00:00.000000+00:00 "   # how journal entries reach the extractor

@@ -9,10 +9,11 @@ stamps, RFC 5424, and journal entries as collectors.logreader.journal renders th
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from collectors.auth.scanner import AuthScanner
 from collectors.logreader.journal import render_entry
@@ -119,10 +120,14 @@ def test_a_tag_elsewhere_on_the_line_is_text(line: str) -> None:
         assert outcome(scanner) == (0, 0, 0, 0), line
 
 
+PAM_MESSAGES = ("pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh ruser= "
+                "rhost=203.0.113.7  user=root",
+                "authentication failure; logname= uid=0 euid=0 tty=NODEVssh ruser= rhost=203.0.113.7")
+
 # host tokens of any shape: real names, ones holding "sshd", and tokens that are no host
 host_tokens = st.one_of(
-    st.sampled_from(HOST_NAMES + ["sshd[1]:", "sshd:", "[sshd]", "a:", "::1", "fe80::", "x]",
-                                  "<38>", "Nov", "1", "sshd-session", "-"]),
+    st.sampled_from([*HOST_NAMES, "sshd[1]:", "sshd:", "[sshd]", "a:", "::1", "fe80::", "x]", "<38>",
+                     "Nov", "1", "sshd-session", "-"]),
     st.from_regex(r"[a-z0-9][a-z0-9.-]{0,20}", fullmatch=True),
     st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=12))
 stamps = st.sampled_from(["Nov 23 10:00:01 ", "Nov  3 10:00:01 ", "Nov 3 10:00:01 ",
@@ -134,11 +139,7 @@ tags = st.sampled_from(["sshd[42]: ", "sshd-session[42]: ", "[sshd]: ", "[sshd] 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(stamps, st.lists(host_tokens, max_size=2), tags,
-                          st.sampled_from(list(MESSAGES) + [
-                              "pam_unix(sshd:auth): authentication failure; logname= uid=0 "
-                              "euid=0 tty=ssh ruser= rhost=203.0.113.7  user=root",
-                              "authentication failure; logname= uid=0 euid=0 tty=NODEVssh "
-                              "ruser= rhost=203.0.113.7"])), min_size=1, max_size=8))
+                          st.sampled_from([*MESSAGES, *PAM_MESSAGES])), min_size=1, max_size=8))
 def test_random_host_names_c_and_regexes_agree(rows: list[tuple[str, list[str], str, str]]
                                                ) -> None:
     data = "".join(stamp + "".join(h + " " for h in hosts) + tag + message + "\n"

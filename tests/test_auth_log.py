@@ -10,12 +10,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from agent.cycle import Agent
 from alerts.console import ConsoleNotifier
 from analysis import detect_auth
 from analysis.rules import RulesJudge
 from collectors import auth_log
 from foundation.context import CollectContext, DetectContext
-from agent.cycle import Agent
 from foundation.model import CollectResult, Severity
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -123,7 +123,7 @@ def agent(settings: Any, store: Any) -> Agent:
 def test_login_after_failures_through_the_agent_cycle(corpus: Path, tmp_path: Path,
                                                       make_settings: Any, store: Any) -> None:
     log, now = tmp_path / "auth.log", time.time()
-    log.write_text("\n".join(attack(corpus, now - 400, 6) + [login(corpus, now - 200)]) + "\n")
+    log.write_text("\n".join([*attack(corpus, now - 400, 6), login(corpus, now - 200)]) + "\n")
     settings = make_settings(AUTH_LOG_PATH=log, AUTH_LOG_BACKEND="file", LOG_START_AT="start",
                              COLLECTORS=["auth_log"])
     report = agent(settings, store).run_cycle()
@@ -146,7 +146,7 @@ def test_login_after_failures_through_the_agent_cycle(corpus: Path, tmp_path: Pa
 def test_monitor_agent_once_json(corpus: Path, tmp_path: Path) -> None:
     """The operator's command line, settings from MONITOR_* variables."""
     log, now = tmp_path / "auth.log", time.time()
-    log.write_text("\n".join(attack(corpus, now - 400, 5) + [login(corpus, now - 300)]) + "\n")
+    log.write_text("\n".join([*attack(corpus, now - 400, 5), login(corpus, now - 300)]) + "\n")
     env = {**os.environ, "MONITOR_COLLECTORS": "auth_log", "MONITOR_AUTH_LOG_PATH": str(log),
            "MONITOR_AUTH_LOG_BACKEND": "file", "MONITOR_LOG_START_AT": "start",
            "MONITOR_DATA_DIR": str(tmp_path / "data"), "MONITOR_OLLAMA_HOST": "http://127.0.0.1:9"}
@@ -206,7 +206,7 @@ def test_journal_sshd_lines_from_a_non_root_writer_are_not_believed(tmp_path: Pa
     real = entry(9, f"Accepted publickey for alice from {operator} port 6 ssh2: ED25519 SHA256:x",
                  SYSLOG_IDENTIFIER="sshd", _PID="200", PRIORITY="6", SYSLOG_FACILITY="10",
                  _UID="0", _COMM="sshd")
-    build(tmp_path / "journal", "auth", forged + [real])
+    build(tmp_path / "journal", "auth", [*forged, real])
     settings = make_settings(AUTH_LOG_BACKEND="journal",
                              JOURNAL_DIRECTORY=str(tmp_path / "journal"),
                              LOG_START_AT="start", AUTH_LOG_PATH=tmp_path / "absent.log")

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from collectors.auth import _authscan      # built by make (make native): missing is a failure here
+from collectors.auth import _authscan  # built by make (make native): missing is a failure here
 from collectors.auth.scanner import AuthScanner
 from collectors.auth.times import stamp_keys
 
@@ -69,7 +70,7 @@ def test_generated_log_agrees_and_takes_the_fast_path(tmp_path: Path) -> None:
     generate(tmp_path / "auth.log", 3 << 20)
     data = (tmp_path / "auth.log").read_bytes()
     assert_same(chunked(data, 1 << 20), 1_793_000_000.0 + 200_000)
-    (lines, clean), failed, invalid, sshd, commands, slow, probes = _authscan.scan(chunked(data, 1 << 20)[0])
+    (lines, clean), failed, invalid, sshd, commands, slow, _ = _authscan.scan(chunked(data, 1 << 20)[0])
     assert lines > 5000 and clean
     assert len(failed[2]) > 0.1 * lines and len(invalid[2]) > 0.02 * lines   # fields in C
     assert len(sshd[2]) > 0.05 * lines and len(commands) > 0
@@ -85,7 +86,7 @@ def test_fields_of_the_common_shapes() -> None:
              b"Nov 23 10:00:05 h sshd[15]: Accepted publickey for al from 10.0.0.2 port 5 ssh2\n"
              b"Nov 23 10:00:06 h sudo:    al : TTY=pts/0 ; PWD=/ ; USER=root ; COMMAND=/bin/ls\n"
              b"Nov 23 10:00:07 h sshd[16]: ROOT LOGIN REFUSED FROM 7.7.7.7\n")
-    (lines, clean), failed, invalid, sshd, commands, slow, probes = _authscan.scan(chunk)
+    (lines, clean), failed, invalid, sshd, commands, slow, _ = _authscan.scan(chunk)
     assert (lines, clean) == (7, True)
     assert _authscan.scan(chunk + b"\x00\n")[0] == (8, False)
     assert _authscan.scan(b"\xc3\xa9\n")[0] == (1, False)

@@ -2,7 +2,8 @@
 linear-time path for events already in time order and its general sort give the same crossings."""
 from __future__ import annotations
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from collectors.auth_log import FailureWindow
 
@@ -14,7 +15,7 @@ def reference(times: list[float], hosts: list[bytes]) -> dict[bytes, dict[str, f
     FINDTIME up to it; where that reaches RETRY, the peak and the first and last such time."""
     hits: dict[bytes, dict[str, float]] = {}
     for host in dict.fromkeys(hosts):
-        mine = sorted((t for t, h in zip(times, hosts) if h == host))
+        mine = sorted((t for t, h in zip(times, hosts, strict=True) if h == host))
         for k, t in enumerate(mine):
             inside = sum(1 for u in mine[:k + 1] if u >= t - FINDTIME)
             if inside >= RETRY:
@@ -46,11 +47,11 @@ def test_the_c_ids_and_the_python_ones_give_the_same_window(first: list[tuple[fl
                                                            second: list[tuple[float, bytes]]
                                                            ) -> None:
     """collectors/auth/_authscan.c's first_ids numbers addresses as the Python fallback does."""
-    from collectors.auth import _authscan
     from collectors import auth_log
+    from collectors.auth import _authscan
     hosts = [h for _, h in first + second]
     raw, names = _authscan.first_ids(hosts)
-    index = dict(zip(dict.fromkeys(hosts), range(len(hosts))))
+    index = {h: i for i, h in enumerate(dict.fromkeys(hosts))}
     assert names == list(index)
     assert list(memoryview(raw).cast("q")) == [index[h] for h in hosts]
     results = []

@@ -46,8 +46,8 @@ def test_discord_webhook_is_read_without_posting(make_settings) -> None:
 
 
 def test_home_assistant_token_and_entities(hass, make_settings) -> None:
-    base = dict(HOME_ASSISTANT_URL=hass.url, GOOGLE_HOME_SPEAKER_ID=SPEAKER,
-                HOME_ASSISTANT_TTS_ENTITY=hass.tts_entity)
+    base = {"HOME_ASSISTANT_URL": hass.url, "GOOGLE_HOME_SPEAKER_ID": SPEAKER,
+                "HOME_ASSISTANT_TTS_ENTITY": hass.tts_entity}
     good = outcome("home assistant", make_settings(HOME_ASSISTANT_TOKEN=hass.token, **base))
     assert good.ok, good.detail
     bad_token = outcome("home assistant", make_settings(HOME_ASSISTANT_TOKEN="not-a-token", **base))

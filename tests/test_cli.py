@@ -15,7 +15,6 @@ import pytest
 from tests.conftest import ROOT
 from tests.procs import unique_name
 
-
 STOP_BOUND_S = 8.0
 STOP_WAIT_S = 25.0
 

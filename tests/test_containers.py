@@ -5,6 +5,7 @@ from a busybox image built locally, watch them through the agent's cycle, and re
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import socket
@@ -13,19 +14,20 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import docker
 import pytest
 
+from agent.cycle import Agent
 from alerts.console import ConsoleNotifier
 from analysis.rules import RulesJudge
 from collectors.containers import collect, container_facts, engine_url, explain
 from foundation.context import CollectContext
-from agent.cycle import Agent
 from foundation.store.data_storage import Store
-from tests.podman_engine import IMAGE, PodmanEngine, podman_engine  # noqa: F401 - the fixture
+from tests.podman_engine import IMAGE, PodmanEngine
 
 SECOND = 1_000_000_000  # the Docker API counts health-check intervals in nanoseconds
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,15 +61,13 @@ class Fleet:
 
     def remove(self) -> None:
         for name in self.names.values():
-            try:
+            with contextlib.suppress(docker.errors.NotFound):
                 self.client.api.remove_container(name, force=True)
-            except docker.errors.NotFound:
-                pass
         self.client.close()
 
 
 @pytest.fixture(scope="module")
-def fleet(podman_engine: PodmanEngine) -> Iterator[Fleet]:  # noqa: F811 - pytest fixture
+def fleet(podman_engine: PodmanEngine) -> Iterator[Fleet]:
     made = Fleet(podman_engine)
     try:
         made.run("running", ["sleep", "3600"])

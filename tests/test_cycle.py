@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from agent.cycle import Agent, CycleAborted
 from alerts.console import ConsoleNotifier
 from analysis.rules import RulesJudge
-from agent.cycle import Agent, CycleAborted
 from foundation.model import CollectResult, Sample
 from foundation.redact import register_secret
 from foundation.store.data_storage import Store

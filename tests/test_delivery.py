@@ -7,15 +7,16 @@ import subprocess
 import sys
 import time
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
+from agent.cycle import Agent
 from alerts.discord import DiscordNotifier
 from alerts.home_assistant import HomeAssistantNotifier
 from alerts.outbox import DeliveryError, deliver_due
 from analysis.rules import RulesJudge
-from agent.cycle import Agent
 from foundation.store.data_storage import Store
 from tests.fakes.discord_server import FakeDiscord, Reply
 

@@ -15,8 +15,7 @@ from alerts.outbox import DeliveryError, deliver_due
 from alerts.text import escape, speakable, truncate
 from foundation.redact import RedactingFilter
 from foundation.store.data_storage import OutboxMessage
-from tests.fakes.discord_server import (LIMITS, WEBHOOK_TOKEN, FakeDiscord, Reply, limit_errors,
-                                        live_mentions)
+from tests.fakes.discord_server import LIMITS, WEBHOOK_TOKEN, FakeDiscord, Reply, limit_errors, live_mentions
 
 NOW = 1_790_000_000.0
 

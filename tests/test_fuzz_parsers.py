@@ -8,6 +8,7 @@ nvidia-smi SensorParseError, LLM replies ReplyError, configuration ConfigError.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -15,22 +16,22 @@ import re
 import time
 import tracemalloc
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from analysis.reply import MAX_REPLY_CHARS, ReplyError, parse_reply
+from collectors import syslog
 from collectors.auth.scanner import AuthScanner
 from collectors.logreader import formats, journal
-from collectors import syslog
 from collectors.logreader.tail import cut_long_lines
 from collectors.nmap_parse import NmapParseError, parse_scan
 from collectors.ping import PingParseError, parse_ping_output
-from collectors.sensor_parsers import (SensorParseError, nvidia_readings, parse_nvidia_csv,
-                                       parse_sensors_json)
+from collectors.sensor_parsers import SensorParseError, nvidia_readings, parse_nvidia_csv, parse_sensors_json
 from foundation import redact
 from foundation.settings import ConfigError, Settings, load_settings
 
@@ -118,7 +119,7 @@ def test_long_lines_are_cut_and_none_is_lost(lines: list[bytes], max_line: int) 
     got = out.split(b"\n")[:-1] if out else []
     assert len(got) == len(lines)
     assert cut == sum(len(line) > max_line for line in lines)
-    assert all(g == line[:max_line] for g, line in zip(got, lines))
+    assert all(g == line[:max_line] for g, line in zip(got, lines, strict=True))
 
 
 def test_a_huge_syslog_chunk_scans_in_bounded_memory() -> None:
@@ -398,7 +399,7 @@ def test_huge_llm_answers_fail_cleanly_in_bounded_memory(piece: str, size: int) 
 # -- configuration ---------------------------------------------------------------------------------------
 
 SECRETS = {"DISCORD_WEBHOOK_URL", "HOME_ASSISTANT_TOKEN"}   # generated values must not pollute redact
-NAMES = sorted(set(Settings.model_fields) - SECRETS) + ["NOT_A_SETTING", "COLLECTOR", "DATA_DIRS"]
+NAMES = [*sorted(set(Settings.model_fields) - SECRETS), "NOT_A_SETTING", "COLLECTOR", "DATA_DIRS"]
 _py_value = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**30), st.floats(), st.text(max_size=20),
               st.sampled_from(["syslog", "processes", "08:00", "22:00-07:00", "http://127.0.0.1:1",
@@ -474,10 +475,8 @@ def test_found_nmap_and_journal_inputs_do_not_escape() -> None:
     report = ('<nmaprun args="nmap"><host><status state="up"/><address addrtype="ipv4"/><ports>'
               '<port protocol="tcp" portid="22"><state state="open"/></port></ports></host>'
               '<runstats><finished elapsed="1"/><hosts total="1"/></runstats></nmaprun>')
-    try:
+    with contextlib.suppress(NmapParseError):
         assert parse_scan(report).ports == {}
-    except NmapParseError:
-        pass
     with pytest.raises(NmapParseError):
         parse_scan(report.replace(' portid="22"', ""))
     entry = json.dumps({"__REALTIME_TIMESTAMP": "9" * 20, "MESSAGE": "x"}).encode()

@@ -129,7 +129,7 @@ def test_quiet_hours(make_settings, spec, hour, floor, override, expected):
 def test_a_proxy_502_while_home_assistant_restarts_is_retried(make_settings):
     """A reverse proxy in front of Home Assistant answers 502 while HA restarts."""
     class Proxy(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        def do_POST(self) -> None:
             self.rfile.read(int(self.headers.get("Content-Length") or 0))
             self.send_response(502)
             self.send_header("Content-Length", "11")

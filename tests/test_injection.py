@@ -4,15 +4,16 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
-from analysis.rules import final_severity
+from agent.cycle import Agent
 from analysis.ollama_judge import OllamaJudge
 from analysis.prompt import sanitise
+from analysis.rules import final_severity
 from foundation.context import DetectContext
-from agent.cycle import Agent
 from foundation.model import Finding, Severity
 from tests.fakes import make_finding
 from tests.fakes.ollama_server import FakeOllama, finding_ids

@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from analysis import detect_syslog
 from collectors import kernel_events, syslog
@@ -92,7 +94,8 @@ def test_each_real_line_becomes_its_event_or_none(sample: Sample) -> None:
 
 def test_rows_that_lines_differ_only_in_hex_still_get_their_own_row() -> None:
     """A corrected and an uncorrected machine check look alike once hex digits are masked."""
-    corrected = b"Nov 23 10:00:00 box kernel: mce: [Hardware Error]: CPU 0: Machine Check: 0 Bank 4: 9c2041000000011b\n"
+    corrected = (b"Nov 23 10:00:00 box kernel: mce: [Hardware Error]: CPU 0: Machine Check: 0 Bank 4: "
+                 b"9c2041000000011b\n")
     uncorrected = corrected.replace(b"9c2041000000011b", b"be00000000800400")
     got = events_of(corrected * 3 + uncorrected + corrected)
     assert got == [("hardware_error", "machine_check_corrected", ["0"], 4),

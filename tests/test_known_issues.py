@@ -7,13 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from foundation.model import Judged
-from analysis.rules import RulesJudge
-from analysis.known_issues import load_known_issues, parse_known_issues
-from agent.cycle import Agent
-from foundation.model import Severity
-from foundation.settings import ConfigError
 from agent.cli import main
+from agent.cycle import Agent
+from analysis.known_issues import load_known_issues, parse_known_issues
+from analysis.rules import RulesJudge
+from foundation.model import Judged, Severity
+from foundation.settings import ConfigError
 from tests.fakes import make_finding
 
 KINDS = {"process_missing", "ssh_bruteforce", "rtt_high"}
@@ -59,7 +58,7 @@ def test_the_shipped_file_is_valid_and_all_disabled() -> None:
     (_doc(enable=True), "field enable: unknown field"),
 ])
 def test_mistakes_name_the_file_entry_and_field(text: str, where: str) -> None:
-    with pytest.raises(ConfigError, match="known_issues.json") as err:
+    with pytest.raises(ConfigError, match=r"known_issues\.json") as err:
         parse_known_issues(text, "known_issues.json", KINDS)
     assert where in str(err.value)
 

@@ -11,15 +11,15 @@ from typing import Any
 import psutil
 import pytest
 
+from agent.cycle import Agent
 from alerts.console import ConsoleNotifier
 from analysis import detect_llm_runtimes
 from analysis.rules import RulesJudge
 from collectors import llm_runtimes
 from collectors.llm_runtimes import cheap_signals, scan
 from foundation.context import CollectContext, DetectContext
-from agent.cycle import Agent
 from foundation.store.data_storage import Store
-from tests.llm_runtime_fixtures import listener, start_runtime  # noqa: F401  (a fixture)
+from tests.llm_runtime_fixtures import start_runtime
 from tests.procs import stop
 
 
@@ -64,7 +64,7 @@ def test_a_process_holding_a_gguf_is_detected_with_signals_and_loopback_connecti
 
 def test_a_renamed_binary_with_no_hint_is_found_by_its_open_model_file(
         tmp_path: Path, listener: socket.socket) -> None:
-    proc, name, model = start_runtime(tmp_path, listener.getsockname()[1], model_in_argv=False)
+    proc, _, model = start_runtime(tmp_path, listener.getsockname()[1], model_in_argv=False)
     try:
         # small and nameless: the cheap pass leaves it alone at the default memory threshold
         found, counts = scan()

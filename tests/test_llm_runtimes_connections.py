@@ -22,7 +22,7 @@ from collectors.llm_runtimes import scan
 from foundation.context import DetectContext
 from foundation.model import CollectResult, Severity
 from foundation.store.data_storage import Store
-from tests.llm_runtime_fixtures import RUNTIME_SCRIPT, listener, start_runtime  # noqa: F401
+from tests.llm_runtime_fixtures import RUNTIME_SCRIPT, start_runtime
 from tests.procs import stop
 
 

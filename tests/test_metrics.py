@@ -37,8 +37,9 @@ def test_exporter_serves_cycle_metrics_that_prometheus_can_parse() -> None:
     exporter = MetricsExporter("box")
     port = exporter.start(0, "127.0.0.1")
     try:
-        exporter.update(report(), [("ping", Sample("ping.rtt_avg_ms", 0.05, key="127.0.0.1")),
-                                   ("sensors", Sample("sensor.temperature_c", 41.0, key="coretemp/Package id 0"))])
+        exporter.update(report(), [
+            ("ping", Sample("ping.rtt_avg_ms", 0.05, key="127.0.0.1")),
+            ("sensors", Sample("sensor.temperature_c", 41.0, key="coretemp/Package id 0"))])
         exporter.update(report(), [])
         metrics = scrape(port)
     finally:

@@ -8,11 +8,13 @@ import io
 import json
 import socket
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
+from agent.cycle import Agent
 from alerts.console import ConsoleNotifier
 from analysis import detect_nmap
 from analysis.rules import RulesJudge
@@ -20,7 +22,6 @@ from collectors import nmap as nmap_collector
 from collectors.nmap import collect, summarize
 from collectors.nmap_parse import NmapParseError, diff, key_host, parse_scan, port_key
 from foundation.context import CollectContext, _children, kill_children, release_child
-from agent.cycle import Agent
 from foundation.model import CollectResult
 from foundation.store.data_storage import Store
 
@@ -372,6 +373,6 @@ def test_the_background_command_is_really_nmap_against_loopback_only(
     settings = _scan_settings(make_settings, [a])
     args = nmap_collector.build_command("/usr/bin/nmap", settings, Path("/x/scan.xml"))
     assert args[-1] == LOOPBACK and args[-3:-1] == ["-oX", "/x/scan.xml"]
-    out = subprocess.run(args[:-3] + ["-oX", "-", LOOPBACK], capture_output=True, timeout=30,
+    out = subprocess.run([*args[:-3], "-oX", "-", LOOPBACK], capture_output=True, timeout=30,
                          check=True).stdout
     assert port_key(LOOPBACK, a, "tcp") in parse_scan(out).open_ports

@@ -4,18 +4,19 @@ from __future__ import annotations
 import json
 import socket
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import ollama
 import pytest
 
+from agent.cycle import Agent
 from analysis.judge import make_judge
-from analysis.rules import final_severity
 from analysis.ollama_judge import OllamaJudge, keep_alive_seconds
 from analysis.reply import VERDICT_SCHEMA, parse_reply
+from analysis.rules import final_severity
 from foundation.context import DetectContext
-from agent.cycle import Agent
 from foundation.model import Severity
 from foundation.settings import ConfigError
 from tests.fakes import make_finding
@@ -242,7 +243,7 @@ def test_bad_operator_files_stop_the_judge_at_start(tmp_path: Path, make_setting
         OllamaJudge(make_settings(KNOWN_ISSUES_PATH=bad))
     big = tmp_path / "CONSTRAINTS.md"
     big.write_text("x" * 70_000)
-    with pytest.raises(ConfigError, match="CONSTRAINTS.md: larger than"):
+    with pytest.raises(ConfigError, match=r"CONSTRAINTS\.md: larger than"):
         OllamaJudge(make_settings(CONSTRAINTS_PATH=big))
 
 

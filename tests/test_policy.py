@@ -5,13 +5,12 @@ import io
 from dataclasses import dataclass
 from typing import Any
 
+from agent.cycle import Agent
 from alerts.console import ConsoleNotifier
 from alerts.policy import decide
-from foundation.model import Judged
 from analysis import detectors
 from analysis.rules import RulesJudge
-from agent.cycle import Agent
-from foundation.model import CollectResult, Finding, Severity
+from foundation.model import CollectResult, Finding, Judged, Severity
 
 
 @dataclass

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from analysis.prompt import (KnownContext, build_prompt, estimate_tokens, sanitise,
-                             sanitise_block)
+from analysis.prompt import KnownContext, build_prompt, estimate_tokens, sanitise, sanitise_block
 from foundation.model import Finding, Severity
 from tests.fakes import make_finding
 

@@ -6,15 +6,22 @@ import json
 import subprocess
 import time
 from collections import namedtuple
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import pytest
 
 from analysis import detect_sensors
 from collectors import sensors
-from collectors.sensor_parsers import (SensorParseError, TempReading, nvidia_readings,
-                                       parse_nvidia_csv, parse_sensors_json, readings_from_psutil)
+from collectors.sensor_parsers import (
+    SensorParseError,
+    TempReading,
+    nvidia_readings,
+    parse_nvidia_csv,
+    parse_sensors_json,
+    readings_from_psutil,
+)
 from foundation.context import CollectContext, CommandError, DetectContext
 from foundation.model import CollectResult, Sample, Severity
 from foundation.store.data_storage import Store
@@ -185,7 +192,7 @@ def test_nvidia_tlimit_gives_the_slowdown_mark(corpus: Path) -> None:
 def _projected(path: Path, fields: Sequence[str]) -> bytes:
     """What `nvidia-smi --query-gpu=FIELDS --format=csv,noheader,nounits` prints for a capture."""
     header, row = list(csv.reader(path.read_text().splitlines(), skipinitialspace=True))[:2]
-    cells = dict(zip((h.split(" [")[0] for h in header), row))
+    cells = dict(zip((h.split(" [")[0] for h in header), row, strict=True))
     return (", ".join(cells[f].split(" ")[0] for f in fields) + "\n").encode()
 
 

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from foundation.settings import ConfigError, load_settings
 from tests.conftest import ROOT
@@ -20,8 +21,8 @@ def test_defaults_load_and_are_typed() -> None:
     assert isinstance(settings.PING_TARGETS, tuple)
     assert set(settings.COLLECTORS) == {"syslog", "auth_log", "sensors", "ping", "nmap",
                                         "processes", "containers", "llm_runtimes"}
-    with pytest.raises(Exception):
-        settings.MONITOR_INTERVAL_SECONDS = 5  # frozen
+    with pytest.raises(ValidationError, match="frozen"):
+        settings.MONITOR_INTERVAL_SECONDS = 5
 
 
 def test_config_file_then_environment_override_in_that_order(tmp_path: Path) -> None:
@@ -51,7 +52,7 @@ def test_setting_named_with_the_prefix_is_reachable_both_ways() -> None:
     ({"MONITOR_INTERVAL_SECONDS": 1}, "MONITOR_INTERVAL_SECONDS", "greater than or equal to 10"),
     ({"DAILY_RECAP_TIME": "25:99"}, "DAILY_RECAP_TIME", "HH:MM"),
     ({"TTS_QUIET_HOURS": "22:00"}, "TTS_QUIET_HOURS", "HH:MM-HH:MM"),
-    ({"COLLECTORS": ["processes", "pingg"]}, "COLLECTORS", "'ping'"),
+    ({"COLLECTORS": ["processes", "Ping!"]}, "COLLECTORS", "'Ping!' is not a collector name"),
     ({"COLLECTORS": ["ping", "ping"]}, "COLLECTORS", "more than once"),
     ({"OLLAMA_HOST": "localhost:11434"}, "OLLAMA_HOST", "http"),
     ({"HOME_ASSISTANT_URL": "http://:8123"}, "HOME_ASSISTANT_URL", "host"),
@@ -152,16 +153,18 @@ def test_plain_http_home_assistant_off_this_machine_is_refused_unless_opted_in(u
     assert message.startswith("HOME_ASSISTANT_URL: plain http") and "https" in message
     assert "HOME_ASSISTANT_ALLOW_PLAIN_HTTP" in message and SECRET_TOKEN not in message
     opted = load_settings(environ={**env, "MONITOR_HOME_ASSISTANT_ALLOW_PLAIN_HTTP": "true"})
-    assert opted.HOME_ASSISTANT_URL == url
+    assert url == opted.HOME_ASSISTANT_URL
 
 
 @pytest.mark.parametrize("url", ["https://homeassistant.local:8123", "https://ha.example.net",
                                  "http://127.0.0.1:8123", "http://localhost:8123",
                                  "http://[::1]:8123", ""])
 def test_home_assistant_over_tls_or_loopback_is_accepted(url: str) -> None:
-    assert load_settings(environ={"MONITOR_HOME_ASSISTANT_URL": url}).HOME_ASSISTANT_URL == url
+    assert url == load_settings(environ={"MONITOR_HOME_ASSISTANT_URL": url}).HOME_ASSISTANT_URL
 
 
 def test_the_shipped_examples_suggest_no_plain_http_to_another_host() -> None:
-    for path in ("config.py", "deploy/env.example", "README.md"):
+    docs = sorted(str(doc.relative_to(ROOT)) for doc in (ROOT / "docs").glob("*.md"))
+    assert docs, "no docs/*.md found"
+    for path in ("config.py", "deploy/env.example", "README.md", *docs):
         assert "http://homeassistant.local" not in (ROOT / path).read_text(), path

@@ -13,11 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from foundation.baseline import MIN_SAMPLES, Baseline
 from agent.legacy import import_legacy
+from foundation.baseline import MIN_SAMPLES, Baseline
 from foundation.model import Sample
-from foundation.store.backup import (backup_dir, backup_if_due, list_backups, make_backup,
-                               problems_of, restore)
+from foundation.store.backup import backup_dir, backup_if_due, list_backups, make_backup, problems_of, restore
 from foundation.store.data_storage import ALL_HOURS, MIGRATIONS, Store, StoreDamaged, StoreError
 
 
@@ -43,7 +42,7 @@ def test_a_store_from_a_newer_agent_is_refused(tmp_path: Path) -> None:
 def test_a_file_that_is_not_sqlite_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "monitor.db"
     path.write_bytes(b"this is not a database" * 100)
-    with pytest.raises(StoreDamaged, match="is not a SQLite database. Fix: .*store restore"):
+    with pytest.raises(StoreDamaged, match=r"is not a SQLite database\. Fix: .*store restore"):
         Store.open(path)
     assert path.read_bytes() == b"this is not a database" * 100  # left as it was
 
@@ -85,11 +84,10 @@ def test_baseline_update_is_constant_work() -> None:
 
 
 def test_a_failed_cycle_writes_nothing(store: Store) -> None:
-    with pytest.raises(RuntimeError):
-        with store.transaction() as tx:
-            tx.add_samples(time.time(), [Sample("x", 1.0)])
-            tx.set_collector_state("auth_log", {"offset": 10}, time.time())
-            raise RuntimeError("crash mid-cycle")
+    with pytest.raises(RuntimeError), store.transaction() as tx:
+        tx.add_samples(time.time(), [Sample("x", 1.0)])
+        tx.set_collector_state("auth_log", {"offset": 10}, time.time())
+        raise RuntimeError("crash mid-cycle")
     assert store.baseline("x") is None
     assert store.collector_state("auth_log") == {}
     with store.transaction() as tx:  # and the store still works, series ids included
@@ -123,8 +121,8 @@ def test_outbox_queue_retry_and_send(store: Store) -> None:
 
 
 def test_findings_keep_first_seen_while_open_and_reset_when_reopened(store: Store) -> None:
-    args = dict(source="processes", kind="process_missing", key="nginx", severity="high",
-                floor="high", summary="gone", details={})
+    args = {"source": "processes", "kind": "process_missing", "key": "nginx", "severity": "high",
+                "floor": "high", "summary": "gone", "details": {}}
     with store.transaction() as tx:
         tx.upsert_finding("fp1", now=100.0, **args)
         tx.mark_alerted("fp1", "high", 100.0)
@@ -234,7 +232,7 @@ def test_a_symlinked_store_is_exit_1_from_the_command_line(tmp_path: Path) -> No
 
 def _fill(store: Store, n: int) -> None:
     with store.transaction() as tx:
-        tx.add_history((("cpu.temp", 1.0e9 + i * 300, float(i % 7)) for i in range(n)))
+        tx.add_history(("cpu.temp", 1.0e9 + i * 300, float(i % 7)) for i in range(n))
 
 
 def test_backups_are_verified_rotated_and_made_only_when_due(store: Store) -> None:

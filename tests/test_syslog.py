@@ -15,7 +15,8 @@ import pytest
 
 from analysis import detect_syslog
 from collectors import syslog
-from collectors.syslog import KERNEL_EVENTS, scan_chunks
+from collectors.kernel_events import KERNEL_EVENTS
+from collectors.syslog import scan_chunks
 from foundation.context import CollectContext, DetectContext
 from foundation.model import CollectResult, Sample, Severity
 from tests.rsyslog_fixture import Rsyslog
@@ -231,7 +232,7 @@ def test_error_rate_finding_only_against_a_trusted_baseline(make_settings: Any, 
         handle.write(noisy)
     result = collect(settings, state)
     assert result.observations["errors"] == 200
-    assert [s for s in result.samples if s.metric == "syslog.errors"][0].value == 200.0
+    assert next(s for s in result.samples if s.metric == "syslog.errors").value == 200.0
     assert [f for f in detect(result, store, settings) if f.kind == "syslog_errors"] == []
     with store.transaction() as tx:                       # a month of quiet cycles at this hour
         tx.add_samples(NOW - 86400, [Sample("syslog.errors", v, by_hour=True)

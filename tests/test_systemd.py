@@ -8,8 +8,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -38,7 +38,7 @@ def drain(sock: socket.socket, seconds: float,
     while time.monotonic() < deadline and not enough(messages):
         try:
             messages.append(sock.recv(4096).decode())
-        except socket.timeout:
+        except TimeoutError:
             continue
     return messages
 

@@ -13,17 +13,19 @@ import contextlib
 import io
 import re
 import unicodedata
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from rich.console import Console
 
 import foundation.untrusted as untrusted
+from agent import status
 from alerts import console, discord, home_assistant, recap
 from alerts.text import speakable
 from analysis.prompt import build_prompt, sanitise
-from agent import status
 from foundation.store.data_storage import OutboxMessage, Store
 from tests.fakes import make_finding
 from tests.injection_payloads import HIDDEN_TEXT, PAYLOADS
@@ -93,7 +95,7 @@ def render_console_recap(text: str) -> str:
 
 def render_cycle_summary(text: str) -> str:
     """`--once` without --json: the cycle summary printed on the terminal."""
-    from agent.cli import summary_text  # noqa: PLC0415 - the entry point
+    from agent.cli import summary_text
 
     return summary_text({
         "started_at": "2026-06-15T08:00:00", "host": "nas", "duration_s": 0.1, "notes": [],
@@ -107,9 +109,9 @@ def render_cycle_summary(text: str) -> str:
 
 def render_check(text: str) -> str:
     """`check`: one line per part, a server's answer quoted in the detail and the fix."""
-    from unittest import mock  # noqa: PLC0415
+    from unittest import mock
 
-    from agent import check  # noqa: PLC0415
+    from agent import check
 
     out = io.StringIO()
     outcomes = [("ollama", check.Outcome(False, text, f"see {text}"))]
@@ -257,7 +259,7 @@ def test_discord_mentions_and_markdown_are_inert_but_readable() -> None:
 
 
 def test_chart_labels_cannot_break_or_hide_in_the_chart() -> None:
-    from alerts import chart  # noqa: PLC0415 - matplotlib
+    from alerts import chart
 
     assert untrusted.for_chart("$\\frac{$") == "\\$\\\\frac{\\$"
     assert untrusted.for_chart("_nolegend_") == " _nolegend_"
@@ -342,8 +344,8 @@ def test_a_server_answer_quoted_in_a_delivery_error_is_one_line_and_keeps_no_sec
     """Home Assistant echoes the sentence it refused (built from logs): the error the outbox logs
     and stores is one line without hidden characters, and an invisible inside a secret cannot
     keep it from being redacted."""
-    from alerts.outbox import DeliveryError, deliver_due  # noqa: PLC0415
-    from foundation.redact import register_secret  # noqa: PLC0415
+    from alerts.outbox import DeliveryError, deliver_due
+    from foundation.redact import register_secret
 
     register_secret("hook-secret-5d41402abc")
 

@@ -6,14 +6,14 @@ programs, which are rare, so each found line may cost a little Python.
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
 from collectors.auth.counts import MAX_EVENTS, MAX_LINE_KEPT, AuthCounts, keep, safe_text
 from collectors.auth.regexes import PROGRAM
 from collectors.logreader.chunks import matches_at, pair_positions
-
 
 # sudo and su (the literal "su" starts both); useradd, groupadd, passwd, chpasswd ("d["); both
 # are tried only where their first two bytes occur (collectors.logreader.chunks)
@@ -52,7 +52,8 @@ def _admin_starts(chunk: bytes) -> list[int]:
     """Where ADMIN can start: a "d[" after "d", "w" or "o" (useradd, passwd, usermod), not sshd's."""
     at = pair_positions(chunk, b"d[")
     before = np.frombuffer(chunk, dtype=np.uint8)[np.maximum(at - 1, 0)]
-    return at[(at > 0) & np.isin(before, ADMIN_LAST_LETTERS)].tolist()
+    starts: list[int] = at[(at > 0) & np.isin(before, ADMIN_LAST_LETTERS)].tolist()
+    return starts
 
 
 class AdminEvents:
@@ -100,19 +101,21 @@ class AdminEvents:
             if failed:
                 target, user = (failed.group(1, 2) if failed.re is SU_FAILED
                                 else (failed.group(2, 1) if failed.group(1) else failed.group(4, 3)))
-                event.update(user=safe_text(user, 64), target=safe_text(target, 64))
+                who = (safe_text(user, 64), safe_text(target, 64))
+                event.update(user=who[0], target=who[1])
                 # su's verdict on an attempt PAM logged just before (Debian 12 writes PAM's
                 # under "su:" without a pid, su's own under "su[pid]:"): the same failure
-                earlier = self._su_pam.pop((event["user"], event["target"]), None)
+                earlier = self._su_pam.pop(who, None)
                 if earlier is not None:
                     earlier.update(event)
                 else:
                     keep(c.su_failures, event)
             elif pam:
                 logname, ruser, target = pam.groups()
-                event.update(user=safe_text(ruser or logname, 64), target=safe_text(target, 64))
+                who = (safe_text(ruser or logname, 64), safe_text(target, 64))
+                event.update(user=who[0], target=who[1])
                 keep(c.su_failures, event)
-                self._su_pam[(event["user"], event["target"])] = event
+                self._su_pam[who] = event
             elif ok:
                 target, user = ok.group(1, 2) if ok.group(1) else ok.group(3, 4)
                 event.update(user=safe_text(user or b"", 64), target=safe_text(target or b"", 64))

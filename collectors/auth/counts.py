@@ -32,12 +32,12 @@ class AuthCounts:
     lines: int = 0
     malformed: int = 0
     failed_logins: int = 0
-    failed_by_ip: Counter = field(default_factory=Counter)        # address (bytes) -> count
+    failed_by_ip: Counter[bytes] = field(default_factory=Counter)        # address (bytes) -> count
     publickey_failures: int = 0
     none_probes: int = 0
     other_failures: int = 0
     invalid_users: int = 0
-    invalid_user_names: Counter = field(default_factory=Counter)  # name (bytes) -> count
+    invalid_user_names: Counter[bytes] = field(default_factory=Counter)  # name (bytes) -> count
     failures: int = 0                     # fail2ban normal-mode failure events (window input)
     pam_failures: int = 0
     accepted_count: int = 0
@@ -52,7 +52,7 @@ class AuthCounts:
     password_changes: list[dict[str, Any]] = field(default_factory=list)
     evidence: dict[str, list[str]] = field(default_factory=dict)
     probes: int = 0                       # pre-authentication probing events (own window)
-    probes_by_ip: Counter = field(default_factory=Counter)
+    probes_by_ip: Counter[bytes] = field(default_factory=Counter)
     unattributed: int = 0                 # events whose address is ambiguous or no address
     unstamped: int = 0                    # events whose line had no readable timestamp
 

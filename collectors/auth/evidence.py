@@ -23,8 +23,8 @@ class EvidenceSamples:
         ``last`` its last line too."""
         hosts, starts = self._still_sampled(hosts, starts)
         full = self._evidence_full
-        firsts = dict(zip(reversed(hosts), reversed(starts)))
-        lasts = dict(zip(hosts, starts)) if last else firsts
+        firsts = dict(zip(reversed(hosts), reversed(starts), strict=True))
+        lasts = dict(zip(hosts, starts, strict=True)) if last else firsts
         for host, first in firsts.items():
             if host not in full:
                 self._evidence(host, first)

@@ -7,36 +7,54 @@ each pattern's events are merged back in line order, so the results equal the re
 """
 from __future__ import annotations
 
+import re
 from bisect import bisect_left
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from itertools import compress
 from operator import itemgetter
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from collectors.auth.admin import ADMIN, SU
-from collectors.auth.counts import MAX_EVENTS
+from collectors.auth.admin import ADMIN, SU, AdminEvents
 from collectors.auth.anchor import KEYS
-from collectors.auth.regexes import (FAILED, INVALID, OLD_PAM, SSHD, SSHD_PID, at_message,
-                                     at_program)
-from collectors.auth.compiled import authscan
+from collectors.auth.compiled import required
+from collectors.auth.counts import MAX_EVENTS
+from collectors.auth.probes import ProbeEvents
+from collectors.auth.regexes import FAILED, INVALID, OLD_PAM, SSHD, SSHD_PID, at_message, at_program
 from collectors.logreader.chunks import in_lines, malformed_lines
 
 
-class NativeFeed:
+class NativeFeed(ProbeEvents, AdminEvents):
     """AuthScanner.feed's path when the C scanner is built: a mixin of AuthScanner, whose state
     (counts, pending, the chunk's failure events and logins) and per-pattern methods it uses."""
+
+    pending: dict[str, dict[str, Any]]
+    _starts: list[int]
+    _hosts: list[bytes]
+    _logins: list[tuple[bytes, bytes, bytes, int]]
+
+    if TYPE_CHECKING:  # the regex path's per-pattern methods, defined by AuthScanner
+        def _failed(self, matches: Iterable[re.Match[bytes]], starts: list[int],
+                    hosts: list[bytes]) -> None: ...
+        def _invalid(self, matches: Iterable[re.Match[bytes]], starts: list[int],
+                     hosts: list[bytes], users: list[bytes]) -> None: ...
+        def _count_invalid(self, users: list[bytes]) -> None: ...
+        def _sshd(self, matches: Iterable[re.Match[bytes]],
+                  pam_users: dict[bytes, set[bytes]]) -> None: ...
+        def _old_pam(self, matches: Iterable[re.Match[bytes]]) -> None: ...
+        def _resolve_pending(self, chunk: bytes) -> None: ...
 
     def _feed_native(self, chunk: bytes) -> None:
         """AuthScanner.feed with the C scanner: its fast lines as fields, its slow lines through
         the regexes, each pattern's events merged back in line order."""
-        (lines, clean), failed, invalid, sshd, sudo_commands, slow, probes = authscan.scan(chunk)
+        (lines, clean), failed, invalid, sshd, sudo_commands, slow, probes = required().scan(chunk)
         slow_failed, slow_invalid, slow_sshd, slow_su, slow_admin = map(_offsets, slow)
         self.counts.lines += lines
         if not clean:
             self.counts.malformed += malformed_lines(chunk)
-        self._native_failed(chunk, *failed, slow_failed)
+        self._native_failed(chunk, failed, slow_failed)
         hosts, starts, users = self._attributed(invalid[2], _offsets(invalid[0]), invalid[1])
         if slow_invalid:
             more: tuple[list[int], list[bytes], list[bytes]] = ([], [], [])
@@ -47,13 +65,14 @@ class NativeFeed:
         self._starts += starts
         self._hosts += hosts
         self._native_probes(*probes)
-        self._native_sshd(chunk, _offsets(sshd[0]), *sshd[1:], slow_sshd)
+        self._native_sshd(chunk, (_offsets(sshd[0]), *sshd[1:]), slow_sshd)
         self._native_su(chunk, _offsets(sudo_commands), slow_su)
         if slow_admin:
             self._admin(in_lines(ADMIN, chunk, slow_admin))
 
-    def _native_failed(self, chunk: bytes, starts_raw: bytes, kinds_raw: bytes,
-                       hosts: list[bytes], slow: list[int]) -> None:
+    def _native_failed(self, chunk: bytes, failed: tuple[bytes, bytes, list[Any]],
+                       slow: list[int]) -> None:
+        starts_raw, kinds_raw, hosts = failed
         c = self.counts
         kinds = np.frombuffer(kinds_raw, dtype=np.uint8)
         login, key, key_invalid, none, other = np.bincount(kinds, minlength=5).tolist()
@@ -68,6 +87,7 @@ class NativeFeed:
             kinds, starts = kinds[known], starts[known]
             hosts = [h for h in hosts if h is not None]
             login = int(np.count_nonzero(kinds == 0))
+        events: tuple[list[Any], ...]         # (line starts, addresses)
         if login == len(kinds):
             c.failed_by_ip.update(hosts)
             events = (starts.tolist(), hosts)
@@ -82,12 +102,12 @@ class NativeFeed:
         self._starts += events[0]
         self._hosts += events[1]
 
-    def _native_sshd(self, chunk: bytes, starts: list[int], kinds: bytes, pids: list[bytes],
-                     users: list[bytes], hosts: list[bytes], methods: list[bytes],
-                     slow: list[int]) -> None:
-        """PAM failures and accepted logins (fields) and the other sshd lines (regex), in line
-        order: a PAM failure counts once its connection tries another user, or logs in. Events
-        of a pid seen once in the chunk (most) cannot meet another: they are taken in bulk."""
+    def _native_sshd(self, chunk: bytes, fields: tuple[Any, ...], slow: list[int]) -> None:
+        """PAM failures and accepted logins (fields: line starts, kinds, pids, users, addresses,
+        methods) and the other sshd lines (regex), in line order: a PAM failure counts once its
+        connection tries another user, or logs in. Events of a pid seen once in the chunk (most)
+        cannot meet another: they are taken in bulk."""
+        starts, kinds, pids, users, hosts, methods = fields
         if _keyed(hosts):
             kinds, starts, pids, users, hosts, methods = self._native_unkeyed(
                 kinds, starts, pids, users, hosts, methods)
@@ -100,12 +120,12 @@ class NativeFeed:
             pid_count.update(SSHD_PID.findall(chunk, line, len(chunk) if end < 0 else end) * 2)
         single = [pid_count[pid] == 1 for pid in pids]
         logins = [(user, host, method, start) for start, kind, user, host, method, alone
-                  in zip(starts, kinds, users, hosts, methods, single) if kind and alone]
+                  in zip(starts, kinds, users, hosts, methods, single, strict=True) if kind and alone]
         if not all(single):
             others = [not alone for alone in single]
-            self._sshd_in_order(chunk, *(list(compress(column, others))
-                                         for column in (starts, kinds, pids, users, hosts,
-                                                        methods)), slow)
+            self._sshd_in_order(chunk, tuple(list(compress(column, others))
+                                             for column in (starts, kinds, pids, users, hosts,
+                                                            methods)), slow)
         elif slow:
             self._sshd(at_program(in_lines(SSHD, chunk, slow), chunk), {})
         if logins:                            # all of them, in line order
@@ -121,7 +141,7 @@ class NativeFeed:
         self._probe_starts += starts
         self._probe_hosts += hosts
 
-    def _attributed(self, hosts: list[bytes | None], *columns: list[Any]
+    def _attributed(self, hosts: list[Any], *columns: list[Any]
                     ) -> tuple[list[Any], ...]:
         """Parallel columns of events, addresses first, as keys (_keyed), without the events
         whose token is no address: those are counted as unattributed, not as events (as the
@@ -142,13 +162,14 @@ class NativeFeed:
         kept = keep.tolist()
         return (kind[keep].tobytes(), *(list(compress(c, kept)) for c in columns))
 
-    def _sshd_in_order(self, chunk: bytes, starts: list[int], kinds: list[int],
-                       pids: list[bytes], users: list[bytes], hosts: list[bytes],
-                       methods: list[bytes], slow: list[int]) -> None:
+    def _sshd_in_order(self, chunk: bytes, fields: tuple[list[Any], ...], slow: list[int]
+                       ) -> None:
+        """The sshd events of pids seen more than once, with the slow sshd lines between them."""
+        starts, kinds, pids, users, hosts, methods = fields
         pam_users: dict[bytes, set[bytes]] = {}
         done = 0                                  # slow lines handled so far
         for start, kind, pid, user, host, method in zip(starts, kinds, pids, users, hosts,
-                                                        methods):
+                                                        methods, strict=True):
             if done < len(slow) and slow[done] < start:
                 stop = bisect_left(slow, start, done)
                 self._sshd(at_program(in_lines(SSHD, chunk, slow[done:stop]), chunk), pam_users)
@@ -193,7 +214,7 @@ def _keyed(hosts: list[Any]) -> bool:
     a plain IPv4 address, most of them, is its own key: the C scanner tells which are not);
     True when some token is no address (its key None)."""
     missing = False
-    for i in authscan.odd_addresses(hosts):
+    for i in required().odd_addresses(hosts):
         key = hosts[i] = KEYS[hosts[i]]
         missing = missing or key is None
     return missing
@@ -201,11 +222,12 @@ def _keyed(hosts: list[Any]) -> bool:
 
 def _offsets(raw: bytes) -> list[int]:
     """Line starts from the C scanner (native int64)."""
-    return np.frombuffer(raw, dtype=np.int64).tolist()
+    offsets: list[int] = np.frombuffer(raw, dtype=np.int64).tolist()
+    return offsets
 
 
 def _merged(fast: Sequence[Sequence[Any]], slow: Sequence[list[Any]]) -> tuple[list[Any], ...]:
     """Two sets of parallel columns (line start first) as one, in line order (stable)."""
-    columns = [list(f) + s for f, s in zip(fast, slow)]
+    columns = [list(f) + s for f, s in zip(fast, slow, strict=True)]
     order = sorted(range(len(columns[0])), key=columns[0].__getitem__)
     return tuple([column[i] for i in order] for column in columns)

@@ -7,7 +7,7 @@ one on a single line (collectors.logreader.chunks.in_lines) finds what it finds 
 from __future__ import annotations
 
 import re
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 LOGIN_METHODS = (b"password", b"keyboard-interactive", b"keyboard-interactive/pam")
 _HOST = rb"(?:::ffff:)?([0-9A-Za-z:][\w.:%-]*)"

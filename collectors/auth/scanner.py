@@ -3,8 +3,8 @@
 The patterns are collectors.auth.regexes'. With the C scanner built (collectors/auth/_authscan.c, the
 mixin collectors.auth.native) a chunk is searched once and only lines of unusual shape reach the
 regexes; without it each regex scans the chunk (it skips to its literal). Only the lines of events
-are stamped, in bulk (collectors.auth.times). Where the time goes and what was tried: the README,
-auth_log section, "Speed".
+are stamped, in bulk (collectors.auth.times). Where the time goes and what was tried:
+docs/auth-log.md, "Speed".
 
 Counting rules (issue 3, fail2ban's default ``normal`` mode):
 - ``failed_logins``: password and keyboard-interactive attempts, ``message repeated N times:
@@ -19,19 +19,31 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Any, Iterable, NamedTuple
+from collections.abc import Iterable
+from typing import Any, NamedTuple
 
 from collectors.auth.admin import AdminEvents
-from collectors.auth.counts import MAX_LINE_KEPT, AuthCounts, safe_text
 from collectors.auth.anchor import KEYS, after_for, change_of_username, invalid_user
-from collectors.auth.native import NativeFeed
-from collectors.auth.regexes import (ACCEPTED_REST, ADDRESS_IN_LINE, FAILED, INVALID,
-                                     OLD_PAM, REPEATED_INNER,
-                                     LOGIN_METHODS, PROBE_KEYWORDS, RARE_MESSAGES,
-                                     RESOLVES, SSHD, at_message, at_program)
-from collectors.auth.probes import ProbeEvents
-from collectors.auth.times import LineClock, stamped_only
 from collectors.auth.compiled import authscan as _authscan
+from collectors.auth.counts import MAX_LINE_KEPT, AuthCounts, safe_text
+from collectors.auth.native import NativeFeed
+from collectors.auth.probes import ProbeEvents
+from collectors.auth.regexes import (
+    ACCEPTED_REST,
+    ADDRESS_IN_LINE,
+    FAILED,
+    INVALID,
+    LOGIN_METHODS,
+    OLD_PAM,
+    PROBE_KEYWORDS,
+    RARE_MESSAGES,
+    REPEATED_INNER,
+    RESOLVES,
+    SSHD,
+    at_message,
+    at_program,
+)
+from collectors.auth.times import LineClock, stamped_only
 from collectors.logreader.chunks import count_lines, malformed_lines
 
 MAX_NAMES = 1000         # invalid user names counted per cycle
@@ -144,7 +156,7 @@ class AuthScanner(NativeFeed, ProbeEvents, AdminEvents):
             return
         stamps = self.clock.stamps(chunk, [row[3] for row in rows]).tolist()
         self.accepted = [Login(user, host, method, None if ts != ts else ts, start)
-                         for (user, host, method, start), ts in zip(rows, stamps)]
+                         for (user, host, method, start), ts in zip(rows, stamps, strict=True)]
 
     def login_line(self, login: Login) -> str:
         """The log line of an accepted login of the last chunk (bounded, printable)."""
@@ -200,7 +212,7 @@ class AuthScanner(NativeFeed, ProbeEvents, AdminEvents):
         for m in matches:
             parsed = invalid_user(m.group(1))
             host = None if parsed is None else KEYS[parsed[1]]
-            if host is None:
+            if parsed is None or host is None:
                 self.counts.unattributed += 1
                 continue
             user = parsed[0]
@@ -281,7 +293,7 @@ class AuthScanner(NativeFeed, ProbeEvents, AdminEvents):
                   pam_users: dict[bytes, set[bytes]]) -> None:
         parts = ACCEPTED_REST.match(rest)
         parsed = None if parts is None else after_for(parts.group(2), False)
-        if parsed is None:
+        if parts is None or parsed is None:
             return
         method, (user, raw) = parts.group(1), parsed
         host = KEYS[raw]
@@ -345,7 +357,7 @@ class AuthScanner(NativeFeed, ProbeEvents, AdminEvents):
                 at = chunk.find(tag, pos)
                 if at < 0:
                     break
-                start, end = self._line_at(at)
+                _, end = self._line_at(at)
                 found = RESOLVES.search(chunk, at, end)
                 key = found and KEYS[found.group(1)]
                 if key:

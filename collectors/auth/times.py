@@ -12,7 +12,7 @@ from itertools import compress
 
 import numpy as np
 
-from collectors.auth.compiled import authscan
+from collectors.auth.compiled import authscan, required
 from collectors.logreader.formats import MONTHS, parse_timestamp
 
 _WIDTH = 15                                    # "Nov 23 10:00:01"
@@ -60,8 +60,9 @@ class LineClock:
                 last = parse_timestamp(hour + b":59:00", self.now)
                 linear = first is not None and last is not None and last - first == 3540.0
                 self._hours[hour] = first if linear else None
-            if self._hours[hour] is not None:
-                base = self._hours[hour] + 60.0 * int(mm)
+            hour_base = self._hours[hour]
+            if hour_base is not None:
+                base = hour_base + 60.0 * int(mm)
         if base is None:
             base = parse_timestamp(minute + b":00", self.now)
         self._minutes[minute] = base
@@ -87,7 +88,7 @@ class LineClock:
     def stamps(self, chunk: bytes, starts: list[int]) -> np.ndarray:
         """Times of the lines at ``starts`` (NaN where unreadable): syslog stamps vectorised."""
         at = np.asarray(starts, dtype=np.int64)
-        keys = (np.frombuffer(authscan.stamp_keys(chunk, at), dtype=np.int64) if self.native
+        keys = (np.frombuffer(required().stamp_keys(chunk, at), dtype=np.int64) if self.native
                 else stamp_keys(chunk, at))
         out = np.full(len(starts), np.nan)
         rows = np.flatnonzero(keys >= 0)
@@ -96,7 +97,7 @@ class LineClock:
             unique, first, which = np.unique(minutes, return_index=True, return_inverse=True)
             known = self._by_key        # a key is one minute's text: its base, read once
             bases = np.array([known[k] if k in known else self._keyed_base(k, chunk, starts[i])
-                              for k, i in zip(unique.tolist(), rows[first].tolist())],
+                              for k, i in zip(unique.tolist(), rows[first].tolist(), strict=True)],
                              dtype=np.float64)
             out[rows] = bases[which] + seconds
         for row in np.flatnonzero(keys < 0).tolist():

@@ -9,8 +9,8 @@ same matches, left to right, none overlapping.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
 from itertools import repeat
-from typing import Iterable, Iterator
 
 import numpy as np
 

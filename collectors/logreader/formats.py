@@ -120,7 +120,7 @@ def _rfc5424(line: bytes, m: re.Match[bytes], now: float) -> Header | None:
 
 def _structured_message(line: bytes) -> str | None:
     """MSG of an RFC5424 line with structured data, through syslog-rfc5424-parser."""
-    from syslog_rfc5424_parser import ParseError, SyslogMessage
+    from syslog_rfc5424_parser import ParseError, SyslogMessage  # noqa: PLC0415 - lark: rare lines only
 
     try:
         return SyslogMessage.parse(line.decode("utf-8", "replace")).msg or ""

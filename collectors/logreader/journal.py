@@ -14,10 +14,11 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from foundation.context import CommandError, Runner
 
@@ -65,7 +66,7 @@ class JournalRead:
 
 
 def _escape(text: str) -> str:
-    return _CONTROL.sub(lambda m: "#%03o" % ord(m.group(0)), text)
+    return _CONTROL.sub(lambda m: f"#{ord(m.group(0)):03o}", text)
 
 
 def _token(value: Any, default: str) -> str:
@@ -86,7 +87,7 @@ def render_entry(entry: Mapping[str, Any]) -> bytes | None:
     message = _message(entry.get("MESSAGE"))
     try:
         usec = int(entry["__REALTIME_TIMESTAMP"])
-        stamp = datetime.fromtimestamp(usec / 1e6, timezone.utc).isoformat(timespec="microseconds")
+        stamp = datetime.fromtimestamp(usec / 1e6, UTC).isoformat(timespec="microseconds")
     except (KeyError, TypeError, ValueError, OverflowError, OSError):  # absent or out of range
         return None
     if message is None:

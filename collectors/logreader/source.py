@@ -8,8 +8,9 @@ unless rsyslog is installed). The state is ``{"log": {...}}``: merge it into the
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 from collectors.logreader.journal import JournalError, end_cursor, read_journal
 from collectors.logreader.tail import Tail, cut_long_lines, siblings

@@ -25,8 +25,9 @@ import hashlib
 import logging
 import os
 import stat
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator, Mapping
+from typing import Any, BinaryIO
 
 from collectors.logreader.chunks import count_lines
 from foundation.files import NotRegularFile, file_kind, open_regular
@@ -44,7 +45,7 @@ def fingerprint(handle: BinaryIO, length: int) -> str:
     head = handle.read(length)
     if len(head) < length:
         return ""
-    return hashlib.sha1(head).hexdigest()
+    return hashlib.sha1(head, usedforsecurity=False).hexdigest()
 
 
 def siblings(path: Path) -> list[Path]:
@@ -139,8 +140,7 @@ class Tail:
             else:
                 self._event("missing")
             return
-        same = current is not None and (current.st_dev, current.st_ino) == (cur["dev"], cur["ino"])
-        if same:
+        if current is not None and (current.st_dev, current.st_ino) == (cur["dev"], cur["ino"]):
             yield from self._same_inode(current, cur)
             return
         old = self._find_inode(cur["dev"], cur["ino"])
@@ -182,7 +182,7 @@ class Tail:
         now = _inode(self.path)
         mine = (st.st_dev, st.st_ino)
         start = inodes.index(mine) + 1 if mine in inodes else len(rotated)
-        for newer, ino in zip(rotated[start:], inodes[start:]):
+        for newer, ino in zip(rotated[start:], inodes[start:], strict=True):
             if self._budget <= 0:
                 return
             stn = _stat(newer)
@@ -201,7 +201,7 @@ class Tail:
             return True
         try:
             with open_regular(path) as handle:
-                return fingerprint(handle, cur["fp_len"]) == cur["fp"]
+                return bool(fingerprint(handle, cur["fp_len"]) == cur["fp"])
         except OSError:
             return False
 
@@ -305,7 +305,8 @@ class Tail:
         fd = handle.fileno()
         if os.fstat(fd).st_size < end:
             return True
-        return bool(head[1]) and hashlib.sha1(os.pread(fd, head[1], 0)).hexdigest() != head[0]
+        return bool(head[1]) and hashlib.sha1(os.pread(fd, head[1], 0),
+                                                    usedforsecurity=False).hexdigest() != head[0]
 
     def _read(self, path: Path, st: os.stat_result, offset: int, skip: bool) -> Iterator[bytes]:
         """Read whole lines of one file from ``offset``; the cursor follows what was handed out."""

@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from foundation.store import files
-from foundation.store.schema import MIGRATIONS
+from foundation.store.data_storage import Store
 from foundation.store.files import StoreDamaged, StoreError
+from foundation.store.salvage import copy_readable_rows
+from foundation.store.schema import MIGRATIONS
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +88,7 @@ def _read_only(path: Path) -> sqlite3.Connection:
     return sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
 
 
-def make_backup(store: "Store", now: float, generations: int) -> Backup:  # noqa: F821
+def make_backup(store: Store, now: float, generations: int) -> Backup:
     """Write a verified backup of the open store and keep only the newest ``generations``."""
     folder = backup_dir(store.path)
     files.make_private_dir(folder)
@@ -116,7 +118,7 @@ def make_backup(store: "Store", now: float, generations: int) -> Backup:  # noqa
     return Backup(final, now)
 
 
-def backup_if_due(store: "Store", now: float, interval_hours: int,  # noqa: F821
+def backup_if_due(store: Store, now: float, interval_hours: int,
                   generations: int) -> Backup | None:
     """Make a backup when the newest is older than the interval (or dated in the future)."""
     if generations <= 0:
@@ -139,7 +141,7 @@ def set_aside(db: Path, now: float, why: str) -> Path:
     while any(p.exists() for p in files.side_files(aside)):  # never replace a kept one
         n += 1
         aside = db.with_name(f"{base}.{n}")
-    for suffix in ("",) + files.SIDE_SUFFIXES:
+    for suffix in ("", *files.SIDE_SUFFIXES):
         source = db.with_name(db.name + suffix)
         if source.exists():  # -wal must keep its db's name + "-wal" to stay readable with it
             os.replace(source, aside.with_name(aside.name + suffix))
@@ -217,8 +219,6 @@ def restore(db: Path, source: Path | None, now: float) -> str:
 
 def salvage(db: Path, now: float) -> str:
     """Rebuild the store from the rows that still read, skipping damaged pages; what was saved."""
-    from foundation.store.salvage import copy_readable_rows
-
     if not db.exists() or db.stat().st_size == 0:
         raise StoreError(f"{db} is missing or empty: nothing to salvage. Fix: "
                          f"`{files.CLI} store restore` puts the latest backup back")

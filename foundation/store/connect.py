@@ -1,21 +1,21 @@
 """Opening the store's database: the files' checks, the connection's pragmas, the health check, the
 migrations.
 
-foundation.store.data_storage.Store.open calls ``connect``; everything that can refuse a store at start (a link, a
-vanished or empty file, a failed quick_check, a schema newer than the agent) happens here, and a
-refusal closes the connection and releases the lock before it is raised.
+foundation.store.data_storage.Store.open calls ``connect``; everything that can refuse a store at
+start (a link, a vanished or empty file, a failed quick_check, a schema newer than the agent)
+happens here, and a refusal closes the connection and releases the lock before it is raised.
 """
 from __future__ import annotations
 
 import logging
 import sqlite3
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from foundation.store import files
-from foundation.store.schema import MIGRATIONS, apply_migration
 from foundation.store.files import StoreDamaged, StoreError, quick_check
+from foundation.store.schema import MIGRATIONS, apply_migration
 
 log = logging.getLogger(__name__)
 

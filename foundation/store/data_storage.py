@@ -9,17 +9,19 @@ import json
 import logging
 import sqlite3
 import time
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ContextManager, Iterable, Iterator, Mapping
+from typing import Any
 
+from foundation.baseline import WINDOW_HOURLY, WINDOW_OVERALL, Baseline
+from foundation.model import Sample
 from foundation.store import files
 from foundation.store.connect import connect, immediate
-from foundation.baseline import WINDOW_HOURLY, WINDOW_OVERALL, Baseline
+from foundation.store.files import StoreDamaged, StoreError, quick_check
+from foundation.store.files import reading as _reading
 from foundation.store.schema import MIGRATIONS
-from foundation.model import Sample
-from foundation.store.files import StoreDamaged, StoreError, quick_check, reading as _reading
 
 __all__ = ["ALL_HOURS", "MIGRATIONS", "CycleWrite", "FindingRow", "OutboxMessage", "Store",
            "StoreDamaged", "StoreError"]
@@ -75,7 +77,7 @@ class Store:
         self._series: dict[str, int] = {}
 
     @classmethod
-    def open(cls, path: Path, timeout_s: float = 10.0, check: bool = True) -> "Store":
+    def open(cls, path: Path, timeout_s: float = 10.0, check: bool = True) -> Store:
         """Open (creating and migrating as needed) the database at ``path``; refuse a damaged one.
 
         The folder is made 0700 and the files 0600; symbolic links are refused, a file that is
@@ -95,11 +97,11 @@ class Store:
         if self._lock is not None:
             self._lock.release()
 
-    def _tx(self) -> ContextManager[sqlite3.Connection]:
+    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
         return immediate(self._conn)
 
     @contextmanager
-    def transaction(self) -> Iterator["CycleWrite"]:
+    def transaction(self) -> Iterator[CycleWrite]:
         """All writes of one cycle; committed together or not at all."""
         try:
             with self._tx():
@@ -115,7 +117,7 @@ class Store:
 
     def integrity_check(self) -> str:
         """SQLite's PRAGMA integrity_check answer ("ok" when sound)."""
-        return self._conn.execute("PRAGMA integrity_check").fetchone()[0]
+        return str(self._conn.execute("PRAGMA integrity_check").fetchone()[0])
 
     def quick_check(self) -> list[str]:
         """PRAGMA quick_check's problems ([] when sound): O(pages), no index cross-check."""
@@ -175,12 +177,12 @@ class Store:
     @_reading
     def findings(self, open_only: bool = True) -> dict[str, FindingRow]:
         """Stored findings by fingerprint (the open ones by default)."""
-        query = "SELECT * FROM findings" + (" WHERE open = 1" if open_only else "")
-        cur = self._conn.execute(query)
+        cur = self._conn.execute("SELECT * FROM findings WHERE open = 1" if open_only
+                                 else "SELECT * FROM findings")
         names = [d[0] for d in cur.description]
         rows = {}
         for raw in cur:
-            rec = dict(zip(names, raw))
+            rec = dict(zip(names, raw, strict=True))
             rec["open"] = bool(rec["open"])
             rec["details"] = json.loads(rec["details"])
             rec.pop("resolved_at")
@@ -193,7 +195,7 @@ class Store:
         cur = self._conn.execute("SELECT ts, fingerprint, source, kind, severity, summary "
                                  "FROM finding_events WHERE ts >= ? ORDER BY ts", (since,))
         names = [d[0] for d in cur.description]
-        return [dict(zip(names, r)) for r in cur]
+        return [dict(zip(names, r, strict=True)) for r in cur]
 
     @_reading
     def due_messages(self, now: float, limit: int = 50) -> list[OutboxMessage]:
@@ -275,8 +277,8 @@ class Store:
         if row is None:
             row = self._conn.execute("INSERT INTO series (name, by_hour) VALUES (?, ?) RETURNING id",
                                      (name, int(by_hour))).fetchone()
-        self._series[name] = row[0]
-        return row[0]
+        series_id = self._series[name] = int(row[0])
+        return series_id
 
 
 class CycleWrite:
@@ -284,7 +286,7 @@ class CycleWrite:
 
     def __init__(self, store: Store) -> None:
         self._store = store
-        self._conn = store._conn  # noqa: SLF001 - same module, the store's own connection
+        self._conn = store._conn
 
     def add_samples(self, ts: float, samples: Iterable[Sample]) -> int:
         """Store samples and fold each into its baselines (all hours, and its hour when by_hour)."""
@@ -303,7 +305,7 @@ class CycleWrite:
         return count
 
     def _add(self, series: str, by_hour: bool, ts: float, value: float) -> None:
-        sid = self._store._series_id(series, by_hour)  # noqa: SLF001
+        sid = self._store._series_id(series, by_hour)
         self._conn.execute("INSERT INTO samples (series_id, ts, value) VALUES (?, ?, ?)",
                            (sid, ts, value))
         self._update_baseline(sid, ALL_HOURS, value, ts, WINDOW_OVERALL)

@@ -15,9 +15,10 @@ import os
 import sqlite3
 import stat
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, TypeVar
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 SIDE_SUFFIXES = ("-wal", "-shm")
@@ -81,12 +82,12 @@ def reading(method: Callable[..., R]) -> Callable[..., R]:
     return wrapper
 
 
-def prepare(db: Path) -> "StoreLock":
+def prepare(db: Path) -> StoreLock:
     """Make the folder, refuse links, take the shared lock and refuse a store that vanished."""
     try:
         make_private_dir(db.parent)
         files = side_files(db)
-        refuse_links(files + [marker_path(db)])
+        refuse_links([*files, marker_path(db)])
         lock = StoreLock(db, exclusive=False)
     except OSError as err:
         raise StoreError(f"cannot open the store {db}: {err.strerror or err}") from err

@@ -54,7 +54,7 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 
-def apply_migration(conn: "sqlite3.Connection", number: int) -> None:
+def apply_migration(conn: sqlite3.Connection, number: int) -> None:
     """Run migration ``number`` (from version ``number`` to ``number + 1``) on a connection."""
     for statement in MIGRATIONS[number].split(";"):
         if statement.strip():

@@ -9,6 +9,7 @@ answers 200 and the created message object, otherwise 204. Accepted messages are
 """
 from __future__ import annotations
 
+import contextlib
 import email.parser
 import email.policy
 import json
@@ -125,7 +126,7 @@ class FakeDiscord:
         return f"http://127.0.0.1:{self._server.server_address[1]}/api/webhooks/{WEBHOOK_ID}/" \
                f"{WEBHOOK_TOKEN}"
 
-    def __enter__(self) -> "FakeDiscord":
+    def __enter__(self) -> FakeDiscord:
         self._thread.start()
         return self
 
@@ -158,12 +159,11 @@ class FakeDiscord:
                     self.send_header(name, value)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                try:
+                # the client may have timed out and left, as the notifier's timeout test makes it
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                     self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client timed out and left, as the notifier's timeout test makes it
 
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            def do_GET(self) -> None:
                 # Discord answers GET on a webhook URL with the webhook object, posting nothing.
                 found = re.fullmatch(r"/api/webhooks/(\d+)/([^/]+)", urlsplit(self.path).path)
                 if not found or found.group(1) != WEBHOOK_ID:
@@ -175,7 +175,7 @@ class FakeDiscord:
                                      "avatar": None, "channel_id": "1", "guild_id": "2",
                                      "application_id": None, "token": WEBHOOK_TOKEN})
 
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            def do_POST(self) -> None:
                 parts = urlsplit(self.path)
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)

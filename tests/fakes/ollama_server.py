@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 import re
 import threading
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Union
+from typing import Any
 
 VALID = "valid"
 FENCED = "fenced"
@@ -28,7 +29,7 @@ SERVER_ERROR = "500"             # chat answers fail with 500 (loads succeed)
 SLOW = "slow"                    # a chat answer that takes slow_seconds (loads are not slow)
 MISSING_MODEL = "missing_model"  # answers 404 whatever model is asked for
 
-Behaviour = Union[str, Callable[[dict[str, Any]], str]]
+Behaviour = str | Callable[[dict[str, Any]], str]
 
 
 def verdict_json(request: dict[str, Any], severity: str = "low") -> str:
@@ -64,10 +65,10 @@ def _content(behaviour: str, request: dict[str, Any]) -> str:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server: "_Server"
+    server: _Server
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         """Keep test output quiet."""
 
     def _send(self, status: int, body: bytes, ctype: str = "application/json") -> None:
@@ -89,7 +90,7 @@ class _Handler(BaseHTTPRequestHandler):
             parsed = {"_unparsed": raw.decode("utf-8", "replace")}
         return parsed if isinstance(parsed, dict) else {"_body": parsed}
 
-    def do_GET(self) -> None:  # noqa: N802 - stdlib name
+    def do_GET(self) -> None:
         """/api/tags, /api/ps, /api/version."""
         fake = self.server.fake
         fake.requests.append((self.path, {}))
@@ -105,13 +106,13 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send(404, b"404 page not found", "text/plain; charset=utf-8")
 
-    def do_HEAD(self) -> None:  # noqa: N802 - stdlib name
+    def do_HEAD(self) -> None:
         """The root answers HEAD like the real server."""
         self.send_response(200)
         self.send_header("Content-Length", "0")
         self.end_headers()
 
-    def do_POST(self) -> None:  # noqa: N802 - stdlib name
+    def do_POST(self) -> None:
         """/api/chat (streaming or not)."""
         fake = self.server.fake
         body = self._body()
@@ -162,7 +163,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _model_entry(name: str) -> dict[str, Any]:
@@ -183,7 +184,7 @@ def _final(model: str, content: str, reason: str) -> dict[str, Any]:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
-    fake: "FakeOllama"
+    fake: FakeOllama
 
 
 class FakeOllama:
@@ -207,7 +208,7 @@ class FakeOllama:
         """The bodies of /api/chat requests that carried messages (warm-ups excluded)."""
         return [b for p, b in self.requests if p == "/api/chat" and b.get("messages")]
 
-    def start(self) -> "FakeOllama":
+    def start(self) -> FakeOllama:
         """Bind and serve in a daemon thread."""
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.fake = self
@@ -228,7 +229,7 @@ class FakeOllama:
             self._thread.join(5)
             self._thread = None
 
-    def __enter__(self) -> "FakeOllama":
+    def __enter__(self) -> FakeOllama:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -30,7 +30,7 @@ INTERVAL_S = 10                  # the smallest interval the settings accept
 BEFORE_S = 12.0                  # real seconds the agent runs before the change
 AFTER_S = 36.0                   # and after it: three intervals and a bit
 MIN_CYCLES_AFTER = 2             # three are expected; the bug gave none (an hour of silence)
-DST_CHANGE = datetime(2026, 10, 25, 1, 0, 0, tzinfo=timezone.utc).timestamp()  # 03:00 CEST
+DST_CHANGE = datetime(2026, 10, 25, 1, 0, 0, tzinfo=UTC).timestamp()  # 03:00 CEST
 
 
 def agent_env(tmp_path: Path, fake: dict[str, str]) -> dict[str, str]:

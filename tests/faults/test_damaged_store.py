@@ -50,7 +50,7 @@ def count(db: Path, table: str) -> int:
     """Rows of a table, read by a connection of the test's own."""
     conn = sqlite3.connect(db)
     try:
-        return conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]  # noqa: S608
+        return conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
     finally:
         conn.close()
 

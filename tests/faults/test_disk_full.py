@@ -14,14 +14,14 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
-from analysis.rules import RulesJudge
 from agent.cycle import Agent
+from analysis.rules import RulesJudge
 from foundation.store.data_storage import Store, StoreError
 from tests.conftest import ROOT
 
@@ -124,7 +124,7 @@ def test_a_full_disk_gives_a_clear_error_no_corruption_and_recovery(tmp_path: Pa
             written += 700
             failures = 0
             for _ in range(3):                  # it keeps failing cleanly while the disk is full
-                with pytest.raises(StoreError, match="disk is full|disk I/O|database or disk"):
+                with pytest.raises(StoreError, match=r"disk is full|disk I/O|database or disk"):
                     agent.run_cycle()
                 failures += 1
                 clock[0] += 300

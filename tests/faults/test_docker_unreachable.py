@@ -11,16 +11,15 @@ from __future__ import annotations
 import io
 import os
 import socket
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import collectors.containers as containers
+from agent.cycle import Agent
 from alerts.console import ConsoleNotifier
 from analysis.rules import RulesJudge
-from agent.cycle import Agent
 from foundation.store.data_storage import Store
 from tests.podman_engine import IMAGE, PodmanEngine
 from tests.procs import unique_name

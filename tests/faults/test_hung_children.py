@@ -8,6 +8,7 @@ so the test can find (and, on failure, stop) exactly the processes it caused.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -43,10 +44,8 @@ def reap(marker: str) -> list[int]:
     """Stop (by pid) what the fake command left behind; their pids."""
     left = marked(marker)
     for proc in left:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             proc.kill()
-        except psutil.NoSuchProcess:
-            pass
     return [p.pid for p in left]
 
 
@@ -84,7 +83,7 @@ def test_repeated_timeouts_leave_no_threads_and_no_processes(tmp_path: Path) -> 
     threads = threading.active_count()
     for _ in range(4):
         t0 = time.monotonic()
-        with pytest.raises(CommandError, match="did not finish within 0.5 s"):
+        with pytest.raises(CommandError, match=r"did not finish within 0\.5 s"):
             run_command([str(script)], 0.5)
         assert time.monotonic() - t0 < CALL_BOUND_S
         assert reap(marker) == []

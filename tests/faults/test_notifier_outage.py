@@ -18,15 +18,15 @@ import sqlite3
 import time
 import uuid
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from agent.cycle import Agent
 from alerts.discord import DiscordNotifier
 from alerts.outbox import deliver_due
 from analysis.rules import RulesJudge
-from agent.cycle import Agent
 from foundation.store.data_storage import Store
 from tests.fakes.discord_server import FakeDiscord, Reply
 
@@ -69,7 +69,7 @@ def queued_alerts(db: Path) -> list[tuple[str, tuple[str, ...]]]:
     keys = []
     for (raw,) in rows:
         payload = json.loads(raw)
-        stamp = datetime.fromtimestamp(payload["created_at"], timezone.utc).isoformat()
+        stamp = datetime.fromtimestamp(payload["created_at"], UTC).isoformat()
         keys.append(alert_key(stamp, [f"{i['why']} · {i['fingerprint'][:16]}"
                                       for i in payload["items"]]))
     return keys
@@ -133,6 +133,6 @@ def test_an_hour_of_random_discord_failures_and_restarts_delivers_each_alert_onc
           f"{time.monotonic() - started:.1f} s")
     assert counts == {"sent": len(expected)}
     assert len(expected) >= 8 and len(set(expected)) == len(expected)
-    assert dict(arrived) == {key: 1 for key in expected}          # each one, exactly once
+    assert dict(arrived) == dict.fromkeys(expected, 1)          # each one, exactly once
     assert highs == len(expected)
     assert outage_requests > 3 * len(expected)                    # it kept retrying meanwhile

@@ -12,8 +12,9 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -100,7 +101,7 @@ def test_a_log_path_that_is_not_a_regular_file_is_refused_at_once(
         state: dict[str, Any] = {}
         for _ in range(2):            # the first cycle, and a second one with its state
             t0 = time.monotonic()
-            result = bounded(lambda: module.collect(CollectContext(settings, time.time(), state)))
+            result = bounded(lambda state=state: module.collect(CollectContext(settings, time.time(), state)))
             state = dict(result.state or {})
             assert time.monotonic() - t0 < BOUND_S
             assert result.available is False

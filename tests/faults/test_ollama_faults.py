@@ -13,14 +13,15 @@ import socket
 import time
 import uuid
 from collections import Counter
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import ollama
 import pytest
 
-from analysis.ollama_judge import OllamaJudge
 from agent.budget import JUDGE_GRACE_S
 from agent.cycle import Agent
+from analysis.ollama_judge import OllamaJudge
 from foundation.store.data_storage import Store
 from tests.fakes import ollama_server as fo
 from tests.fakes.ollama_server import FakeOllama, verdict_json

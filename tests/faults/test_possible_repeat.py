@@ -3,10 +3,11 @@
 The agent used to die now and then between Discord posting a message and the outbox marking it
 sent (a SIGKILL with a slow Discord doubled 8 of 23 alerts), and the re-sent copy looked like a
 new alert. Here the fake Discord holds a killed run's POST (posting it, answering late) so the
-kill always lands inside the window, whatever the load. Now the outbox records "attempt started" durably before the network call; a message
-found with an attempt started and no outcome is re-sent with "(possible repeat ...)" in the text
-the operator sees (Discord content, console line, Home Assistant sentence). A read timeout (the
-POST went out, no answer came) counts as an unknown outcome too.
+kill always lands inside the window, whatever the load. Now the outbox records "attempt started"
+durably before the network call; a message found with an attempt started and no outcome is
+re-sent with "(possible repeat ...)" in the text the operator sees (Discord content, console line,
+Home Assistant sentence). A read timeout (the POST went out, no answer came) counts as an unknown
+outcome too.
 """
 from __future__ import annotations
 

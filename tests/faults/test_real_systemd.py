@@ -1,6 +1,6 @@
 """The shipped unit under a real systemd: a Debian 12 container booted with systemd as PID 1.
 
-The agent is installed as the README says (`make install` from a copy of this checkout, which
+The agent is installed as docs/operations.md says (`make install` from a copy of this checkout, which
 installs the Debian packages and the pinned venv from the registries, renders the unit, enables and
 starts it), configured through /etc/monitor-agent/env, and then checked: cycles in its journal,
 collectors working under the unit's hardening, a frozen loop restarted by the watchdog, and
@@ -13,8 +13,8 @@ import json
 import re
 import subprocess
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 
@@ -217,4 +217,4 @@ def test_systemctl_stop_is_quick_and_clean(box: SystemdContainer) -> None:
     # it left on its own, with status 0, not killed at TimeoutStopSec (15 s)
     assert times["Result"] == "success" and times["ExecMainCode"] == "1", times  # 1 = CLD_EXITED
     assert times["ExecMainStatus"] == "0", times
-    assert 0 < stop_s < 10, f"stop took {stop_s:.2f} s (the README promises 2 s)"
+    assert 0 < stop_s < 10, f"stop took {stop_s:.2f} s (docs/operations.md promises 2 s)"

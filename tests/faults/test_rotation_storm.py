@@ -6,7 +6,7 @@ leaves it missing for a while, and aborts reads half-way (a crash: the cursor is
 random between reads and between the chunks of one read. The cursor goes through JSON after every
 read, as the store keeps it. The lines read must be the lines written, each exactly once.
 
-What the tailer cannot survive is not done (the README's Reliability section says so): deleting a file while
+What the tailer cannot survive is not done (docs/reliability.md, "Documented limits"): deleting a file while
 any line is unread, more than MAX_ROTATIONS rotations between two reads, rotating a re-created file
 before it was read once (it may carry the deleted file's inode number), and a copytruncate while a
 line is half-written or before anything of the file was read (the cursor has no fingerprint).
@@ -19,8 +19,9 @@ import random
 import shutil
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -161,11 +162,9 @@ class Storm:
 
     def _take(self, chunks: Iterator[bytes], into: list[bytes], count: int | None) -> bool:
         """Take ``count`` chunks (all when None); True when the read is exhausted."""
-        taken = 0
-        for chunk in chunks:
+        for taken, chunk in enumerate(chunks, start=1):
             assert chunk.endswith(b"\n"), chunk[-80:]
             into.extend(chunk.split(b"\n")[:-1])
-            taken += 1
             if count is not None and taken >= count:
                 return False
         return True

@@ -8,6 +8,7 @@ The 2 s figure itself is measured by bench/stop_time.py; the bound here is sever
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
@@ -15,8 +16,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -77,10 +78,8 @@ def sigterm(proc: subprocess.Popen) -> tuple[float, str]:
     """SIGTERM; seconds until the agent exited (killed after far longer) and its stderr."""
     t0 = time.monotonic()
     proc.send_signal(signal.SIGTERM)
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(STOP_BOUND_S * 10)
-    except subprocess.TimeoutExpired:
-        pass
     took = time.monotonic() - t0
     if proc.poll() is None:
         proc.kill()
