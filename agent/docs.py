@@ -1,17 +1,23 @@
-"""Markdown tables for the README, made from config.py's comments and the detectors' KINDS.
+"""Markdown tables for the documentation, made from config.py's comments and the detectors' KINDS.
 
-Run: .venv/bin/python -m agent.docs readme   (rewrites README.md's generated tables in place)
-     .venv/bin/python -m agent.docs settings|kinds   (prints one table)
+Each generated table sits in one file between its markers, ``<!-- NAME:begin -->`` and
+``<!-- NAME:end -->``: the settings in docs/configuration.md, the finding kinds in docs/findings.md.
+
+Run: .venv/bin/python -m agent.docs [docs]         (rewrites every generated block of README.md and docs/*.md)
+     .venv/bin/python -m agent.docs settings|kinds  (prints one table)
 """
 from __future__ import annotations
 
 import re
 import sys
-from typing import Callable
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 
+from analysis.detectors import all_kinds
 from foundation.settings import DEFAULT_CONFIG, PROJECT_DIR
 
 README = PROJECT_DIR / "README.md"
+DOCS_DIR = PROJECT_DIR / "docs"
 
 _SECTION = re.compile(r"^# --- (.+?) -+$")
 _SETTING = re.compile(r"^([A-Z][A-Z0-9_]*) = (.+?)\s+# (.+)$")
@@ -19,11 +25,12 @@ _SETTING = re.compile(r"^([A-Z][A-Z0-9_]*) = (.+?)\s+# (.+)$")
 
 def settings_table() -> str:
     """Every setting of config.py with its default and comment, by section."""
-    out = []
+    out: list[str] = []
     for line in DEFAULT_CONFIG.read_text(encoding="utf-8").splitlines():
         section = _SECTION.match(line)
         if section:
-            out.append(f"\n**{section.group(1).capitalize()}**\n\n| setting | default | meaning |\n|---|---|---|")
+            out.append(f"\n**{section.group(1).capitalize()}**\n\n"
+                       "| setting | default | meaning |\n|---|---|---|")
             continue
         setting = _SETTING.match(line)
         if setting:
@@ -35,8 +42,6 @@ def settings_table() -> str:
 
 def kinds_table() -> str:
     """Every finding kind: source, rule severity, floor, meaning, what to do."""
-    from analysis.detectors import all_kinds
-
     rows = ["| kind | source | rule severity | floor | when it clears | meaning | what to do |",
             "|---|---|---|---|---|---|---|"]
     rows.extend(k.describe() for k in all_kinds())
@@ -44,18 +49,59 @@ def kinds_table() -> str:
 
 
 TABLES: dict[str, Callable[[], str]] = {"settings": settings_table, "kinds": kinds_table}
+# The one file each generated table lives in.
+HOMES: dict[str, Path] = {"settings": DOCS_DIR / "configuration.md", "kinds": DOCS_DIR / "findings.md"}
 
 
-def render_readme(text: str) -> str:
-    """README text with every generated block (between its begin/end markers) made anew."""
-    for name, make in TABLES.items():
-        pattern = re.compile(rf"(<!-- {name}:begin -->\n).*?(<!-- {name}:end -->)", re.S)
-        text = pattern.sub(lambda m, make=make: m.group(1) + make() + m.group(2), text)
+def doc_files() -> list[Path]:
+    """README.md and every docs/*.md: the files whose generated blocks are rewritten."""
+    return [README, *sorted(DOCS_DIR.glob("*.md"))]
+
+
+def make_tables() -> dict[str, str]:
+    """Every generated table, by name."""
+    return {name: make() for name, make in TABLES.items()}
+
+
+def replace_block(text: str, name: str, table: str) -> str:
+    """``text`` with what stands between the markers of ``name`` set to ``table``."""
+    begin, end = f"<!-- {name}:begin -->\n", f"<!-- {name}:end -->"
+    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
+    return pattern.sub(lambda _match: begin + table + end, text)
+
+
+def render(text: str, tables: Mapping[str, str]) -> str:
+    """Markdown text with every generated block (between its begin/end markers) made anew."""
+    for name, table in tables.items():
+        text = replace_block(text, name, table)
     return text
 
 
+def rewrite(paths: Iterable[Path], tables: Mapping[str, str]) -> list[Path]:
+    """Rewrite the generated blocks of each file in place; the files that changed."""
+    changed: list[Path] = []
+    for path in paths:
+        text = path.read_text(encoding="utf-8")
+        new = render(text, tables)
+        if new != text:
+            path.write_text(new, encoding="utf-8")
+            changed.append(path)
+    return changed
+
+
+def main(argv: list[str]) -> int:
+    """``docs`` (the default) rewrites the documentation's tables; a table's name prints it."""
+    command = argv[0] if argv else "docs"
+    if command == "docs":
+        for path in rewrite(doc_files(), make_tables()):
+            print(f"rewrote {path.relative_to(PROJECT_DIR)}")
+        return 0
+    if command in TABLES:
+        print(TABLES[command](), end="")
+        return 0
+    print(f"usage: python -m agent.docs [docs | {' | '.join(TABLES)}]", file=sys.stderr)
+    return 2
+
+
 if __name__ == "__main__":
-    if sys.argv[1] == "readme":
-        README.write_text(render_readme(README.read_text(encoding="utf-8")), encoding="utf-8")
-    else:
-        print(TABLES[sys.argv[1]]())
+    sys.exit(main(sys.argv[1:]))
