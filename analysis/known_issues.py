@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from analysis.detectors import all_kinds
 from analysis.prompt import KnownContext
 from foundation import trust
 from foundation.model import Finding, Judged, Severity
@@ -225,8 +226,6 @@ def parse_known_issues(text: str, source: str, kinds: Collection[str] | None = N
 
 def _present_kinds() -> set[str] | None:
     """Kinds of the detectors in this build; None (no kind check) if one cannot be imported."""
-    from analysis.detectors import all_kinds  # noqa: PLC0415 - detectors import lazily
-
     try:
         return {spec.kind for spec in all_kinds()}
     except Exception as err:  # noqa: BLE001 - a broken detector must not block the operator's file

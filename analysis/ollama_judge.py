@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import ollama
 
+from analysis.detectors import all_kinds
 from analysis.known_issues import KnownIssues, load_known_issues
 from analysis.prompt import REMINDER, Prompt, build_prompt, sanitise, summary_messages
 from analysis.reply import VERDICT_SCHEMA, ParsedReply, ReplyError, parse_reply
@@ -177,8 +178,6 @@ class OllamaJudge:
     def prompt(self, findings: Sequence[Finding], observations: Mapping[str, Any],
                ctx: DetectContext | None) -> Prompt:
         """The prompt for this cycle (a fresh random boundary each time)."""
-        from analysis.detectors import all_kinds  # noqa: PLC0415 - detectors import lazily
-
         now = ctx.now if ctx is not None else time.time()
         try:
             titles = {k.kind: k.title for k in all_kinds()}
