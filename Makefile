@@ -7,6 +7,7 @@ BIN := $(VENV)/bin
 # Debian packages: what the agent uses at run time, and the real parts the tests drive.
 APT_RUN := python3 python3-venv python3-dev gcc libvectorscan-dev nmap iputils-ping lm-sensors procps
 APT_TEST := $(APT_RUN) rsyslog logrotate systemd-journal-remote podman runc busybox-static \
+            prometheus espeak-ng sox \
             fail2ban systemd iproute2 faketime debootstrap stress-ng \
             slirp4netns
 PYTEST_ARGS ?=

@@ -23,30 +23,36 @@ KINDS = (
              "Repeated failed SSH logins from one address",
              "Background noise for a server on the internet: check that password logins are off "
              "(PasswordAuthentication no) or that fail2ban bans the address; mute it in "
-             "known_issues.json if it is expected."),
+             "known_issues.json if it is expected.",
+             name="SSH password guessing"),
     KindSpec("ssh_preauth_probing", SOURCE, Severity.MEDIUM, Severity.NONE,
              "Repeated SSH connections from one address that gave up or were cut off before "
              "authenticating",
              "What bots do to a server with password logins off: usually background noise. Check "
              "that PasswordAuthentication is no and that the address is banned (fail2ban's "
              "aggressive mode, CrowdSec ssh-bf) or PerSourcePenalties is on; mute it in "
-             "known_issues.json if it is expected."),
+             "known_issues.json if it is expected.",
+             name="SSH probing"),
     KindSpec("login_after_failures", SOURCE, Severity.HIGH, Severity.HIGH,
              "A successful login from an address that had just failed repeatedly",
              "Treat as a possible break-in: check `last`/`who`, the user's sessions and processes, "
-             "change that user's password or keys, and block the address.", event=True),
+             "change that user's password or keys, and block the address.", event=True,
+             name="Login after failed attempts"),
     KindSpec("new_login_source", SOURCE, Severity.MEDIUM, Severity.NONE,
              "A user logged in from an address never seen before",
              "Confirm with the user that the login was theirs (travel, new network); if not, "
-             "treat as a compromised account.", event=True),
+             "treat as a compromised account.", event=True,
+             name="Login from a new address"),
     KindSpec("sudo_failure", SOURCE, Severity.MEDIUM, Severity.NONE,
              "sudo refused a user (wrong password, not in sudoers, command not allowed)",
              "Ask the user; repeated refusals for an account that should not use sudo suggest "
-             "someone is trying to escalate privileges.", event=True),
+             "someone is trying to escalate privileges.", event=True,
+             name="sudo refused"),
     KindSpec("user_created", SOURCE, Severity.MEDIUM, Severity.NONE,
              "A user account was created",
              "Confirm the account was created on purpose (a package install or an admin); an "
-             "unexpected account is a classic persistence step: lock it and investigate.", event=True),
+             "unexpected account is a classic persistence step: lock it and investigate.", event=True,
+             name="New user account"),
 )
 
 

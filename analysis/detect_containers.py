@@ -15,20 +15,24 @@ KINDS = (
              "A watched container is not running",
              "`docker ps -a`, `docker logs NAME` and `docker inspect NAME` (exit code, OOMKilled); "
              "fix the cause and `docker start NAME` (or `docker compose up -d`); remove it from "
-             "DOCKER_CONTAINERS_TO_MONITOR if it was retired on purpose."),
+             "DOCKER_CONTAINERS_TO_MONITOR if it was retired on purpose.",
+             name="Container down"),
     KindSpec("container_unhealthy", "containers", Severity.HIGH, Severity.HIGH,
              "A watched container fails its health check",
              "`docker inspect --format '{{json .State.Health}}' NAME` shows the failing check's "
-             "output; fix the service inside or restart the container."),
+             "output; fix the service inside or restart the container.",
+             name="Container unhealthy"),
     KindSpec("container_restarting", "containers", Severity.MEDIUM, Severity.NONE,
              "A watched container restarted since the last cycle",
              "A climbing restart count is a crash loop: read `docker logs NAME` from before the "
-             "restart, check memory limits (OOMKilled) and the container's dependencies."),
+             "restart, check memory limits (OOMKilled) and the container's dependencies.",
+             name="Container restarting"),
     KindSpec("docker_unreachable", "containers", Severity.HIGH, Severity.HIGH,
              "Docker cannot be reached, so no watched container can be seen",
              "The summary says why (no socket, permission denied, nothing listening, a hung "
              "engine) and the fix: `systemctl status docker`, `journalctl -u docker`, restart "
-             "it; check DOCKER_HOST and the agent's access to the socket."),
+             "it; check DOCKER_HOST and the agent's access to the socket.",
+             name="Docker unreachable"),
 )
 
 

@@ -16,11 +16,13 @@ KINDS = (
              "Find out why the runtime reaches that host (a plugin, a tool call, a compromised "
              "model server?); block it at the firewall or stop the runtime. If the destination is "
              "legitimate, add its host name or network to LLM_CONNECTION_ALLOWLIST (a reverse "
-             "name counts only when its own A/AAAA records include the address)."),
+             "name counts only when its own A/AAAA records include the address).",
+             name="LLM runtime calling out"),
     KindSpec("llm_unavailable", "llm_runtimes", Severity.MEDIUM, Severity.NONE,
              "The agent's own LLM (Ollama) is unreachable or lacks its model",
              "Start Ollama (`systemctl start ollama`), check OLLAMA_HOST, or run "
-             "`ollama pull MODEL`; meanwhile the rules decide severities."),
+             "`ollama pull MODEL`; meanwhile the rules decide severities.",
+             name="Ollama unavailable"),
 )
 
 

@@ -25,19 +25,23 @@ KINDS = (
              "A port is open that was not open before",
              "Find the listener (`ss -ltnp 'sport = :PORT'` on that host) and make sure you "
              "started it on purpose; stop it or firewall it if not. It is learnt as normal after "
-             "this alert.", event=True),
+             "this alert.", event=True,
+             name="New open port"),
     KindSpec("port_closed", "nmap", Severity.MEDIUM, Severity.NONE,
              "A port that was open is no longer open",
              "Check the service behind it (`systemctl status`, its logs) and restart it; if it was "
-             "retired on purpose, the finding ends by itself after 7 days."),
+             "retired on purpose, the finding ends by itself after 7 days.",
+             name="Port closed"),
     KindSpec("host_appeared", "nmap", Severity.MEDIUM, Severity.NONE,
              "A new host answers in a scanned network",
              "Identify the device (router's DHCP leases, `nmap -sV ADDR`); unknown devices on a "
-             "home network deserve a look.", event=True),
+             "home network deserve a look.", event=True,
+             name="New host on the network"),
     KindSpec("host_disappeared", "nmap", Severity.LOW, Severity.NONE,
              "A host that answered before no longer does",
              "Check that the device is powered and connected, if it should be; forgotten after 7 "
-             "days."),
+             "days.",
+             name="Host gone from the network"),
 )
 
 

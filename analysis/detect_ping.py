@@ -19,15 +19,18 @@ KINDS = (
              "A ping target answers nothing (medium the first cycle, high when confirmed)",
              "Check that the host is powered and on the network (cable, Wi-Fi, switch port, its "
              "firewall); if it is meant to be off, remove it from PING_TARGETS or add a known "
-             "issue."),
+             "issue.",
+             name="Host unreachable"),
     KindSpec("ping_loss", "ping", Severity.MEDIUM, Severity.NONE,
              "A ping target loses packets",
              "Look for a flaky link: Wi-Fi signal, a bad cable or switch port, a saturated uplink, "
-             "or the host itself overloaded."),
+             "or the host itself overloaded.",
+             name="Packet loss"),
     KindSpec("rtt_high", "ping", Severity.LOW, Severity.NONE,
              "Round-trip time far above its normal",
              "Look for congestion (a large transfer, backups), Wi-Fi interference, or an "
-             "overloaded host or router."),
+             "overloaded host or router.",
+             name="Slow network"),
 )
 
 

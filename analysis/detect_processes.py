@@ -9,7 +9,8 @@ KINDS = (
     KindSpec("process_missing", "processes", Severity.HIGH, Severity.HIGH,
              "A watched process is not running",
              "Check the service (`systemctl status NAME`, `journalctl -u NAME`) and restart it; "
-             "remove it from PROCESSES_TO_MONITOR if it was retired on purpose."),
+             "remove it from PROCESSES_TO_MONITOR if it was retired on purpose.",
+             name="Process not running"),
 )
 
 

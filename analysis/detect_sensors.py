@@ -21,7 +21,8 @@ KINDS = (
              "its critical mark (high, floor high)",
              "Check the fans, dust filters and airflow of the part named in the key; look at what "
              "load runs (GPU jobs, an LLM); over the critical mark, cut the load or shut the "
-             "machine down before the hardware trips."),
+             "machine down before the hardware trips.",
+             name="High temperature"),
 )
 
 

@@ -21,9 +21,9 @@ MAX_NOVEL_FINDINGS = 5     # novel_log_message findings per cycle; the rest are 
 MAX_EVIDENCE = 5
 
 
-def _family(kind: str, title: str, action: str) -> KindSpec:
+def _family(kind: str, title: str, action: str, **told: Any) -> KindSpec:
     """A family of kernel events (collectors/kernel_events.py): high by rule and floor, one-off."""
-    return KindSpec(kind, SOURCE, Severity.HIGH, Severity.HIGH, title, action, event=True)
+    return KindSpec(kind, SOURCE, Severity.HIGH, Severity.HIGH, title, action, event=True, **told)
 
 
 KINDS = (
@@ -31,7 +31,8 @@ KINDS = (
              "More syslog errors than usual",
              "Look at the programs and sample lines in the finding (`journalctl -p err -S -1h`, "
              "`grep -i error /var/log/syslog`); fix the failing service or add a known issue if "
-             "the new level is expected."),
+             "the new level is expected.",
+             name="More log errors than usual"),
     KindSpec(KERNEL_EVENT, SOURCE, Severity.MEDIUM, Severity.NONE,
              "A kernel event that matters (OOM kill, segfault or general protection fault of a "
              "program, thermal throttling, link down, kernel warning)",
@@ -39,46 +40,54 @@ KINDS = (
              "limit the service. Segfault or general protection fault: update or restart the "
              "program. Thermal throttling: clean fans, check cooling. Link down: check the cable, "
              "switch port and `ip link`. Kernel warning: note the driver and update the kernel.",
-             event=True),
+             event=True,
+             name="Kernel event"),
     _family(FS,
             "A filesystem reported an error or corruption, or went read-only (ext4, XFS, Btrfs)",
             "Writes are failing or will: stop what writes there, check the disk under it "
             "(`smartctl -a`, `dmesg`), take a backup of what is readable, then unmount and run "
             "`fsck`/`xfs_repair`/`btrfs check` (or `btrfs scrub`). An old error count only "
-            "(medium) asks for that fsck at the next maintenance window."),
+            "(medium) asks for that fsck at the next maintenance window.",
+             name="Filesystem error"),
     _family(DISK,
             "A disk failed I/O, timed out, was reset or dropped out (block layer, NVMe, SATA, "
             "SCSI, md RAID)",
             "Check the disk now (`smartctl -a /dev/DEV`, `nvme smart-log`), the cable or slot and "
             "the power supply; make sure the backups are current and replace the disk if errors "
             "repeat. A degraded RAID needs a replacement disk (`mdadm --detail`). ATA exceptions "
-            "alone (medium) are often a loose cable."),
+            "alone (medium) are often a loose cable.",
+             name="Disk error"),
     _family(HW,
             "The CPU or memory reported a hardware error (machine check, EDAC, firmware)",
             "Uncorrected (high): the hardware lost data; run `ras-mc-ctl --errors` or read "
             "`mcelog`, identify the DIMM or CPU and replace it. Corrected (low): the hardware "
-            "fixed it; watch the rate, a DIMM with rising corrected errors is failing."),
+            "fixed it; watch the rate, a DIMM with rising corrected errors is failing.",
+             name="Hardware error"),
     _family(HANG,
             "The kernel saw a hung task, a soft or hard lockup, or an RCU stall",
             "Read the stack trace after the line (`journalctl -k`); a hung task usually waits on "
             "a slow disk or network filesystem (check both), lockups and stalls point to a driver "
             "or hardware fault: update the kernel and firmware, and check the machine's "
-            "temperature and power."),
+            "temperature and power.",
+             name="Kernel hang"),
     _family(THERMAL,
             "A temperature reached its critical mark, or the kernel shut down to protect the "
             "hardware",
             "Check the fans, heatsinks and air flow now (`sensors`), clean dust, and find what "
             "loaded the machine; a zone that reports an absurd value (0 or 128 C) points to a "
-            "broken sensor or firmware instead."),
+            "broken sensor or firmware instead.",
+             name="Critical temperature"),
     _family(CRASH,
             "The kernel crashed: an Oops, a BUG, a general protection fault in the kernel, a panic",
             "Save the full trace (`journalctl -k -b -1`, or `/var/lib/systemd/pstore`), note the "
             "module in it, update the kernel and that driver; reboot if the machine is unstable "
-            "and test the memory (`memtest86+`) if crashes look random."),
+            "and test the memory (`memtest86+`) if crashes look random.",
+             name="Kernel crash"),
     KindSpec("novel_log_message", SOURCE, Severity.LOW, Severity.NONE,
              "A log message never seen before on this machine",
              "Read the sample line; if it is harmless it is learned and will not be reported again.",
-             event=True),
+             event=True,
+             name="New kind of log message"),
 )
 
 

@@ -79,6 +79,9 @@ class Finding:
     summary: str
     floor: Severity = Severity.NONE  # no LLM answer can push the final severity below this
     labels: Mapping[str, str] = field(default_factory=dict)   # untrusted strings: user, address, name
+    # trusted facts for the messages: numbers the agent measured, names from the configuration,
+    # categories it decided (never text from a log, a process, a banner or DNS): what speech uses
+    facts: Mapping[str, Any] = field(default_factory=dict)
     evidence: tuple[str, ...] = ()                            # untrusted raw lines, bounded
     metric: str | None = None     # the series this finding is about, if any
     value: float | None = None    # the value now
