@@ -1,7 +1,15 @@
-"""The daily recap chart: temperatures, ping round-trip and loss, failed logins over the day (PNG)."""
+"""The daily recap chart: temperatures, ping round trip and loss, failed logins over the day (PNG).
+
+Drawn for a phone: Discord shows an embedded image at most about 400 px wide, so the figure is
+one narrow column of panels whose fonts and lines stay legible at half its 800 px width, at most
+MAX_LINES lines a panel, and each panel's legend above its plot, never over the data. Names and
+units come from foundation.series; the keys (sensors, ping targets) are untrusted and go through
+foundation.untrusted.for_chart.
+"""
 from __future__ import annotations
 
 import io
+import textwrap
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -9,14 +17,28 @@ from datetime import datetime
 
 import matplotlib
 
-matplotlib.use("Agg")  # no display on a server; must precede pyplot
+matplotlib.use("Agg")  # no display on a server
 import matplotlib.dates as mdates
-import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
+from foundation.series import metric_spec, with_unit
 from foundation.untrusted import for_chart
 
 Series = Sequence[tuple[float, float]]
-MAX_LINES = 6   # per panel: more lines than this are unreadable; the busiest are kept
+MAX_LINES = 3          # per panel: more are unreadable on a phone; the highest peaks are kept
+MAX_LABEL = 28         # characters of a legend label (a sensor or target name)
+WIDTH_IN = 4.0         # at DPI: 800 px, shown at about 400 px on a phone (half size)
+DPI = 200
+PANEL_IN = 1.4         # the plot area of one panel
+TITLE_PT, HEAD_PT, TEXT_PT = 11.5, 10.5, 9.0
+TITLE_WRAP = 40       # characters of the title a line at TITLE_PT
+LINE_PT = 1.6
+ROW_BUDGET, ROW_SLOT = 44, 6   # a legend in one row when its characters, plus each entry's line
+                               # and gaps counted as ROW_SLOT characters, fit in the width
+COLOURS = ("#1f77b4", "#d95f02", "#2ca02c")   # blue, orange, green: apart also for most
+                                              # colour-blind readers
 
 
 def metric_of(series: str) -> str:
@@ -25,27 +47,46 @@ def metric_of(series: str) -> str:
 
 
 def key_of(series: str) -> str:
-    """The key part of a stored series name, "" for a global series."""
-    return series.split("[", 1)[1].rstrip("]") if "[" in series else ""
+    """The key part of a stored series name ("" for a global series); a key may hold brackets."""
+    metric = metric_of(series)
+    return series[len(metric) + 1:-1] if len(series) > len(metric) else ""
+
+
+def per_cycle_text(cycle_s: float | None) -> str:
+    """What a count per cycle is per, for people: "per 5 min", "per 30 s" (or "per cycle")."""
+    if not cycle_s:
+        return "per cycle"
+    if cycle_s % 3600 == 0:
+        return f"per {cycle_s / 3600:g} h"
+    return f"per {cycle_s / 60:g} min" if cycle_s % 60 == 0 else f"per {cycle_s:g} s"
 
 
 @dataclass(frozen=True)
 class Panel:
-    """One chart panel: which series it shows (by metric name) and how."""
+    """One chart panel: the metric whose name and unit it shows, and which series it draws."""
 
-    title: str
-    unit: str
-    wants: Callable[[str], bool]
-    step: bool = False   # counts per cycle are drawn as steps
-    log: bool = False    # a log scale when the lines differ a hundredfold (LAN vs loopback)
+    title: str                    # the panel's key in the data handed to render_png
+    metric: str                   # the declared metric (foundation.series) it is about
+    wants: Callable[[str], bool]  # which stored metrics it draws
+    log: bool = False             # a log scale when the lines differ a hundredfold (LAN, loopback)
+    step: bool = False            # values per cycle (a count, a share of pings) drawn as steps
+
+    def heading(self, cycle_s: float | None = None) -> str:
+        """The panel's title for people: "Temperature, °C", "Failed logins per 5 min"."""
+        spec = metric_spec(self.metric)
+        if spec.per_cycle:
+            return f"{spec.name} {per_cycle_text(cycle_s)}"
+        return f"{spec.name}, {spec.unit}" if spec.unit else spec.name
 
 
 PANELS: tuple[Panel, ...] = (
-    Panel("Temperatures", "°C", lambda m: "temp" in m),
-    Panel("Ping round-trip", "ms", lambda m: m.startswith("ping.") and "rtt" in m, log=True),
-    Panel("Ping loss", "%", lambda m: m.startswith("ping.") and "loss" in m, step=True),
-    Panel("Failed logins", "per cycle", lambda m: m.startswith("auth") and "failed_login" in m,
+    Panel("Temperatures", "sensor.temperature_c", lambda m: "temp" in m),
+    Panel("Ping round trip", "ping.rtt_avg_ms", lambda m: m.startswith("ping.") and "rtt" in m,
+          log=True),
+    Panel("Ping loss", "ping.loss_percent", lambda m: m.startswith("ping.") and "loss" in m,
           step=True),
+    Panel("Failed logins", "auth.failed_logins",
+          lambda m: m.startswith("auth") and "failed_login" in m, step=True),
 )
 
 
@@ -54,54 +95,121 @@ def panel_series(panel: Panel, names: Sequence[str]) -> list[str]:
     return [n for n in names if panel.wants(metric_of(n))]
 
 
-def render_png(data: Mapping[str, Mapping[str, Series]], title: str, since: float, until: float,
-               dpi: int = 100) -> tuple[bytes, list[str]]:
-    """A PNG of the panels (``data``: panel title -> series name -> points) and notes on gaps."""
-    notes = []
-    shown = [p for p in PANELS if any(data.get(p.title, {}).values())]
-    for panel in PANELS:
-        if panel not in shown:
-            notes.append(f"{panel.title}: no data today (left out of the chart)")
-    rows = max(1, len(shown))
-    fig, axes = plt.subplots(rows, 1, figsize=(10, 2.3 * rows + 0.8), sharex=True, squeeze=False)
-    try:
-        fig.suptitle(title, fontsize=12, fontweight="bold")
-        start, end = datetime.fromtimestamp(since), datetime.fromtimestamp(until)
-        for ax, panel in zip(axes[:, 0], shown, strict=False):
-            series = {n: pts for n, pts in data[panel.title].items() if pts}
-            busiest = sorted(series, key=lambda n: -len(series[n]))[:MAX_LINES]
-            for name in sorted(busiest):
-                xs = [datetime.fromtimestamp(t) for t, _ in series[name]]
-                ys = [v for _, v in series[name]]
-                label = for_chart(key_of(name) or metric_of(name))  # keys are untrusted names
-                if panel.step:
-                    ax.step(xs, ys, where="post", label=label, linewidth=1.3)
-                else:
-                    ax.plot(xs, ys, label=label, linewidth=1.3)
-            if len(series) > len(busiest):
-                notes.append(f"{panel.title}: {len(series) - len(busiest)} more series not drawn")
-            ax.set_title(panel.title, fontsize=10, loc="left")
-            ax.set_ylabel(panel.unit)
-            ax.grid(True, alpha=0.3)
-            ax.set_xlim(start, end)
-            if panel.step:
-                ax.set_ylim(bottom=0)
-            positive = [v for n in busiest for _, v in series[n] if v > 0]
-            if panel.log and positive and max(positive) > 100 * min(positive):
-                ax.set_yscale("log")
-            ax.legend(loc="upper left", fontsize=7, ncol=3, framealpha=0.7)
-        if not shown:
-            ax = axes[0, 0]
-            ax.text(0.5, 0.5, "No chartable data in the last 24 hours", ha="center",
-                    va="center", transform=ax.transAxes)
-            ax.set_axis_off()
+def label_of(series: str) -> str:
+    """A legend label: the series' key (untrusted: cut, then neutralised), else its metric's name."""
+    key = key_of(series)
+    if len(key) > MAX_LABEL:
+        key = key[:MAX_LABEL - 1].rstrip() + "\u2026"
+    return for_chart(key) or metric_spec(metric_of(series)).name
+
+
+def chosen(series: Mapping[str, Series]) -> list[str]:
+    """At most MAX_LINES series with points, the highest peaks first (in every panel the worse)."""
+    drawn = [n for n, points in series.items() if points]
+    return sorted(drawn, key=lambda n: (-max(v for _, v in series[n]), n))[:MAX_LINES]
+
+
+def _legend(names: Sequence[str]) -> tuple[list[str], int]:
+    """The legend's labels and its columns (0: no legend, a lone series without a key)."""
+    if len(names) == 1 and not key_of(names[0]):
+        return [], 0
+    labels = [label_of(n) for n in names]
+    one_row = sum(len(t) for t in labels) + ROW_SLOT * len(labels) <= ROW_BUDGET
+    return labels, len(labels) if one_row else 1
+
+
+def _draw_panel(ax: Axes, panel: Panel, series: Mapping[str, Series], names: Sequence[str],
+                cycle_s: float | None) -> None:
+    labels, ncol = _legend(names)
+    for name, colour in zip(names, COLOURS, strict=False):
+        xs = mdates.date2num([datetime.fromtimestamp(t) for t, _ in series[name]])  # type: ignore[no-untyped-call]
+        ys = [v for _, v in series[name]]
+        if panel.step:
+            ax.step(xs, ys, where="post", label=label_of(name), color=colour, linewidth=LINE_PT)
         else:
-            formatter = mdates.DateFormatter("%H:%M")  # type: ignore[no-untyped-call]
-            axes[-1, 0].xaxis.set_major_formatter(formatter)
-            axes[-1, 0].set_xlabel(f"local time ({time.strftime('%Z')})")
-        fig.tight_layout()
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=dpi)
-    finally:
-        plt.close(fig)
+            ax.plot(xs, ys, label=label_of(name), color=colour, linewidth=LINE_PT)
+    rows = -(-len(labels) // ncol) if ncol else 0
+    if ncol:   # above the plot, under the heading: it never hides a line
+        ax.legend(loc="lower left", bbox_to_anchor=(-0.02, 1.0), ncol=ncol, frameon=False,
+                  fontsize=TEXT_PT, handlelength=1.4, columnspacing=1.0, borderaxespad=0.1,
+                  labelspacing=0.25)
+    ax.set_title(panel.heading(cycle_s), loc="left", fontsize=HEAD_PT, fontweight="bold",
+                 pad=4 + rows * TEXT_PT * 1.45)
+    ax.tick_params(labelsize=TEXT_PT, length=3)
+    ax.grid(True, alpha=0.35, linewidth=0.6)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    positive = [v for n in names for _, v in series[n] if v > 0]
+    if panel.step:   # whole numbers of logins and (mostly) of percent lost
+        ax.yaxis.set_major_locator(MaxNLocator(nbins=4, steps=[1, 2, 5, 10], integer=True))
+    if panel.log and positive and max(positive) > 100 * min(positive):
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 0.1, not 10^-1
+        ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+def _wrapped(title: str) -> str:
+    """The title in lines that fit the width, broken after its first comma when too long."""
+    if len(title) <= TITLE_WRAP:
+        return title
+    parts = title.split(", ", 1)
+    return "\n".join(textwrap.fill(part, TITLE_WRAP) for part in parts)
+
+
+def _height(names: Sequence[str]) -> float:
+    """A panel's height in inches: its plot, its heading and its legend's rows."""
+    labels, ncol = _legend(names)
+    return PANEL_IN + 0.45 + (0.22 * -(-len(labels) // ncol) if ncol else 0.0)
+
+
+def draw(data: Mapping[str, Mapping[str, Series]], title: str, since: float, until: float,
+         cycle_s: float | None = None) -> tuple[Figure, list[str]]:
+    """The figure of the panels that have data (``data``: panel title -> series name -> points)
+    and notes on what was left out."""
+    notes: list[str] = []
+    shown = []
+    for panel in PANELS:
+        series = data.get(panel.title, {})
+        names = chosen(series)
+        name = metric_spec(panel.metric).name
+        if not names:
+            notes.append(f"{name}: no data (left out of the chart)")
+        elif all(v == 0 for n in names for _, v in series[n]):   # a flat line on the floor
+            notes.append(f"{name}: {with_unit(0, panel.metric)} throughout (left out of the chart)")
+        else:
+            shown.append((panel, names))
+            hidden = sum(1 for points in series.values() if points) - len(names)
+            if hidden:
+                notes.append(f"{name}: {hidden} more series not drawn (the {len(names)} "
+                             f"highest are)")
+    heading = _wrapped(title)
+    top = 0.65 + 0.25 * heading.count("\n")
+    heights = [_height(names) for _, names in shown]
+    fig = Figure(figsize=(WIDTH_IN, top + sum(heights) + 0.3 if shown else top + 0.9), dpi=DPI,
+                 layout="constrained")
+    fig.suptitle(heading, x=0.02, ha="left", fontsize=TITLE_PT, fontweight="bold")
+    if not shown:
+        fig.text(0.5, 0.4, "No chartable data in this recap", ha="center", va="center",
+                 fontsize=HEAD_PT)
+        return fig, notes
+    axes = fig.subplots(len(shown), 1, sharex=True, squeeze=False,
+                        gridspec_kw={"height_ratios": heights})[:, 0]
+    for ax, (panel, names) in zip(axes, shown, strict=True):
+        _draw_panel(ax, panel, data[panel.title], names, cycle_s)
+    last = axes[-1]
+    last.set_xlim(datetime.fromtimestamp(since), datetime.fromtimestamp(until))
+    locator = mdates.AutoDateLocator(minticks=3, maxticks=6)  # type: ignore[no-untyped-call]
+    last.xaxis.set_major_locator(locator)
+    last.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M"))  # type: ignore[no-untyped-call]
+    last.set_xlabel(f"local time ({time.strftime('%Z', time.localtime(until))})",
+                    fontsize=TEXT_PT)
+    return fig, notes
+
+
+def render_png(data: Mapping[str, Mapping[str, Series]], title: str, since: float, until: float,
+               cycle_s: float | None = None) -> tuple[bytes, list[str]]:
+    """A PNG of the panels that have data and notes on what was left out (see ``draw``)."""
+    fig, notes = draw(data, title, since, until, cycle_s)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI)
     return buffer.getvalue(), notes

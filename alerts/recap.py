@@ -2,7 +2,13 @@
 
 Queued exactly once per day: the outbox inserts and the ``recaps`` row commit in one transaction,
 so a restart neither loses nor repeats it; a recap missed while the agent was down is queued on
-start within RECAP_GRACE_HOURS. Delivery goes through the same outbox as alerts.
+start within RECAP_GRACE_HOURS. Delivery goes through the same outbox as alerts. A recap needs a
+real day behind it: none goes out before the store's first cycle is FIRST_RECAP_MIN_HOURS older
+than the recap time (so none on the first start), and the first one says how many hours it covers.
+
+What people read uses names and units: finding kinds by their short name (analysis.kinds), metrics
+by the names and units of foundation.series; a series' key (a sensor, a ping target) is untrusted
+and goes through foundation.untrusted.
 
 The LLM summary is the one network call made while building: it runs bounded (foundation.bounded), so a
 hung Ollama neither holds the loop past its timeout nor delays a stop. A stop during it queues the
@@ -24,27 +30,32 @@ from typing import Any
 from alerts import chart
 from alerts.channels import accepts, make_notifiers
 from alerts.outbox import Notifier, deliver_due
+from analysis.detectors import all_kinds
 from foundation.bounded import Stopped, run_bounded
 from foundation.model import Severity
+from foundation.series import metric_spec, with_unit
 from foundation.settings import Settings
 from foundation.store.data_storage import Store, StoreError
-from foundation.untrusted import for_terminal
+from foundation.untrusted import for_chart, for_terminal
 
 log = logging.getLogger(__name__)
 
 WINDOW_S = 86400.0
+FIRST_RECAP_MIN_HOURS = 12   # the store's first cycle this long before the recap time, or no recap
 MAX_GROUPS = 20
 MAX_METRICS = 15
 SUMMARY_GRACE_S = 5.0   # beyond the Ollama client's own timeout, before the plain summary is used
 Summariser = Callable[[str], "str | None"]
-
-
-def _wants_key_metric(metric: str) -> bool:
-    return any(panel.wants(metric) for panel in chart.PANELS) or metric in KEY_METRICS
-
-
 KEY_METRICS = ("system.load1", "system.memory_percent", "syslog.errors", "containers.running",
                "ollama.latency_ms")
+
+
+def _metric_rank(metric: str) -> int | None:
+    """Where a metric goes among the key metrics (the chart's panels first); None: not a key one."""
+    for rank, panel in enumerate(chart.PANELS):
+        if panel.wants(metric):
+            return rank
+    return len(chart.PANELS) + KEY_METRICS.index(metric) if metric in KEY_METRICS else None
 
 
 def recap_slot(settings: Settings, now: float) -> tuple[str, float]:
@@ -58,12 +69,32 @@ def recap_slot(settings: Settings, now: float) -> tuple[str, float]:
 
 
 def recap_due(store: Store, settings: Settings, now: float) -> str | None:
-    """The day whose recap should be queued now, or None (sent already, or missed for too long)."""
+    """The day whose recap should be queued now, or None: sent already, missed for too long, or
+    no real day behind it (the store's first cycle less than FIRST_RECAP_MIN_HOURS before)."""
     day, slot = recap_slot(settings, now)
     window = max(settings.RECAP_GRACE_HOURS * 3600.0, 2.0 * settings.MONITOR_INTERVAL_SECONDS)
     if now - slot > window or store.recap_sent(day):
         return None
+    first = store.first_cycle_at()
+    if first is None or slot - first < FIRST_RECAP_MIN_HOURS * 3600.0:
+        return None
     return day
+
+
+def _plural(count: float, word: str) -> str:
+    return f"{count:g} {word}" if count == 1 else f"{count:g} {word}s"
+
+
+def span_text(seconds: float) -> str:
+    """A span for people: "18 hours", "1 hour", "25 minutes"."""
+    if seconds < 3600 - 30:
+        return _plural(max(1, round(seconds / 60)), "minute")
+    return _plural(round(seconds / 3600), "hour")
+
+
+def kind_names() -> dict[str, str]:
+    """Each finding kind's short human name (analysis.kinds.KindSpec.name)."""
+    return {spec.kind: spec.name or spec.kind for spec in all_kinds()}
 
 
 def finding_groups(events: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -90,39 +121,84 @@ def finding_groups(events: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                   key=lambda g: (-Severity.parse(g["severity"]).rank, -g["count"], g["kind"]))
 
 
-def metric_lines(store: Store, since: float) -> list[str]:
-    """The day's key metrics against their baselines, one line each."""
+def finding_line(group: Mapping[str, Any], names: Mapping[str, str]) -> str:
+    """One kind's line: "HIGH SSH password guessing: 2 findings, seen in 3 cycles, ..."."""
+    first, last = _hhmm(group["first_seen"]), _hhmm(group["last_seen"])
+    when = f"at {first}" if first == last else f"{first}\u2013{last}"
+    name = for_terminal(names.get(group["kind"], group["kind"]))
+    return (f"{group['severity'].upper()} {name}: {_plural(group['distinct'], 'finding')}, seen "
+            f"in {_plural(group['count'], 'cycle')}, {when}; e.g. {for_terminal(group['example'])}")
+
+
+def series_label(series: str) -> str:
+    """A stored series for people: its metric's name, and its key (neutralised) in parentheses."""
+    key = chart.key_of(series)
+    name = metric_spec(chart.metric_of(series)).name
+    return f"{name} ({for_terminal(key)})" if key else name
+
+
+def metric_line(series: str, values: Sequence[float], store: Store,
+                cycle_s: float | None) -> str:
+    """One series' line: the day against its baseline, every number with its unit."""
+    metric = chart.metric_of(series)
+
+    def num(value: float) -> str:
+        return with_unit(value, metric)
+
+    if metric_spec(metric).per_cycle:
+        per = chart.per_cycle_text(cycle_s)
+        text = (f"{series_label(series)}: {num(sum(values))} in all, at most {num(max(values))} "
+                f"{per}")
+    else:
+        per = ""
+        text = (f"{series_label(series)}: avg {num(fmean(values))} (min {num(min(values))}, "
+                f"max {num(max(values))})")
+    base = store.baseline(series)
+    if base is not None and base.n > 1:
+        text += f"; usual {num(base.centre)} \u00b1 {num(base.spread)} {per}".rstrip()
+        if base.spread > 0 and max(values) > base.centre + 3 * base.spread:
+            text += ", peaked above usual"
+    return text
+
+
+def metric_lines(store: Store, since: float, cycle_s: float | None = None) -> list[str]:
+    """The day's key metrics against their baselines, one line each, the chart's panels first."""
     lines = []
-    for name in store.series_names():
-        if not _wants_key_metric(chart.metric_of(name)):
-            continue
+    ranked = [(rank, name) for name in store.series_names()
+              if (rank := _metric_rank(chart.metric_of(name))) is not None]
+    for _, name in sorted(ranked):
         values = [v for _, v in store.samples_since(name, since)]
         if not values:
             continue
-        text = f"{for_terminal(name)}: avg {fmean(values):.4g} (min {min(values):.4g}, max {max(values):.4g})"
-        base = store.baseline(name)
-        if base is not None and base.n > 1:
-            text += f" vs usual {base.centre:.4g} ± {base.spread:.4g}"
-            if base.spread > 0 and max(values) > base.centre + 3 * base.spread:
-                text += ", peaked above usual"
-        lines.append(text)
+        lines.append(metric_line(name, values, store, cycle_s))
         if len(lines) >= MAX_METRICS:
             lines.append("(more series in `monitor_agent.py status`)")
             break
     return lines
 
 
-def plain_summary(host: str, groups: Sequence[Mapping[str, Any]], open_count: int) -> str:
+def coverage_note(first_cycle: float | None, now: float) -> str | None:
+    """What a recap says when the store holds less than its 24 hours (the first after install)."""
+    if first_cycle is None or now - first_cycle >= WINDOW_S - 1800:
+        return None
+    started = time.strftime("%Y-%m-%d %H:%M", time.localtime(first_cycle))
+    return (f"This recap covers only {span_text(now - first_cycle)}, from the agent's first "
+            f"cycle at {started}.")
+
+
+def plain_summary(host: str, groups: Sequence[Mapping[str, Any]], open_count: int,
+                  names: Mapping[str, str] | None = None, span: str = "24 hours") -> str:
     """A plain-language summary written without the LLM."""
     if not groups:
-        return f"A quiet day on {host}: no findings in the last 24 hours."
+        return f"A quiet day on {host}: no findings in the last {span}."
     counts: defaultdict[str, int] = defaultdict(int)
     for group in groups:
         counts[group["severity"]] += group["distinct"]
     parts = [f"{counts[s]} {s}" for s in ("high", "medium", "low") if counts[s]]
     top = max(groups, key=lambda g: g["count"])
-    text = (f"{host} had {', '.join(parts)} finding(s) in the last 24 hours; the most frequent "
-            f"was {top['kind']} (seen in {top['count']} cycle(s)).")
+    name = for_terminal((names or {}).get(top["kind"], top["kind"]))
+    text = (f"{host} had {', '.join(parts)} finding(s) in the last {span}; the most frequent "
+            f"was {name} (seen in {_plural(top['count'], 'cycle')}).")
     if open_count:
         text += f" {open_count} finding(s) are still open."
     return text
@@ -132,45 +208,62 @@ def _hhmm(ts: float) -> str:
     return time.strftime("%H:%M", time.localtime(ts))
 
 
+def chart_data(store: Store, since: float) -> dict[str, dict[str, list[tuple[float, float]]]]:
+    """The chart's input: panel title -> stored series name -> its points since ``since``."""
+    names = store.series_names()
+    return {p.title: {n: store.samples_since(n, since) for n in chart.panel_series(p, names)}
+            for p in chart.PANELS}
+
+
+def _summarise(summariser: Summariser, facts: str) -> str | None:
+    """The LLM's summary made inert, or None (failed, or abandoned on stop)."""
+    try:
+        written = summariser(facts)
+    except Stopped:  # queued all the same (plain): it then stays due, sent after the restart
+        log.info("the LLM summary of the recap was abandoned on stop; the plain one is used")
+        return None
+    except Exception as err:  # noqa: BLE001 - the LLM must never cost the recap
+        log.warning("the LLM summary failed, using the plain one: %s", err)
+        return None
+    return for_terminal(written)[:1500] if written else None
+
+
 def build(store: Store, settings: Settings, now: float,
           summariser: Summariser | None = None) -> dict[str, Any]:
-    """The recap payload (text, sections, chart PNG as base64) for the 24 hours before ``now``."""
-    since = now - WINDOW_S
-    host = settings.host_name
+    """The recap payload (text, sections, chart PNG as base64) for the 24 hours before ``now``,
+    or the hours since the store's first cycle when that is less."""
+    first = store.first_cycle_at()
+    since = now - WINDOW_S if first is None else max(now - WINDOW_S, first)
+    span = span_text(now - since)
+    host, names, cycle_s = settings.host_name, kind_names(), settings.MONITOR_INTERVAL_SECONDS
     groups = finding_groups(store.finding_events_since(since))
     open_count = sum(1 for row in store.findings(open_only=True).values()
                      if Severity.parse(row.severity) is not Severity.NONE)
-    finding_lines = [f"{g['severity'].upper()} {g['kind']}: {g['count']}× in {g['distinct']} "
-                     f"finding(s), {_hhmm(g['first_seen'])}–{_hhmm(g['last_seen'])}; e.g. "
-                     f"{for_terminal(g['example'])}" for g in groups[:MAX_GROUPS]]
+    finding_lines = [finding_line(g, names) for g in groups[:MAX_GROUPS]]
     if len(groups) > MAX_GROUPS:
         finding_lines.append(f"and {len(groups) - MAX_GROUPS} more kind(s)")
-    metrics = metric_lines(store, since)
-    names = store.series_names()
-    data = {p.title: {n: store.samples_since(n, since) for n in chart.panel_series(p, names)}
-            for p in chart.PANELS}
-    title = f"Daily recap for {host}, {time.strftime('%Y-%m-%d %H:%M', time.localtime(now))}"
-    png, notes = chart.render_png(data, title, since, now)
-    summary, by = plain_summary(host, groups, open_count), "plain"
+    metrics = metric_lines(store, since, cycle_s)
+    data = chart_data(store, since)
+    stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(now))
+    title = f"Daily recap for {host}, {stamp}"
+    png, notes = chart.render_png(data, f"{for_chart(host[:24])}, {span} to {stamp}", since, now,
+                                  cycle_s)
+    note = coverage_note(first, now)
+    summary, by = plain_summary(host, groups, open_count, names, span), "plain"
     if summariser is not None:
-        facts = "\n".join([summary, *finding_lines, *metrics])
-        try:
-            written = summariser(facts)
-        except Stopped:  # queued all the same (plain): it then stays due, sent after the restart
-            log.info("the LLM summary of the recap was abandoned on stop; the plain one is used")
-            written = None
-        except Exception as err:  # noqa: BLE001 - the LLM must never cost the recap
-            log.warning("the LLM summary failed, using the plain one: %s", err)
-            written = None
+        written = _summarise(summariser, "\n".join([*filter(None, [note]), summary,
+                                                     *finding_lines, *metrics]))
         if written:
-            summary, by = for_terminal(written)[:1500], "llm"
+            summary, by = written, "llm"
+    if note:
+        summary = f"{note} {summary}"
     worst = max((Severity.parse(g["severity"]) for g in groups), key=lambda s: s.rank,
                 default=Severity.NONE)
     payload = {"purpose": "recap", "host": host, "created_at": now, "title": title,
                "summary": summary, "summary_by": by, "severity": worst.value, "items": [],
-               "sections": [{"title": "Findings, last 24 hours", "lines": finding_lines or ["none"]},
+               "sections": [{"title": f"Findings, last {span}", "lines": finding_lines or ["none"]},
                             {"title": "Key metrics against baselines",
-                             "lines": metrics or ["no samples today"]},
+                             "lines": metrics or ["no samples in this recap"]},
                             {"title": "Chart notes", "lines": notes or ["every panel has data"]}],
                "chart_png_b64": base64.b64encode(png).decode("ascii"),
                "chart_name": "recap.png"}

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import psutil
 
+from foundation.store.data_storage import Store
 from tests.fakes.hung import HungServer, hanging_command
 from tests.procs import unique_name
 
@@ -68,6 +69,10 @@ def scenario(folder: Path, name: str) -> tuple[dict[str, str], Callable[[], bool
                    MONITOR_GOOGLE_HOME_SPEAKER_ID="media_player.kitchen")
     elif name == "hung Ollama (recap summary)":
         due_at = time.time() - 60              # today's recap slot passed a minute ago, no finding
+        store = Store.open(folder / "data" / "monitor.db")   # installed two days ago: a real
+        with store.transaction() as tx:                      # day behind the recap
+            tx.save_cycle(due_at - 2 * 86400, 0.4, "none", "rules", {})
+        store.close()
         env.update(MONITOR_OLLAMA_HOST=server.url, MONITOR_OLLAMA_TIMEOUT_SECONDS="60", TZ="UTC",
                    MONITOR_PROCESSES_TO_MONITOR="",
                    MONITOR_DAILY_RECAP_TIME=time.strftime("%H:%M", time.gmtime(due_at)))

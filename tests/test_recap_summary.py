@@ -8,6 +8,7 @@ from typing import Any
 from alerts import recap
 from alerts.recap import build, llm_summariser, run_due
 from analysis.ollama_judge import summarise
+from foundation.model import Sample
 from foundation.store.data_storage import Store
 from tests.fakes.hung import HungServer
 from tests.fakes.ollama_server import SERVER_ERROR, FakeOllama
@@ -59,6 +60,23 @@ def test_recap_uses_the_llm_summary_when_it_answers_and_the_plain_one_otherwise(
     assert plain["summary_by"] == "plain" and plain["summary"]
 
 
+def test_the_first_recaps_note_comes_before_the_llm_summary_and_goes_to_it(
+        make_settings, store: Store) -> None:
+    now = time.time()
+    with store.transaction() as tx:      # the first cycle 14 hours and a quarter ago
+        tx.save_cycle(now - 14.25 * 3600, 0.4, "none", "rules", {})
+        tx.add_samples(now - 600, [Sample("ping.rtt_avg_ms", 0.04, key="127.0.0.1")])
+    asked: list[str] = []
+    written = build(store, make_settings(HOST_NAME="nas"), now,
+                    lambda facts: asked.append(facts) or "Nothing happened.")
+    started = time.strftime("%Y-%m-%d %H:%M", time.localtime(now - 14.25 * 3600))
+    note = f"This recap covers only 14 hours, from the agent's first cycle at {started}."
+    assert written["summary"] == f"{note} Nothing happened." and written["summary_by"] == "llm"
+    assert asked[0].startswith(f"{note}\nA quiet day on nas: no findings in the last 14 hours.")
+    assert "Ping round trip (127.0.0.1): avg 0.04 ms" in asked[0]
+    assert "ping.rtt_avg_ms" not in asked[0]
+
+
 def _join_abandoned() -> None:
     """Wait for the summary calls a test abandoned, so no later test sees their threads end."""
     for thread in threading.enumerate():
@@ -88,6 +106,8 @@ def test_a_stop_during_a_hung_summary_queues_the_plain_recap_once_and_sends_noth
     hung_at.start()
     notifier = _Recorder()
     now = time.time()
+    with store.transaction() as tx:      # installed two days ago: a real day behind the recap
+        tx.save_cycle(now - 2 * 86400, 0.4, "none", "rules", {})
     t0 = time.monotonic()
     try:
         ids = run_due(store, settings, {"discord": notifier}, lambda: now, stop)

@@ -201,6 +201,10 @@ def test_sigterm_while_the_recap_waits_on_a_hung_ollama_stops_at_once_and_sends_
     due_at = time.time() - 60                      # today's recap slot passed a minute ago
     day = time.strftime("%Y-%m-%d", time.gmtime(due_at))
     db_path = tmp_path / "data" / "monitor.db"
+    store = Store.open(db_path)   # installed two days ago: a real day behind the recap
+    with store.transaction() as tx:
+        tx.save_cycle(due_at - 2 * 86400, 0.4, "none", "rules", {})
+    store.close()
     ollama = HungServer()
     with FakeDiscord() as discord:
         env = agent_env(tmp_path, TZ="UTC", MONITOR_DISCORD_WEBHOOK_URL=discord.url,
@@ -223,7 +227,7 @@ def test_sigterm_while_the_recap_waits_on_a_hung_ollama_stops_at_once_and_sends_
                    MONITOR_INTERVAL_SECONDS="30")
         proc = start_agent(env)
         try:
-            assert wait_for(lambda: cycles_saved(db_path) >= 3, RESTART_WAIT_S), \
+            assert wait_for(lambda: cycles_saved(db_path) >= 4, RESTART_WAIT_S), \
                 "the restarted agent ran no second cycle"
         finally:
             _, err = sigterm(proc)
