@@ -2,3 +2,5 @@
 
 The only layer that knows all the others.
 """
+
+__version__ = "0.1.0"  # the project's one version: pyproject.toml reads it from here

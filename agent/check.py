@@ -13,6 +13,7 @@ import requests
 
 import collectors
 from agent.store_commands import health
+from alerts.channels import missing_channels
 from collectors import ollama_health
 from foundation import untrusted
 from foundation.context import CollectContext, CommandError, run_command
@@ -47,6 +48,18 @@ def _collector_check(name: str) -> Callable[[Settings], Outcome]:
                            "sensors": "docs/sensors-and-ping.md",
                            "containers": "docs/nmap-and-containers.md"}.get(name, "README.md"))
     return run
+
+
+def check_docker(settings: Settings) -> Outcome:
+    """The Docker API answers (with containers watched, the collector reports an engine out of
+    reach as an observation, not as an unavailable source)."""
+    result = collectors.load("containers").collect(CollectContext(settings, time.time(), {}))
+    engine = result.observations.get("engine")
+    if engine is None:
+        return Outcome(False, "the Docker API does not answer, so the watched containers' state "
+                              "is unknown", result.note or "see docs/nmap-and-containers.md")
+    return Outcome(True, f"Docker API {engine['api_version']} answers: {engine['running']} of "
+                         f"{engine['containers']} container(s) running")
 
 
 def check_data_dir(settings: Settings) -> Outcome:
@@ -96,7 +109,11 @@ def check_discord(settings: Settings) -> Outcome:
 
 
 def check_home_assistant(settings: Settings) -> Outcome:
-    """The token is accepted and the speaker (and TTS) entities exist."""
+    """All its settings are given, the token is accepted and the speaker (and TTS) entities exist."""
+    partial = missing_channels(settings).get("home_assistant")
+    if partial:
+        return Outcome(False, "Home Assistant is only partly configured, so nothing is spoken",
+                       f"{partial} (or unset the others to turn speech off)")
     base = settings.HOME_ASSISTANT_URL.rstrip("/")
     headers = {"Authorization": f"Bearer {settings.HOME_ASSISTANT_TOKEN.get_secret_value()}"}
     try:
@@ -152,25 +169,44 @@ def check_nmap(settings: Settings) -> Outcome:
     return Outcome(True, f"{version}; allowed to run {settings.NMAP_SCAN_OPTIONS}")
 
 
-# (name, applies to these settings, the check). Collectors are checked only when enabled.
-CHECKS: tuple[tuple[str, Callable[[Settings], bool], Callable[[Settings], Outcome]], ...] = (
-    ("data folder", lambda s: True, check_data_dir),
-    ("store", lambda s: True, check_store),
-    ("ollama", lambda s: True, check_ollama),
-    ("discord", lambda s: bool(s.DISCORD_WEBHOOK_URL.get_secret_value()), check_discord),
-    ("home assistant", lambda s: bool(s.HOME_ASSISTANT_URL), check_home_assistant),
-    ("nmap", lambda s: "nmap" in s.COLLECTORS, check_nmap),
-    ("sensors", lambda s: "sensors" in s.COLLECTORS, _collector_check("sensors")),
-    ("docker", lambda s: "containers" in s.COLLECTORS, _collector_check("containers")),
-    ("syslog", lambda s: "syslog" in s.COLLECTORS, _collector_check("syslog")),
-    ("auth log", lambda s: "auth_log" in s.COLLECTORS, _collector_check("auth_log")),
+def _home_assistant_set(settings: Settings) -> bool:
+    """Any of its settings given: then all must be right (a half-done setup is a failure)."""
+    return bool(settings.HOME_ASSISTANT_URL or settings.HOME_ASSISTANT_TOKEN.get_secret_value()
+                or settings.GOOGLE_HOME_SPEAKER_ID)
+
+
+def _docker_hint(settings: Settings) -> str:
+    return ("set DOCKER_CONTAINERS_TO_MONITOR" if "containers" in settings.COLLECTORS
+            else "add containers to COLLECTORS and set DOCKER_CONTAINERS_TO_MONITOR")
+
+
+# (name, applies to these settings, the check, what enables it when it does not apply).
+# Collectors are checked only when enabled; Docker only when containers are watched.
+CHECKS: tuple[tuple[str, Callable[[Settings], bool], Callable[[Settings], Outcome],
+                    Callable[[Settings], str]], ...] = (
+    ("data folder", lambda s: True, check_data_dir, lambda s: ""),
+    ("store", lambda s: True, check_store, lambda s: ""),
+    ("ollama", lambda s: True, check_ollama, lambda s: ""),
+    ("discord", lambda s: bool(s.DISCORD_WEBHOOK_URL.get_secret_value()), check_discord,
+     lambda s: missing_channels(s).get("discord", "")),
+    ("home assistant", _home_assistant_set, check_home_assistant,
+     lambda s: missing_channels(s).get("home_assistant", "")),
+    ("nmap", lambda s: "nmap" in s.COLLECTORS, check_nmap, lambda s: "add nmap to COLLECTORS"),
+    ("sensors", lambda s: "sensors" in s.COLLECTORS, _collector_check("sensors"),
+     lambda s: "add sensors to COLLECTORS"),
+    ("docker", lambda s: "containers" in s.COLLECTORS and bool(s.DOCKER_CONTAINERS_TO_MONITOR),
+     check_docker, _docker_hint),
+    ("syslog", lambda s: "syslog" in s.COLLECTORS, _collector_check("syslog"),
+     lambda s: "add syslog to COLLECTORS"),
+    ("auth log", lambda s: "auth_log" in s.COLLECTORS, _collector_check("auth_log"),
+     lambda s: "add auth_log to COLLECTORS"),
 )
 
 
 def run_checks(settings: Settings) -> list[tuple[str, Outcome | None]]:
     """Every check's outcome, None for a part that is not configured."""
     out: list[tuple[str, Outcome | None]] = []
-    for name, applies, check in CHECKS:
+    for name, applies, check, _ in CHECKS:
         if not applies(settings):
             out.append((name, None))
             continue
@@ -182,12 +218,19 @@ def run_checks(settings: Settings) -> list[tuple[str, Outcome | None]]:
     return out
 
 
+def enabling(name: str, settings: Settings) -> str:
+    """What enables a part that is not configured ("" when nothing does)."""
+    return next((hint(settings) for part, _, _, hint in CHECKS if part == name), "")
+
+
 def command(args: argparse.Namespace, settings: Settings) -> int:
-    """Print one line per part (tick, cross or not configured); 1 when a configured part fails."""
+    """Print one line per part (tick, cross or not configured, with the setting that enables
+    it); 1 when a configured part fails: what is not configured is not a failure."""
     failed = 0
     for name, outcome in run_checks(settings):
         if outcome is None:
-            print(f"- {name}: not configured")
+            hint = enabling(name, settings)
+            print(f"- {name}: not configured" + (f" ({hint})" if hint else ""))
             continue
         # details quote what servers answered (Ollama's version, Discord's webhook name): no
         # escape sequence or forged line gets through; links stay readable (the operator's own URLs)

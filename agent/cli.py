@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from agent import process_setup  # first: one BLAS thread, before numpy is imported
+from agent import __version__, process_setup  # first: one BLAS thread, before numpy is imported
 from foundation.untrusted import for_terminal
 
 EXIT_OK = 0
@@ -33,6 +33,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--allow-unsafe-files", action="store_true",
                         help="development only: warn instead of refusing steering files and a "
                              "data folder that others can write")
+    parser.add_argument("--version", action="version", version=f"homelab-monitor {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("run", help="monitor (the default): forever, or one cycle with --once")
     recap = sub.add_parser("recap", help="send the daily recap now")
@@ -41,11 +42,33 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     recap.add_argument("--chart", type=Path, default=Path("recap.png"),
                        help="where --dry-run writes the chart (default: recap.png)")
     sub.add_parser("check", help="check every configured part and say how to fix what fails")
-    sub.add_parser("status", help="show the last cycle, open findings, baselines and outbox")
+    status = sub.add_parser("status", help="show the last cycle, open findings, baselines, the "
+                                           "outbox, silences and dependencies")
+    # SUPPRESS: the subcommand's default must not overwrite `--json status`
+    status.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="print one JSON document instead of tables")
     add_store_parser(sub)
+    add_operator_parsers(sub)
     args = parser.parse_args(argv)
     args.command = args.command or "run"
     return args
+
+
+def add_operator_parsers(sub: Any) -> None:
+    """`test-alert`, `ack`, `snooze`, `maintenance` (agent/trial_alert.py, agent/silence_commands.py)."""
+    sub.add_parser("test-alert", help="send a test message through every configured channel now")
+    ack = sub.add_parser("ack", help="acknowledge an open finding: no alert for it until it "
+                                     "resolves (or for a while), unless it gets worse")
+    ack.add_argument("fingerprint", metavar="FINGERPRINT",
+                     help="the finding's fingerprint, as `status` shows it (or a unique prefix)")
+    ack.add_argument("--for", dest="duration", metavar="D", help="for a while only: 30m, 2h, 1d")
+    ack.add_argument("--off", action="store_true", help="end the ack now")
+    snooze = sub.add_parser("snooze", help="no alerts for a finding kind for a while (default 4h)")
+    snooze.add_argument("kind", metavar="KIND", help="a finding kind, such as ping_loss")
+    snooze.add_argument("--for", dest="duration", metavar="D", help="how long: 30m, 2h, 1d")
+    snooze.add_argument("--off", action="store_true", help="end the snooze now")
+    maintenance = sub.add_parser("maintenance", help="no alerts at all for a while; `off` ends it")
+    maintenance.add_argument("duration", metavar="D", help="how long (30m, 2h, 1d), or off")
 
 
 def add_store_parser(sub: Any) -> None:
@@ -107,10 +130,10 @@ class Runtime:
         from agent.cycle import Agent
         from agent.legacy import import_legacy
         from agent.pace import Pacer
+        from agent.steering import Steering
         from agent.systemd import Watchdog
         from alerts.channels import make_notifiers
         from analysis.judge import make_judge
-        from analysis.known_issues import load_known_issues
         from foundation.store.data_storage import Store
 
         self.settings = settings
@@ -120,9 +143,11 @@ class Runtime:
                            self.watchdog.feed)
         self.store = Store.open(settings.db_path)
         try:
-            known = load_known_issues(settings.KNOWN_ISSUES_PATH,  # once: judge and cycle share it
-                                      relaxed=settings.ALLOW_UNSAFE_FILES)
-            self.agent = Agent(settings, self.store, make_judge(settings, known),
+            # read once (judge and cycle share them), then again whenever they change on disk
+            self.steering = Steering(settings)
+            known = self.steering.known_issues.value
+            self.judge = make_judge(settings, known, self.steering.constraints.value)
+            self.agent = Agent(settings, self.store, self.judge,
                                make_notifiers(settings, console), stop,
                                heartbeat=self.pacer.beat, known_issues=known)
         except BaseException:
@@ -132,8 +157,14 @@ class Runtime:
         if settings.METRICS_PORT:
             from agent.metrics import MetricsExporter
 
-            self.metrics = MetricsExporter(settings.host_name)
-            self.metrics.start(settings.METRICS_PORT, settings.METRICS_BIND)
+            self.metrics = MetricsExporter(settings.host_name, collectors=settings.COLLECTORS,
+                                           channels=self.agent.notifiers,
+                                           interval_s=settings.MONITOR_INTERVAL_SECONDS)
+            try:
+                self.metrics.start(settings.METRICS_PORT, settings.METRICS_BIND)
+            except BaseException:
+                self.store.close()  # a port taken must not leave the store open either
+                raise
         note = import_legacy(self.store, settings.DATA_DIR)
         if note:
             log.info("%s", note)
@@ -142,6 +173,11 @@ class Runtime:
     def cycle(self) -> dict[str, Any]:
         """One cycle, timed by the pacer (CycleAborted when asked to stop mid-way)."""
         self.pacer.started()
+        known, constraints = self.steering.poll()  # a changed known_issues.json or CONSTRAINTS.md
+        if known is not None:
+            self.agent.known_issues = known
+        if known is not None or constraints is not None:
+            self.judge.steer(known, constraints)
         try:
             return self.agent.run_cycle()
         finally:
@@ -267,9 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
                 notify(f"STATUS=last cycle {report['started_at']}: "
                        f"{len(report['findings'])} finding(s), verdict {report['verdict']['severity']}")
-                log.info("cycle: %d finding(s), verdict %s by %s, %d alert(s), %.2f s",
-                         len(report["findings"]), report["verdict"]["severity"],
-                         report["verdict"]["by"], len(report["alerts"]), report["duration_s"])
+                log.info("%s", cycle_line(report))
             run_loop(runtime, stop, on_cycle)
     except StoreError as err:
         log.error("%s", err)
@@ -279,11 +313,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_OK
 
 
+def cycle_line(report: dict[str, Any]) -> str:
+    """The journal's line for one cycle; alerts counted by what became of them."""
+    statuses = [a["status"] for a in report["alerts"]]
+    failed = statuses.count("failed")
+    return (f"cycle: {len(report['findings'])} finding(s), verdict {report['verdict']['severity']} "
+            f"by {report['verdict']['by']}, alerts: {statuses.count('sent')} delivered, "
+            f"{statuses.count('queued')} queued, {statuses.count('suppressed')} suppressed"
+            + (f", {failed} failed" if failed else "") + f", {report['duration_s']:.2f} s")
+
+
 def run_command(args: argparse.Namespace, settings: Any) -> int:
-    """The operator's commands other than `run` (recap, check, status)."""
+    """The operator's commands other than `run`."""
     import importlib
 
     module_name = {"recap": "alerts.recap", "check": "agent.check", "status": "agent.status",
-                   "store": "agent.store_commands"}[args.command]
+                   "store": "agent.store_commands", "test-alert": "agent.trial_alert",
+                   "ack": "agent.silence_commands", "snooze": "agent.silence_commands",
+                   "maintenance": "agent.silence_commands"}[args.command]
     return int(importlib.import_module(module_name).command(args, settings))
 

@@ -11,10 +11,13 @@ from typing import Any, TypeVar
 
 import collectors
 from agent.budget import DELIVERY_BUDGET_S, collector_bound, judge_limit_s
+from agent.dependencies import cycle_health, track
 from alerts.channels import accepts
 from alerts.outbox import Delivery, Notifier, deliver_due
 from alerts.policy import IMMEDIATE, decide
+from alerts.silences import apply_silences, suppressed_entries
 from analysis import detectors
+from analysis.detectors import told
 from analysis.known_issues import KnownIssues, KnownMatch, load_known_issues, report_fields
 from analysis.rules import Judge, final_severity, rules_verdict
 from foundation.bounded import Stopped, run_bounded
@@ -195,6 +198,8 @@ class Agent:
         decisions = decide(judged, open_rows,
                            [fp for fp in resolved if open_rows[fp].kind not in events], now,
                            self.settings.ALERT_COOLDOWN_MINUTES * 60)
+        # the operator's acks, snoozes and maintenance hold messages back (alerts/silences.py)
+        decisions, silenced = apply_silences(decisions, judged, open_rows, self.store.silences(now))
         queued = self._commit(now, slots, dctx, judged, open_rows, resolved, decisions, verdict)
         deliveries = deliver_due(self.store, self.notifiers, self.clock(),
                                  self.settings.ALERT_RETRY_MAX_SECONDS, self.clock,
@@ -202,6 +207,10 @@ class Agent:
                                  budget_s=DELIVERY_BUDGET_S)
         report = self._report(now, time.monotonic() - t0, statuses, observations, judged, verdict,
                               decisions, queued, deliveries, known)
+        report["alerts"].extend(suppressed_entries(silenced, self.notifiers))
+        # Ollama, Discord, Home Assistant, Docker: logged when one goes down or comes back
+        track(self.store, cycle_health(self.settings, self.judge, statuses, observations,
+                                       deliveries, self.notifiers), now)
         self._after(now, report)
         return report
 
@@ -281,14 +290,18 @@ class Agent:
                               "summary": f.summary, "reason": j.reason, "why": d.why,
                               "first_seen": row.first_seen if row else now,
                               "labels": dict(f.labels), "metric": f.metric, "value": f.value,
-                              "baseline": dict(f.baseline) if f.baseline else None})
+                              "baseline": dict(f.baseline) if f.baseline else None,
+                              **told(f.kind, f.facts, f.labels)})
             else:
                 row = open_rows[d.fingerprint]
+                facts, labels = row.details.get("facts") or {}, row.details.get("labels") or {}
                 items.append({"fingerprint": row.fingerprint, "source": row.source,
                               "kind": row.kind, "key": row.key, "severity": "none",
                               "floor": row.floor, "summary": row.summary, "reason": "",
                               "why": "resolved", "first_seen": row.first_seen, "labels": {},
-                              "metric": None, "value": None, "baseline": None})
+                              "metric": row.details.get("metric"), "value": None,
+                              "baseline": None, "down_s": now - row.first_seen,
+                              **told(row.kind, facts, labels, resolved=True)})
         return {"purpose": purpose, "host": self.settings.host_name, "created_at": now,
                 "verdict": {"severity": verdict.severity.value, "reason": verdict.reason,
                             "by": verdict.by}, "items": items}
@@ -306,16 +319,18 @@ class Agent:
                            "severity": max_severity(*(d.severity for d in chosen)).value,
                            "status": outcome.status if outcome else (
                                "suppressed" if msg_id == SUPPRESSED else "queued"),
-                           "findings": [d.fingerprint for d in chosen]})
+                           "findings": [d.fingerprint for d in chosen],
+                           **({"reason": "quiet_hours"} if msg_id == SUPPRESSED else {})})
         for d in decisions:
             if d.why == "cooldown":
                 alerts.extend({"channel": c, "purpose": "alert", "severity": d.severity.value,
-                               "status": "suppressed", "findings": [d.fingerprint]}
-                              for c in self.notifiers)
+                               "status": "suppressed", "reason": "cooldown",
+                               "findings": [d.fingerprint]} for c in self.notifiers)
         for fp, match in known.items():
             if match.action == "mute" and match.before.rank >= IMMEDIATE.rank:
                 alerts.extend({"channel": c, "purpose": "alert", "severity": match.before.value,
-                               "status": "suppressed", "findings": [fp], "known_issue": match.id}
+                               "status": "suppressed", "reason": "known_issue", "findings": [fp],
+                               "known_issue": match.id}
                               for c in self.notifiers)
         retried = [d for d in deliveries if d.id not in queued.values()]
         report = {
@@ -381,7 +396,8 @@ def _reason(finding: Finding, verdict: Verdict) -> str:
 
 
 def _details(finding: Finding, item: Judged) -> dict[str, Any]:
-    return {"labels": dict(finding.labels), "metric": finding.metric, "value": finding.value,
+    return {"labels": dict(finding.labels), "facts": dict(finding.facts),
+            "metric": finding.metric, "value": finding.value,
             "baseline": dict(finding.baseline) if finding.baseline else None,
             "rule_severity": finding.severity.value, "reason": item.reason,
             "evidence": list(finding.evidence[:5])}

@@ -48,9 +48,22 @@ def kinds_table() -> str:
     return "\n".join(rows) + "\n"
 
 
-TABLES: dict[str, Callable[[], str]] = {"settings": settings_table, "kinds": kinds_table}
+def told_table() -> str:
+    """Every finding kind as it is told, rendered from its example facts."""
+    rows = ["| kind | headline | spoken | resolved |", "|---|---|---|---|"]
+    for k in all_kinds():
+        said = k.spoken(k.example)
+        back = "(one-off event)" if k.event else k.recovered(k.example, {})
+        cells = (k.headline(k.example, {}), said, back)
+        rows.append(f"| `{k.kind}` | " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(rows) + "\n"
+
+
+TABLES: dict[str, Callable[[], str]] = {"settings": settings_table, "kinds": kinds_table,
+                                        "told": told_table}
 # The one file each generated table lives in.
-HOMES: dict[str, Path] = {"settings": DOCS_DIR / "configuration.md", "kinds": DOCS_DIR / "findings.md"}
+HOMES: dict[str, Path] = {"settings": DOCS_DIR / "configuration.md", "kinds": DOCS_DIR / "findings.md",
+                          "told": DOCS_DIR / "alerts.md"}
 
 
 def doc_files() -> list[Path]:

@@ -24,6 +24,21 @@ def configured_channels(settings: Settings) -> list[str]:
     return channels
 
 
+def missing_channels(settings: Settings) -> dict[str, str]:
+    """The channels that are not configured, each with the settings that would enable it."""
+    missing: dict[str, str] = {}
+    if not settings.DISCORD_WEBHOOK_URL.get_secret_value():
+        missing["discord"] = "set DISCORD_WEBHOOK_URL"
+    unset = [name for name, value in (
+        ("HOME_ASSISTANT_URL", settings.HOME_ASSISTANT_URL),
+        ("HOME_ASSISTANT_TOKEN", settings.HOME_ASSISTANT_TOKEN.get_secret_value()),
+        ("GOOGLE_HOME_SPEAKER_ID", settings.GOOGLE_HOME_SPEAKER_ID)) if not value]
+    if unset:
+        missing["home_assistant"] = "set " + (", ".join(unset[:-1]) + " and " + unset[-1]
+                                              if len(unset) > 1 else unset[0])
+    return missing
+
+
 def make_notifiers(settings: Settings, console_stream: TextIO | None = None
                    ) -> dict[str, Notifier]:
     """A notifier for each configured channel whose module is part of this build."""

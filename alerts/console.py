@@ -6,6 +6,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, TextIO
 
+from alerts.wording import comparison, count_words, footer, headline, judged, recovered
 from foundation.store.data_storage import OutboxMessage
 from foundation.untrusted import for_terminal
 
@@ -29,18 +30,35 @@ def delivery_note(message: OutboxMessage, now: float) -> str:
 
 
 def render(payload: Mapping[str, Any], late: str = "") -> str:
-    """Plain-text lines for an alert or resolved payload; untrusted fields one line each, so no
-    field can forge a line of its own."""
+    """Plain-text lines for an alert or resolved payload: per finding its headline, what to do,
+    who judged it and the ids; untrusted fields one line each, so none can forge a line."""
     if payload.get("purpose") == "recap":
         return f"[RECAP]{late}\n{for_terminal(payload.get('text', ''), multiline=True)}"
     items = payload.get("items", [])
-    head = "RESOLVED" if payload.get("purpose") == "resolved" else "ALERT"
-    lines = [f"[{head}] {for_terminal(payload.get('host', ''))}: {len(items)} finding(s){late}"]
+    host = for_terminal(payload.get("host", ""))
+    if payload.get("purpose") == "test":      # test-alert: plainly no alert
+        return "\n".join([f"[TEST] {host}{late}"]
+                         + [f"  {for_terminal(headline(i))}. {for_terminal(i.get('summary', ''))}"
+                            for i in items])
+    if payload.get("purpose") == "resolved":
+        lines = [f"[RESOLVED] {host}: {count_words(len(items))}{late}"]
+        lines.extend(f"  ok {for_terminal(recovered(item))}" for item in items)
+        return "\n".join(lines)
+    verdict = payload.get("verdict") or {}
+    lines = [f"[ALERT] {host}: {count_words(len(items))}{late}"]
     for item in items:
-        lines.append(f"  {MARK.get(item['severity'], '  ')} {item['severity'].upper():6} "
-                     f"{for_terminal(item['kind'])}: {for_terminal(item['summary'])}")
-        if item.get("reason"):
-            lines.append(f"       why: {for_terminal(item['reason'])}")
+        severity = str(item.get("severity", "none"))
+        lines.append(f"  {MARK.get(severity, '  ')} {severity.upper():6} "
+                     f"{for_terminal(headline(item))}")
+        details = [for_terminal(item.get("summary", ""))]
+        numbers = comparison(item)
+        if numbers:
+            details.append(numbers)
+        lines.append(f"       {'; '.join(details)}")
+        if item.get("action"):
+            lines.append(f"       what to do: {for_terminal(item['action'])}")
+        lines.append(f"       judged {for_terminal(judged(item, verdict))} · "
+                     f"{for_terminal(footer(item))}")
     return "\n".join(lines)
 
 

@@ -19,10 +19,12 @@ from discord_webhook import DiscordWebhook
 from alerts.console import delivery_note
 from alerts.outbox import DeliveryError
 from alerts.text import ELLIPSIS, escape, inline, truncate
+from alerts.wording import comparison, count_words, footer, headline, judged, metric_name, recovered
 from foundation.model import Severity
 from foundation.redact import redact, register_secret
 from foundation.settings import Settings
 from foundation.store.data_storage import OutboxMessage
+from foundation.untrusted import neutralise
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +41,7 @@ AUTHOR_MAX = 256
 TOTAL_MAX = 6000
 MIN_DESCRIPTION = 200           # an embed is only worth sending with this much of its summary
 REASON_MAX = 600
-LABELS_MAX = 400
+ACTION_MAX = 900
 SLACK = 64                      # kept free under TOTAL_MAX for rounding and the "more" line
 
 COLOURS = {"high": 0xE74C3C, "medium": 0xE67E22, "low": 0xF1C40F, "none": 0x2ECC71}
@@ -55,56 +57,38 @@ def _ts(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat()
 
 
-def _number(value: Any) -> str:
-    try:
-        return f"{float(value):.4g}"
-    except (TypeError, ValueError):
-        return "?"
-
-
-def _comparison(item: Mapping[str, Any]) -> str | None:
-    """"now 91 (usual 45 ± 3, seen 40–60)" when the finding carries a value and a baseline."""
-    if item.get("value") is None:
-        return None
-    text = f"now {_number(item['value'])}"
-    base = item.get("baseline")
-    if base:
-        text += (f" (usual {_number(base.get('centre'))} ± {_number(base.get('spread'))}, "
-                 f"seen {_number(base.get('min'))} to {_number(base.get('max'))})")
-    if item.get("metric"):
-        text = f"{inline(item['metric'], 200)}: {text}"
-    return text
-
-
 def _field(name: str, value: str) -> dict[str, Any]:
     return {"name": truncate(name, FIELD_NAME_MAX), "value": truncate(value, FIELD_VALUE_MAX),
             "inline": False}
 
 
-def finding_embed(item: Mapping[str, Any], host: str, created_at: float) -> dict[str, Any]:
-    """One embed for one finding: what, where, since when, baseline versus now, and why."""
+def _action(text: str) -> str:
+    """The kind's "what to do", configured names inside: escaped like all the rest, without its
+    command quotes (escaped, they would show as stray backticks)."""
+    return truncate(escape(text.replace("`", "")), ACTION_MAX)
+
+
+def finding_embed(item: Mapping[str, Any], host: str, created_at: float,
+                  verdict: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """One embed for one finding: the headline with the fact that matters, the detail, what to
+    do, since when, the number against its usual with its unit, who judged it; ids in the footer."""
     severity = str(item.get("severity", "none"))
-    fields = [_field("Where", f"{inline(host, 200)} · {inline(item.get('source', ''), 100)}")]
+    description = escape(item.get("summary", ""))
+    if item.get("action"):
+        description += f"\n\n**What to do:** {_action(str(item['action']))}"
+    fields = []
     if item.get("first_seen"):
         fields.append(_field("Since", f"<t:{int(item['first_seen'])}:R>"))
-    comparison = _comparison(item)
-    if comparison:
-        fields.append(_field("Now versus baseline", comparison))
-    if item.get("reason"):
-        fields.append(_field("Reason", truncate(escape(item["reason"]), REASON_MAX)))
-    labels = item.get("labels") or {}
-    if labels:
-        fields.append(_field("Labels", truncate(", ".join(
-            f"{inline(k, 100)}={inline(v, 200)}" for k, v in list(labels.items())[:20]),
-            LABELS_MAX)))
-    return {"title": truncate(f"{severity.upper()} · {inline(item.get('kind', ''), 200)}",
-                              TITLE_MAX),
-            "description": truncate(escape(item.get("summary", "")), DESCRIPTION_MAX),
+    numbers = comparison(item)
+    if numbers:
+        fields.append(_field(inline(metric_name(item) or "Value", 200), inline(numbers, 400)))
+    fields.append(_field("Severity", truncate(escape(judged(item, verdict or {})), REASON_MAX)))
+    return {"title": truncate(inline(headline(item), TITLE_MAX), TITLE_MAX),
+            "description": truncate(description, DESCRIPTION_MAX),
             "color": COLOURS.get(severity, COLOURS["none"]),
             "fields": fields[:FIELDS_MAX],
-            "footer": {"text": truncate(f"{inline(item.get('why', ''), 40)} · "
-                                        f"{inline(str(item.get('fingerprint', ''))[:16], 16)}",
-                                        FOOTER_MAX)},
+            # plain text in Discord (no Markdown there): the ids alone, neutralised, not escaped
+            "footer": {"text": truncate(neutralise(footer(item, series=False)), FOOTER_MAX)},
             "timestamp": _ts(created_at)}
 
 
@@ -139,7 +123,7 @@ def fit(content: str, embeds: list[dict[str, Any]], more: int = 0) -> dict[str, 
         kept.pop()
         more += 1
     if more:
-        line = f"\n…and {more} more finding(s) not shown (see the agent's status)"
+        line = f"\n…and {count_words(more, 'more finding')} not shown (see the agent's status)"
         content = truncate(content, CONTENT_MAX - len(line)) + line
     return {"content": truncate(content, CONTENT_MAX), "embeds": kept,
             "allowed_mentions": NO_MENTIONS}
@@ -153,23 +137,22 @@ def alert_body(payload: Mapping[str, Any], late: str) -> dict[str, Any]:
                 key=lambda s: s.rank, default=Severity.NONE).value
     created = float(payload.get("created_at", 0.0))
     head = (f"{ICONS.get(worst, '')} **{worst.upper()} alert on {inline(host, 100)}**: "
-            f"{len(items)} finding(s){late}")
+            f"{count_words(len(items))}{late}")
     verdict = payload.get("verdict") or {}
-    if verdict.get("reason"):
-        head += f"\n{inline(verdict['reason'], 600)} (judged by {inline(verdict.get('by', ''), 20)})"
-    return fit(head, [finding_embed(i, host, created) for i in items])
+    return fit(head, [finding_embed(i, host, created, verdict) for i in items])
 
 
 def resolved_body(payload: Mapping[str, Any], late: str) -> dict[str, Any]:
     """The message for purpose "resolved": short and green."""
     items = list(payload.get("items", []))
     host = inline(payload.get("host", ""), 100)
-    lines = [f"\u2705 {inline(i.get('kind', ''), 100)}: {inline(i.get('summary', ''), 300)}"
-             for i in items]
+    lines = [f"\u2705 {inline(recovered(i), 300)}" for i in items]
     description = truncate("\n".join(lines), DESCRIPTION_MAX)
     embed = {"title": truncate(f"Resolved on {host}", TITLE_MAX), "description": description,
-             "color": COLOURS["none"], "timestamp": _ts(float(payload.get("created_at", 0.0)))}
-    return fit(f"\u2705 Resolved on {host}: {len(items)} finding(s){late}", [embed])
+             "color": COLOURS["none"], "timestamp": _ts(float(payload.get("created_at", 0.0))),
+             "footer": {"text": truncate(neutralise(" | ".join(footer(i, series=False)
+                                                               for i in items)), FOOTER_MAX)}}
+    return fit(f"\u2705 Resolved on {host}: {count_words(len(items))}{late}", [embed])
 
 
 def recap_body(payload: Mapping[str, Any], late: str) -> dict[str, Any]:
@@ -202,8 +185,19 @@ def escape_block(lines: list[str]) -> str:
     return "\n".join(out) or "none"
 
 
+def test_body(payload: Mapping[str, Any], late: str) -> dict[str, Any]:
+    """The message of `test-alert`: grey, no severity, plainly a test."""
+    host = inline(payload.get("host", ""), 100)
+    lines = [f"{inline(headline(i), 300)}\n{escape(i.get('summary', ''))}"
+             for i in payload.get("items", [])]
+    embed = {"title": truncate(f"Test from {host}", TITLE_MAX),
+             "description": truncate("\n".join(lines), DESCRIPTION_MAX), "color": 0x95A5A6,
+             "timestamp": _ts(float(payload.get("created_at", 0.0)))}
+    return fit(f"\U0001F9EA Test message from homelab-monitor on {host}{late}", [embed])
+
+
 BODIES: dict[str, Callable[[Mapping[str, Any], str], dict[str, Any]]] = {
-    "alert": alert_body, "resolved": resolved_body, "recap": recap_body}
+    "alert": alert_body, "resolved": resolved_body, "recap": recap_body, "test": test_body}
 
 
 def render(message: OutboxMessage, now: float) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import requests
 
 from alerts.outbox import DeliveryError
 from alerts.text import speakable
+from analysis.detectors import kind_specs
 from foundation.model import Severity
 from foundation.redact import redact, register_secret
 from foundation.settings import Settings
@@ -17,7 +18,8 @@ from foundation.store.data_storage import OutboxMessage
 log = logging.getLogger(__name__)
 
 TIMEOUT_S = 10.0
-SPOKEN_MAX = 200
+SPOKEN_MAX = 120         # characters of one finding's sentence
+SPOKEN_FINDINGS = 2      # findings said in one announcement; the rest are "and N more"
 LATE_AFTER_S = 600.0
 PERMANENT = {400: "Home Assistant rejected the call (400): check HOME_ASSISTANT_TTS_ENTITY, "
                   "GOOGLE_HOME_SPEAKER_ID and HOME_ASSISTANT_TTS_SERVICE",
@@ -29,23 +31,27 @@ PERMANENT = {400: "Home Assistant rejected the call (400): check HOME_ASSISTANT_
 
 
 def announcement(payload: Mapping[str, Any], late_s: float = 0.0, repeat: bool = False) -> str:
-    """A sentence made to be heard, e.g. "Alert on nas: 2 high findings. Process nginx is not running."."""
-    items = list(payload.get("items", []))
-    highs = [i for i in items if str(i.get("severity")) == Severity.HIGH.value]
-    host = speakable(payload.get("host", "this server"), 40) or "this server"
-    count = len(highs) or len(items)
-    level = "high " if highs else ""
-    head = f"Alert on {host}: {count} {level}finding{'s' if count != 1 else ''}."
+    """What the speaker says, from trusted words only: "Alert on nas. Process nginx is not
+    running. New open port 8080 on this machine. And 1 more." The most severe findings first, at
+    most SPOKEN_FINDINGS of them, each by its kind's spoken sentence (built from the facts the
+    agent itself knows: never a log line, a user or DNS name, a banner)."""
+    items = sorted(payload.get("items", []),
+                   key=lambda i: -Severity.parse(str(i.get("severity", "none"))).rank)
+    host = speakable(payload.get("host", ""), 40) or "this server"
+    said = [f"Test from {host}." if payload.get("purpose") == "test" else f"Alert on {host}."]
     if late_s >= LATE_AFTER_S:
-        head = f"Late alert, from {late_s / 60:.0f} minutes ago. " + head
+        said.insert(0, f"Late alert, from {late_s / 60:.0f} minutes ago.")
     if repeat:
-        head = "Possibly a repeat. " + head
-    first = (highs or items or [{}])[0]
-    detail = speakable(first.get("summary", ""), SPOKEN_MAX)
-    sentence = f"{head} {detail[:1].upper()}{detail[1:]}".strip()
-    if detail and not sentence.endswith((".", "!", "?")):
-        sentence += "."
-    return speakable(sentence, SPOKEN_MAX)
+        said.insert(0, "Possibly a repeat.")
+    for item in items[:SPOKEN_FINDINGS]:
+        # an item queued by an older version has no sentence: its kind's name
+        spec = kind_specs().get(str(item.get("kind", "")))
+        words = item.get("spoken") or (spec.name if spec is not None else "")
+        sentence = speakable(words or "A new finding.", SPOKEN_MAX)
+        said.append(sentence if sentence.endswith((".", "!", "?")) else sentence + ".")
+    if len(items) > SPOKEN_FINDINGS:
+        said.append(f"And {len(items) - SPOKEN_FINDINGS} more.")
+    return " ".join(s[:1].upper() + s[1:] for s in said)
 
 
 class HomeAssistantNotifier:

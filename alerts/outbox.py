@@ -100,9 +100,12 @@ def deliver_due(store: Store, notifiers: Mapping[str, Notifier], now: float, cap
             store.mark_retry(message.id, now + wait, error, give_up=err.permanent,
                              possible_repeat=err.outcome_unknown)
             status = "failed" if err.permanent else "queued"
-            log.warning("%s delivery of message %d failed (attempt %d), %s: %s", message.channel,
-                        message.id, attempts,
-                        "giving up" if err.permanent else f"retrying in {wait:.0f} s", error)
+            # a message given up is said at WARNING; a retry at DEBUG only: the agent logs the
+            # channel going down once, and coming back (agent/dependencies.py)
+            log.log(logging.WARNING if err.permanent else logging.DEBUG,
+                    "%s delivery of message %d failed (attempt %d), %s: %s", message.channel,
+                    message.id, attempts,
+                    "giving up" if err.permanent else f"retrying in {wait:.0f} s", error)
             results.append(Delivery(message.id, message.channel, message.purpose,
                                     message.severity, status, error))
             continue

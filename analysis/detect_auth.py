@@ -24,7 +24,11 @@ KINDS = (
              "Background noise for a server on the internet: check that password logins are off "
              "(PasswordAuthentication no) or that fail2ban bans the address; mute it in "
              "known_issues.json if it is expected.",
-             name="SSH password guessing"),
+             name="SSH password guessing",
+             says="{count} failed SSH logins from {address} in {minutes:g} min",
+             speaks="{count} failed SSH logins from one address in {minutes:g} minutes.",
+             cleared="No more failed SSH logins from {address}",
+             example={"count": 40, "minutes": 10, "address": "203.0.113.7"}),
     KindSpec("ssh_preauth_probing", SOURCE, Severity.MEDIUM, Severity.NONE,
              "Repeated SSH connections from one address that gave up or were cut off before "
              "authenticating",
@@ -32,27 +36,43 @@ KINDS = (
              "that PasswordAuthentication is no and that the address is banned (fail2ban's "
              "aggressive mode, CrowdSec ssh-bf) or PerSourcePenalties is on; mute it in "
              "known_issues.json if it is expected.",
-             name="SSH probing"),
+             name="SSH probing",
+             says="{count} SSH connections from {address} ended before logging in, in "
+                  "{minutes:g} min",
+             speaks="{count} SSH connections from one address in {minutes:g} minutes, none "
+                    "logged in.",
+             cleared="The SSH probing from {address} stopped",
+             example={"count": 25, "minutes": 10, "address": "198.51.100.23"}),
     KindSpec("login_after_failures", SOURCE, Severity.HIGH, Severity.HIGH,
              "A successful login from an address that had just failed repeatedly",
              "Treat as a possible break-in: check `last`/`who`, the user's sessions and processes, "
              "change that user's password or keys, and block the address.", event=True,
-             name="Login after failed attempts"),
+             name="Login after failed attempts",
+             says="{user} logged in from {address} after {failures:plural:failed attempt}",
+             speaks="Someone logged in after {failures:plural:failed attempt} from the same "
+                    "address.",
+             example={"failures": 12, "user": "root", "address": "203.0.113.7"}),
     KindSpec("new_login_source", SOURCE, Severity.MEDIUM, Severity.NONE,
              "A user logged in from an address never seen before",
              "Confirm with the user that the login was theirs (travel, new network); if not, "
              "treat as a compromised account.", event=True,
-             name="Login from a new address"),
+             name="Login from a new address",
+             says="{user} logged in from {address}, an address never seen before",
+             speaks="A user logged in from an address never seen before.",
+             example={"user": "alice", "address": "198.51.100.4"}),
     KindSpec("sudo_failure", SOURCE, Severity.MEDIUM, Severity.NONE,
              "sudo refused a user (wrong password, not in sudoers, command not allowed)",
              "Ask the user; repeated refusals for an account that should not use sudo suggest "
              "someone is trying to escalate privileges.", event=True,
-             name="sudo refused"),
+             name="sudo refused", says="sudo refused {user} {times:plural:time}",
+             speaks="sudo refused a user {times:plural:time}.",
+             example={"user": "www-data", "times": 3}),
     KindSpec("user_created", SOURCE, Severity.MEDIUM, Severity.NONE,
              "A user account was created",
              "Confirm the account was created on purpose (a package install or an admin); an "
              "unexpected account is a classic persistence step: lock it and investigate.", event=True,
-             name="New user account"),
+             name="New user account", says="A user account {user} was created",
+             speaks="A new user account was created.", example={"user": "backdoor"}),
 )
 
 
@@ -79,6 +99,7 @@ def _bursts(obs: Mapping[str, Any], window: Mapping[str, Any]) -> list[Finding]:
         source=SOURCE, kind=kind, key=item["address"], severity=Severity.MEDIUM,
         summary=summary.format(n=item[field], minutes=minutes),
         labels={"address": item["address"]}, evidence=_lines(item["evidence"]),
+        facts={"count": int(item[field]), "minutes": minutes},   # what the agent counted
         metric=metric, value=float(item[field]))
         for kind, name, field, metric, summary in BURSTS
         for item in obs.get(name, [])[:MAX_FINDINGS_PER_KIND]]
@@ -96,6 +117,7 @@ def _after_failures(obs: Mapping[str, Any], window: Mapping[str, Any]) -> list[F
                      f"failures from the same address"),
             labels={"user": login["user"], "address": login["address"],
                     "method": login["method"]},
+            facts={"failures": int(login["failures_before"])},
             evidence=_lines([login["line"]], login["failure_evidence"]),
             value=float(login["failures_before"])))
     return found[:MAX_FINDINGS_PER_KIND]
@@ -132,6 +154,7 @@ def _by_name(items: Iterable[Mapping[str, Any]], field: str) -> dict[str, list[s
 def _sudo(obs: Mapping[str, Any]) -> list[Finding]:
     return [Finding(source=SOURCE, kind="sudo_failure", key=user, severity=Severity.MEDIUM,
                     summary=f"sudo refused a user {len(lines)} time(s)", labels={"user": user},
+                    facts={"times": len(lines)},
                     evidence=_lines(lines), value=float(len(lines)))
             for user, lines in _by_name(obs["sudo_failure_events"], "user").items()
             ][:MAX_FINDINGS_PER_KIND]

@@ -13,26 +13,40 @@ from foundation.model import CollectResult, Finding, Severity
 KINDS = (
     KindSpec("container_down", "containers", Severity.HIGH, Severity.HIGH,
              "A watched container is not running",
-             "`docker ps -a`, `docker logs NAME` and `docker inspect NAME` (exit code, OOMKilled); "
-             "fix the cause and `docker start NAME` (or `docker compose up -d`); remove it from "
-             "DOCKER_CONTAINERS_TO_MONITOR if it was retired on purpose.",
-             name="Container down"),
+             "`docker ps -a`, `docker logs {container}` and `docker inspect {container}` (exit "
+             "code, OOMKilled); fix the cause and `docker start {container}` (or `docker compose "
+             "up -d`); remove it from DOCKER_CONTAINERS_TO_MONITOR if it was retired on purpose.",
+             name="Container down", says="Container {container} is down ({status})",
+             speaks="Container {container} is down.",
+             cleared="Container {container} is running again",
+             example={"container": "home-assistant", "status": "exited"}),
     KindSpec("container_unhealthy", "containers", Severity.HIGH, Severity.HIGH,
              "A watched container fails its health check",
-             "`docker inspect --format '{{json .State.Health}}' NAME` shows the failing check's "
+             "`docker inspect --format '{{{{json .State.Health}}}}' {container}` shows the failing check's "
              "output; fix the service inside or restart the container.",
-             name="Container unhealthy"),
+             name="Container unhealthy",
+             says="Container {container} fails its health check ({failing:plural:check} in a row)",
+             speaks="Container {container} fails its health check.",
+             cleared="Container {container} is healthy again",
+             example={"container": "paperless", "failing": 3}),
     KindSpec("container_restarting", "containers", Severity.MEDIUM, Severity.NONE,
              "A watched container restarted since the last cycle",
-             "A climbing restart count is a crash loop: read `docker logs NAME` from before the "
+             "A climbing restart count is a crash loop: read `docker logs {container}` from before the "
              "restart, check memory limits (OOMKilled) and the container's dependencies.",
-             name="Container restarting"),
+             name="Container restarting",
+             says="Container {container} restarted {restarts:plural:time} since the last cycle",
+             speaks="Container {container} restarted {restarts:plural:time}.",
+             cleared="Container {container} stopped restarting",
+             example={"container": "immich-server", "restarts": 2}),
     KindSpec("docker_unreachable", "containers", Severity.HIGH, Severity.HIGH,
              "Docker cannot be reached, so no watched container can be seen",
              "The summary says why (no socket, permission denied, nothing listening, a hung "
              "engine) and the fix: `systemctl status docker`, `journalctl -u docker`, restart "
              "it; check DOCKER_HOST and the agent's access to the socket.",
-             name="Docker unreachable"),
+             name="Docker unreachable",
+             says="Docker cannot be reached: {watched:plural:watched container} not seen",
+             speaks="Docker cannot be reached.", cleared="Docker answers again",
+             example={"watched": 3}),
 )
 
 
@@ -85,7 +99,8 @@ def _unreachable(facts: Mapping[str, Any]) -> Finding:
     return Finding(source="containers", kind=spec.kind, key="engine", severity=spec.severity,
                    floor=spec.floor,
                    summary=f"Docker unreachable, the state of {names} is unknown: {facts['error']}",
-                   labels={"containers": names, "engine": str(facts["url"])})
+                   labels={"containers": names, "engine": str(facts["url"])},
+                   facts={"watched": len(facts["containers"])})
 
 
 def detect(result: CollectResult, ctx: DetectContext) -> list[Finding]:
@@ -104,5 +119,8 @@ def detect(result: CollectResult, ctx: DetectContext) -> list[Finding]:
                 floor=spec.floor, summary=summary,
                 labels={"container": name, "image": facts.get("image", ""),
                         "status": facts["status"]},
+                facts={"container": name,        # from DOCKER_CONTAINERS_TO_MONITOR
+                       "failing": int(facts.get("failing_streak") or 0),
+                       "restarts": int(facts.get("restarts_since_last") or 0)},
                 metric=f"{metric}[{name}]", value=float(facts[field])))
     return findings

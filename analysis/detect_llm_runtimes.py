@@ -5,6 +5,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from analysis.kinds import KindSpec
+from collectors.llm_runtimes import RUNTIMES
 from foundation.context import DetectContext
 from foundation.model import CollectResult, Finding, Severity
 
@@ -17,13 +18,28 @@ KINDS = (
              "model server?); block it at the firewall or stop the runtime. If the destination is "
              "legitimate, add its host name or network to LLM_CONNECTION_ALLOWLIST (a reverse "
              "name counts only when its own A/AAAA records include the address).",
-             name="LLM runtime calling out"),
+             name="LLM runtime calling out",
+             says="{runtime_spoken} is {link} {remote} ({peer}), which the allowlist does not "
+                  "allow",
+             speaks="{runtime_spoken} is {link} a host on the internet that is not allowed.",
+             cleared="{runtime_spoken} no longer talks to {remote}",
+             example={"runtime": "ollama", "runtime_spoken": "Ollama", "link": "connected to",
+                      "remote": "203.0.113.50", "peer": "no reverse name"}),
     KindSpec("llm_unavailable", "llm_runtimes", Severity.MEDIUM, Severity.NONE,
              "The agent's own LLM (Ollama) is unreachable or lacks its model",
              "Start Ollama (`systemctl start ollama`), check OLLAMA_HOST, or run "
-             "`ollama pull MODEL`; meanwhile the rules decide severities.",
-             name="Ollama unavailable"),
+             "`ollama pull {model}`; meanwhile the rules decide severities.",
+             name="Ollama unavailable", says="Ollama at {host} cannot judge: {problem}",
+             speaks="The agent's Ollama is unavailable; the rules decide meanwhile.",
+             cleared="Ollama at {host} answers again, with {model}",
+             example={"host": "http://127.0.0.1:11434", "model": "llama3.1:8b",
+                      "problem": "Ollama is not reachable"}),
 )
+
+
+# the runtimes the agent knows by name: only those are said (an unknown one is named after its
+# process, which any local user can name)
+KNOWN = {d.label: d.label[:1].upper() + d.label[1:] for d in RUNTIMES}
 
 
 def _external(runtime: Mapping[str, Any]) -> dict[str, list[Mapping[str, Any]]]:
@@ -54,7 +70,9 @@ def _connection_finding(runtime: Mapping[str, Any], ip: str,
         labels={"runtime": str(runtime["runtime"]), "process": str(runtime["name"]),
                 "pid": str(runtime["pid"]), "remote": ip, "rdns": str(first.get("rdns") or ""),
                 "provider": str(first.get("provider") or ""),
-                "direction": "inbound" if inbound else "outbound"},
+                "direction": "inbound" if inbound else "outbound", "peer": name},
+        facts={"runtime_spoken": KNOWN.get(str(runtime["runtime"]), "An LLM runtime"),
+               "link": "being used by" if inbound else "connected to"},
         evidence=tuple(f"{c['proto']} {c['local']} -> {c['remote']} {c['status']}"
                        for c in conns[:MAX_EVIDENCE]))
 
@@ -67,7 +85,8 @@ def _unavailable(health: Mapping[str, Any]) -> Finding | None:
         source="llm_runtimes", kind="llm_unavailable", key=str(health["host"]),
         severity=Severity.MEDIUM, summary=str(problem),
         labels={"host": str(health["host"]), "model": str(health["model"]),
-                "error": str(health.get("error") or "")})
+                "error": str(health.get("error") or ""), "problem": str(problem)},
+        facts={"host": str(health["host"]), "model": str(health["model"])})  # the settings
 
 
 def detect(result: CollectResult, ctx: DetectContext) -> list[Finding]:

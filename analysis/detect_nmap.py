@@ -23,25 +23,36 @@ FORGET_AFTER_S = 7 * 86400  # a port or host missing this long is no longer expe
 KINDS = (
     KindSpec("new_open_port", "nmap", Severity.HIGH, Severity.MEDIUM,
              "A port is open that was not open before",
-             "Find the listener (`ss -ltnp 'sport = :PORT'` on that host) and make sure you "
+             "Find the listener (`ss -ltnp 'sport = :{port}'` on {host}) and make sure you "
              "started it on purpose; stop it or firewall it if not. It is learnt as normal after "
              "this alert.", event=True,
-             name="New open port"),
+             name="New open port", says="Port {port}/{protocol} is open on {host}",
+             speaks="New open port {port} on {where}.",
+             example={"port": 8080, "protocol": "tcp", "host": "192.168.1.20",
+                      "where": "another host"}),
     KindSpec("port_closed", "nmap", Severity.MEDIUM, Severity.NONE,
              "A port that was open is no longer open",
              "Check the service behind it (`systemctl status`, its logs) and restart it; if it was "
              "retired on purpose, the finding ends by itself after 7 days.",
-             name="Port closed"),
+             name="Port closed", says="Port {port}/{protocol} on {host} is no longer open",
+             speaks="Port {port} closed on {where}.",
+             cleared="Port {port}/{protocol} on {host} is open again",
+             example={"port": 443, "protocol": "tcp", "host": "127.0.0.1",
+                      "where": "this machine"}),
     KindSpec("host_appeared", "nmap", Severity.MEDIUM, Severity.NONE,
              "A new host answers in a scanned network",
-             "Identify the device (router's DHCP leases, `nmap -sV ADDR`); unknown devices on a "
+             "Identify the device (router's DHCP leases, `nmap -sV {host}`); unknown devices on a "
              "home network deserve a look.", event=True,
-             name="New host on the network"),
+             name="New host on the network", says="A new host {host} answers on the network",
+             speaks="A new host answers on the network.",
+             example={"host": "192.168.1.77"}),
     KindSpec("host_disappeared", "nmap", Severity.LOW, Severity.NONE,
              "A host that answered before no longer does",
              "Check that the device is powered and connected, if it should be; forgotten after 7 "
              "days.",
-             name="Host gone from the network"),
+             name="Host gone from the network", says="{host} no longer answers on the network",
+             speaks="A host on the network no longer answers.",
+             cleared="{host} answers on the network again", example={"host": "192.168.1.40"}),
 )
 
 
@@ -75,10 +86,32 @@ def _learn(scan: Scan, ctx: DetectContext, memo: dict[str, Any], scope: str) -> 
 _SPECS = {k.kind: k for k in KINDS}
 
 
-def _finding(kind: str, key: str, summary: str, labels: Mapping[str, str]) -> Finding:
+def _finding(kind: str, key: str, summary: str, labels: Mapping[str, str],
+             facts: Mapping[str, Any]) -> Finding:
     spec = _SPECS[kind]
     return Finding(source="nmap", kind=kind, key=key, severity=spec.severity, floor=spec.floor,
-                   summary=summary, labels=dict(labels))
+                   summary=summary, labels=dict(labels), facts=dict(facts))
+
+
+def _facts(key: str, local: frozenset[str]) -> dict[str, Any]:
+    """What nmap measured of a port or host (ADDR[:PORT/PROTO]), and whether it is this machine."""
+    host = key_host(key) if ":" in key and "/" in key else key
+    facts: dict[str, Any] = {"host": host,
+                             "where": "this machine" if host in local else "another host"}
+    if host != key:
+        number, protocol = key.rsplit(":", 1)[1].split("/", 1)
+        facts.update(port=int(number), protocol=protocol)
+    return facts
+
+
+def without_own(scan: Scan, local: frozenset[str], own_ports: frozenset[int]) -> Scan:
+    """The scan without the agent's own listeners (its /metrics port) on this machine: they are
+    the agent's, never a finding."""
+    if not own_ports or not local:
+        return scan
+    kept = {k: p for k, p in scan.ports.items()
+            if not (p.addr in local and p.proto == "tcp" and p.port in own_ports)}
+    return replace(scan, ports=kept)
 
 
 def _port_labels(key: str, info: PortInfo | None = None) -> dict[str, str]:
@@ -89,24 +122,25 @@ def _port_labels(key: str, info: PortInfo | None = None) -> dict[str, str]:
     return labels
 
 
-def _new(changes: ScanDiff, scan: Scan, ctx: DetectContext) -> list[Finding]:
+def _new(changes: ScanDiff, scan: Scan, ctx: DetectContext, local: frozenset[str]
+         ) -> list[Finding]:
     """Findings for what is new; it is learnt at once, so it alerts once."""
     findings = []
     for key in changes.opened:
         info = scan.ports[key]
         detail = f" ({info.service})" if info.service else ""
         findings.append(_finding("new_open_port", key, f"new open port {key}{detail}",
-                                 _port_labels(key, info)))
+                                 _port_labels(key, info), _facts(key, local)))
     for addr in changes.hosts_appeared:
         findings.append(_finding("host_appeared", addr, f"new host {addr} is up",
-                                 {"address": addr}))
+                                 {"address": addr}, _facts(addr, local)))
     ctx.remember(OPEN, *changes.opened)
     ctx.remember(HOSTS, *changes.hosts_appeared)
     return findings
 
 
-def _gone(changes: ScanDiff, scan: Scan, ctx: DetectContext, missing: dict[str, float]
-          ) -> list[Finding]:
+def _gone(changes: ScanDiff, scan: Scan, ctx: DetectContext, missing: dict[str, float],
+          local: frozenset[str]) -> list[Finding]:
     """Findings for what is missing, until it has been missing for FORGET_AFTER_S."""
     present = set(scan.open_ports) | set(scan.hosts_up)
     for key in [k for k in missing if k in present]:
@@ -119,7 +153,7 @@ def _gone(changes: ScanDiff, scan: Scan, ctx: DetectContext, missing: dict[str, 
         else:
             findings.append(_finding("port_closed", key,
                                      f"port {key} is no longer open (now {state})",
-                                     dict(_port_labels(key), state=state)))
+                                     dict(_port_labels(key), state=state), _facts(key, local)))
     for addr in changes.hosts_disappeared:
         if ctx.now - missing.setdefault(addr, ctx.now) >= FORGET_AFTER_S:
             ctx.forget(HOSTS, addr)
@@ -127,7 +161,7 @@ def _gone(changes: ScanDiff, scan: Scan, ctx: DetectContext, missing: dict[str, 
             del missing[addr]
         else:
             findings.append(_finding("host_disappeared", addr, f"host {addr} no longer answers",
-                                     {"address": addr}))
+                                     {"address": addr}, _facts(addr, local)))
     return findings
 
 
@@ -136,7 +170,12 @@ def detect(result: CollectResult, ctx: DetectContext) -> list[Finding]:
     obs = result.observations.get("scan")
     if obs is None:
         return []
-    scan = scan_from_observation(obs)
+    local = frozenset(obs.get("local_hosts", ()))
+    own = ctx.settings.own_ports
+    scan = without_own(scan_from_observation(obs), local, own)
+    mine = [k for k in ctx.known(OPEN) if _facts(k, local).get("port") in own
+            and key_host(k) in local and k.endswith("/tcp")]
+    ctx.forget(OPEN, *mine)             # learnt before the agent knew its own ports
     memo = ctx.state("nmap")
     scope = _scope(ctx)
     if memo.get("scope") != scope:
@@ -145,4 +184,5 @@ def detect(result: CollectResult, ctx: DetectContext) -> list[Finding]:
     changes = diff(ctx.known(HOSTS), ctx.known(OPEN), scan)
     if obs["truncated"]:  # a cut list cannot tell what closed; what opened is still true
         changes = replace(changes, closed={}, hosts_disappeared=())
-    return _new(changes, scan, ctx) + _gone(changes, scan, ctx, memo.setdefault("missing", {}))
+    return (_new(changes, scan, ctx, local)
+            + _gone(changes, scan, ctx, memo.setdefault("missing", {}), local))

@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from analysis.kinds import KindSpec
+from analysis.kinds import KindSpec, spoken_host
 from foundation.context import DetectContext
 from foundation.model import CollectResult, Finding, Severity, series_name
 
@@ -20,18 +20,38 @@ KINDS = (
              "Check that the host is powered and on the network (cable, Wi-Fi, switch port, its "
              "firewall); if it is meant to be off, remove it from PING_TARGETS or add a known "
              "issue.",
-             name="Host unreachable"),
+             name="Host unreachable",
+             says="{target} answers no pings ({cycles:plural:cycle} in a row)",
+             speaks="{target_spoken} does not answer pings.", cleared="{target} answers again",
+             example={"target": "192.168.1.10", "target_spoken": "A ping target", "cycles": 2}),
     KindSpec("ping_loss", "ping", Severity.MEDIUM, Severity.NONE,
              "A ping target loses packets",
              "Look for a flaky link: Wi-Fi signal, a bad cable or switch port, a saturated uplink, "
              "or the host itself overloaded.",
-             name="Packet loss"),
+             name="Packet loss", says="{target} lost {loss:.0f} % of its pings",
+             speaks="{target_spoken} lost {loss:.0f} percent of its pings.",
+             cleared="{target} answers all pings again",
+             example={"target": "nas.lan", "target_spoken": "The ping target nas.lan",
+                      "loss": 40.0}),
     KindSpec("rtt_high", "ping", Severity.LOW, Severity.NONE,
              "Round-trip time far above its normal",
              "Look for congestion (a large transfer, backups), Wi-Fi interference, or an "
              "overloaded host or router.",
-             name="Slow network"),
+             name="Slow network",
+             says="Round trip to {target} is {rtt:.1f} ms, usually {usual:.1f} ms",
+             speaks="{target_spoken} answers in {rtt:.0f} milliseconds, usually in {usual:.0f}.",
+             cleared="Round trip to {target} is back to normal",
+             example={"target": "router.lan", "target_spoken": "The ping target router.lan",
+                      "rtt": 85.2,
+                      "usual": 1.4}),
 )
+
+
+def _target(target: str, **measured: float) -> dict[str, Any]:
+    """A finding's facts: the target from PING_TARGETS (as said: its name, not its address)."""
+    said = spoken_host(target, "")
+    return {"target": target, "target_spoken": f"The ping target {said}" if said else "A ping target",
+            **measured}
 
 
 def _unreachable(target: str, r: Mapping[str, Any], streaks: dict[str, int]) -> Finding:
@@ -42,8 +62,8 @@ def _unreachable(target: str, r: Mapping[str, Any], streaks: dict[str, int]) -> 
     return Finding(source="ping", kind="host_unreachable", key=target, severity=severity,
                    summary=f"{target} answered none of {r['transmitted']} pings "
                            f"({streak} cycle(s) in a row){why}",
-                   labels={"target": target}, metric=series_name("ping.loss_percent", target),
-                   value=100.0)
+                   labels={"target": target}, facts=_target(target, cycles=streak),
+                   metric=series_name("ping.loss_percent", target), value=100.0)
 
 
 def _loss(target: str, r: Mapping[str, Any], threshold: float) -> Finding | None:
@@ -53,8 +73,8 @@ def _loss(target: str, r: Mapping[str, Any], threshold: float) -> Finding | None
     return Finding(source="ping", kind="ping_loss", key=target, severity=Severity.MEDIUM,
                    summary=f"{target} lost {loss:.1f} % of {r['transmitted']} pings "
                            f"(threshold {threshold:g} %)",
-                   labels={"target": target}, metric=series_name("ping.loss_percent", target),
-                   value=loss)
+                   labels={"target": target}, facts=_target(target, loss=loss),
+                   metric=series_name("ping.loss_percent", target), value=loss)
 
 
 def _rtt(target: str, r: Mapping[str, Any], ctx: DetectContext) -> Finding | None:
@@ -73,8 +93,9 @@ def _rtt(target: str, r: Mapping[str, Any], ctx: DetectContext) -> Finding | Non
     return Finding(source="ping", kind="rtt_high", key=target, severity=severity,
                    summary=f"{target} round trip {avg:.1f} ms (max {r['rtt_max_ms']}), usually "
                            f"{base.centre:.1f} ms: {deviation:.1f} spreads above",
-                   labels={"target": target}, metric=series_name("ping.rtt_avg_ms", target),
-                   value=float(avg),
+                   labels={"target": target},
+                   facts=_target(target, rtt=float(avg), usual=base.centre),
+                   metric=series_name("ping.rtt_avg_ms", target), value=float(avg),
                    baseline=base.as_json())
 
 

@@ -8,9 +8,11 @@ from foundation.model import CollectResult, Finding, Severity, series_name
 KINDS = (
     KindSpec("process_missing", "processes", Severity.HIGH, Severity.HIGH,
              "A watched process is not running",
-             "Check the service (`systemctl status NAME`, `journalctl -u NAME`) and restart it; "
+             "Check the service (`systemctl status {process}`, `journalctl -u {process}`) and restart it; "
              "remove it from PROCESSES_TO_MONITOR if it was retired on purpose.",
-             name="Process not running"),
+             name="Process not running", says="Process {process} is not running",
+             speaks="Process {process} is not running.",
+             cleared="Process {process} is running again", example={"process": "nginx"}),
 )
 
 
@@ -22,5 +24,6 @@ def detect(result: CollectResult, ctx: DetectContext) -> list[Finding]:
             findings.append(Finding(
                 source="processes", kind="process_missing", key=entry, severity=Severity.HIGH,
                 floor=Severity.HIGH, summary=f"watched process {entry!r} is not running",
-                labels={"process": entry}, metric=series_name("process.count", entry), value=0.0))
+                labels={"process": entry}, facts={"process": entry},  # from PROCESSES_TO_MONITOR
+                metric=series_name("process.count", entry), value=0.0))
     return findings

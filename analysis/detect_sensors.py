@@ -22,7 +22,22 @@ KINDS = (
              "Check the fans, dust filters and airflow of the part named in the key; look at what "
              "load runs (GPU jobs, an LLM); over the critical mark, cut the load or shut the "
              "machine down before the hardware trips.",
-             name="High temperature"),
+             name="High temperature",
+             says="{sensor} ({part}) at {celsius:.0f} °C, over its {mark_name} of {mark:.0f} °C",
+             speaks="The {part} is at {celsius:.0f} degrees, over its {mark_name} of {mark:.0f}.",
+             cleared="{sensor} ({part}) is back under its marks",
+             example={"sensor": "coretemp/Package id 0", "part": "CPU", "celsius": 101.0,
+                      "mark_name": "critical mark", "mark": 100.0}),
+)
+
+# (what people call the part, chip name prefixes): the chip names are the kernel drivers'
+PARTS = (
+    ("CPU", ("coretemp", "k10temp", "k8temp", "zenpower", "cpu_thermal", "cpu-thermal")),
+    ("GPU", ("nvidia", "amdgpu", "radeon", "nouveau", "i915", "gpu")),
+    ("disk", ("nvme", "drivetemp", "sata", "hdd", "ssd")),
+    ("Wi-Fi card", ("iwlwifi",)),
+    ("network card", ("ixgbe", "igb", "mlx", "r8169", "bnxt")),
+    ("chipset", ("pch_",)),
 )
 
 
@@ -65,6 +80,21 @@ RULES = (
 )
 
 
+def part_of(chip: str) -> str:
+    """The part a chip's temperature belongs to, as people say it ("CPU", "GPU", "disk")."""
+    name = chip.lower()
+    return next((part for part, prefixes in PARTS if name.startswith(prefixes)), "motherboard")
+
+
+def _mark(rule: str, r: Mapping[str, Any], base: Baseline | None) -> tuple[str, float]:
+    """The mark the temperature is told against: the worst rule that holds."""
+    if rule == "critical":
+        return "critical mark", float(r["critical"])
+    if rule == "high_mark":
+        return "high mark", float(r["high"])
+    return "usual", float(base.centre) if base is not None else float(r["celsius"])
+
+
 def detect(result: CollectResult, ctx: DetectContext) -> list[Finding]:
     """One temperature_high finding per plausible reading that breaks at least one rule."""
     findings = []
@@ -79,12 +109,15 @@ def detect(result: CollectResult, ctx: DetectContext) -> list[Finding]:
         severity = max_severity(*(rule.severity for rule, _ in held))
         floor = max_severity(*(rule.floor for rule, _ in held))
         device = f" ({reading['device']})" if reading["device"] else ""
+        mark_name, mark = _mark(held[0][0].name, reading, base)   # RULES run worst first
         findings.append(Finding(
             source="sensors", kind="temperature_high", key=key, severity=severity, floor=floor,
             summary=f"{key}{device} is {reading['celsius']:g} °C: "
                     + "; ".join(why for _, why in held),
             labels={"sensor": key, "source": reading["source"],
                     "rules": ",".join(rule.name for rule, _ in held)},
+            facts={"sensor": key, "part": part_of(key.split("/", 1)[0]),  # the kernel's names
+                   "celsius": float(reading["celsius"]), "mark_name": mark_name, "mark": mark},
             metric=series, value=float(reading["celsius"]),
             baseline=base.as_json() if base is not None else None))
     return findings

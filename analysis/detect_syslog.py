@@ -5,7 +5,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from analysis.kinds import KindSpec
-from collectors.kernel_events import CRASH, DISK, FS, HANG, HW, KERNEL_EVENT, THERMAL
+from collectors.kernel_events import CRASH, DISK, FS, HANG, HW, KERNEL_EVENT, THERMAL, words
 from foundation.context import DetectContext
 from foundation.model import CollectResult, Finding, Severity, max_severity
 
@@ -21,9 +21,12 @@ MAX_NOVEL_FINDINGS = 5     # novel_log_message findings per cycle; the rest are 
 MAX_EVIDENCE = 5
 
 
-def _family(kind: str, title: str, action: str, **told: Any) -> KindSpec:
-    """A family of kernel events (collectors/kernel_events.py): high by rule and floor, one-off."""
-    return KindSpec(kind, SOURCE, Severity.HIGH, Severity.HIGH, title, action, event=True, **told)
+def _family(kind: str, title: str, action: str, name: str, speaks: str, example: str) -> KindSpec:
+    """A family of kernel events (collectors/kernel_events.py): high by rule and floor, one-off;
+    its headline names the events (the agent's words for them) and how often they came."""
+    return KindSpec(kind, SOURCE, Severity.HIGH, Severity.HIGH, title, action, event=True,
+                    name=name, says="The kernel reported {events} ({count:plural:time})",
+                    speaks=speaks, example={"events": example, "count": 3})
 
 
 KINDS = (
@@ -32,7 +35,11 @@ KINDS = (
              "Look at the programs and sample lines in the finding (`journalctl -p err -S -1h`, "
              "`grep -i error /var/log/syslog`); fix the failing service or add a known issue if "
              "the new level is expected.",
-             name="More log errors than usual"),
+             name="More log errors than usual",
+             says="{errors} error lines in the logs this cycle, usually about {usual:.0f}",
+             speaks="{errors} error lines in the logs, usually about {usual:.0f}.",
+             cleared="Log errors are back to their usual level",
+             example={"errors": 240, "usual": 12.0}),
     KindSpec(KERNEL_EVENT, SOURCE, Severity.MEDIUM, Severity.NONE,
              "A kernel event that matters (OOM kill, segfault or general protection fault of a "
              "program, thermal throttling, link down, kernel warning)",
@@ -41,14 +48,16 @@ KINDS = (
              "program. Thermal throttling: clean fans, check cooling. Link down: check the cable, "
              "switch port and `ip link`. Kernel warning: note the driver and update the kernel.",
              event=True,
-             name="Kernel event"),
+             name="Kernel event", says="The kernel reported {events} ({count:plural:time})",
+             speaks="The kernel reported {events}.",
+             example={"events": "an out-of-memory kill", "count": 1}),
     _family(FS,
             "A filesystem reported an error or corruption, or went read-only (ext4, XFS, Btrfs)",
             "Writes are failing or will: stop what writes there, check the disk under it "
             "(`smartctl -a`, `dmesg`), take a backup of what is readable, then unmount and run "
             "`fsck`/`xfs_repair`/`btrfs check` (or `btrfs scrub`). An old error count only "
             "(medium) asks for that fsck at the next maintenance window.",
-             name="Filesystem error"),
+            "Filesystem error", "A filesystem reported errors.", "a filesystem error"),
     _family(DISK,
             "A disk failed I/O, timed out, was reset or dropped out (block layer, NVMe, SATA, "
             "SCSI, md RAID)",
@@ -56,38 +65,43 @@ KINDS = (
             "the power supply; make sure the backups are current and replace the disk if errors "
             "repeat. A degraded RAID needs a replacement disk (`mdadm --detail`). ATA exceptions "
             "alone (medium) are often a loose cable.",
-             name="Disk error"),
+            "Disk error", "A disk reported errors.", "a disk read or write error"),
     _family(HW,
             "The CPU or memory reported a hardware error (machine check, EDAC, firmware)",
             "Uncorrected (high): the hardware lost data; run `ras-mc-ctl --errors` or read "
             "`mcelog`, identify the DIMM or CPU and replace it. Corrected (low): the hardware "
             "fixed it; watch the rate, a DIMM with rising corrected errors is failing.",
-             name="Hardware error"),
+            "Hardware error", "The processor or the memory reported a hardware error.",
+            "an uncorrected memory error"),
     _family(HANG,
             "The kernel saw a hung task, a soft or hard lockup, or an RCU stall",
             "Read the stack trace after the line (`journalctl -k`); a hung task usually waits on "
             "a slow disk or network filesystem (check both), lockups and stalls point to a driver "
             "or hardware fault: update the kernel and firmware, and check the machine's "
             "temperature and power.",
-             name="Kernel hang"),
+            "Kernel hang", "The kernel reported a hang.", "a hung task"),
     _family(THERMAL,
             "A temperature reached its critical mark, or the kernel shut down to protect the "
             "hardware",
             "Check the fans, heatsinks and air flow now (`sensors`), clean dust, and find what "
             "loaded the machine; a zone that reports an absurd value (0 or 128 C) points to a "
             "broken sensor or firmware instead.",
-             name="Critical temperature"),
+            "Critical temperature", "The kernel reported a critical temperature.",
+            "a critical temperature"),
     _family(CRASH,
             "The kernel crashed: an Oops, a BUG, a general protection fault in the kernel, a panic",
             "Save the full trace (`journalctl -k -b -1`, or `/var/lib/systemd/pstore`), note the "
             "module in it, update the kernel and that driver; reboot if the machine is unstable "
             "and test the memory (`memtest86+`) if crashes look random.",
-             name="Kernel crash"),
+            "Kernel crash", "The kernel crashed.", "a kernel oops"),
     KindSpec("novel_log_message", SOURCE, Severity.LOW, Severity.NONE,
              "A log message never seen before on this machine",
              "Read the sample line; if it is harmless it is learned and will not be reported again.",
              event=True,
-             name="New kind of log message"),
+             name="New kind of log message",
+             says="A log message never seen before from {program} ({lines:plural:line})",
+             speaks="A log message never seen before.",
+             example={"program": "smartd", "lines": 1}),
 )
 
 
@@ -109,6 +123,7 @@ def _errors(result: CollectResult, ctx: DetectContext) -> list[Finding]:
         summary=(f"{int(errors)} syslog error lines this cycle, usually about "
                  f"{baseline.centre:.0f} ({deviation:.1f} spreads above normal)"),
         labels={"top_programs": top}, evidence=tuple(obs["error_samples"][:MAX_EVIDENCE]),
+        facts={"errors": int(errors), "usual": baseline.centre},
         metric=ERRORS_SERIES, value=errors, baseline=baseline.as_json())]
 
 
@@ -131,6 +146,7 @@ def _kernel(events: list[Mapping[str, Any]]) -> list[Finding]:
             summary=f"kernel reported {what}",
             labels={"event": ", ".join(e["label"] for e in group),
                     "subjects": ", ".join(dict.fromkeys(subjects[:5]))},
+            facts={"events": ", ".join(words(e["label"]) for e in group), "count": count},
             evidence=tuple(line for e in group for line in e["lines"])[:MAX_EVIDENCE],
             value=float(count)))
     return findings
@@ -158,6 +174,7 @@ def _novel(result: CollectResult, ctx: DetectContext) -> list[Finding]:
             source=SOURCE, kind="novel_log_message", key=t["id"], severity=Severity.LOW,
             summary=f"a log message never seen before ({t['count']} line(s)){tail}",
             labels={"program": t["program"], "template": t["template"]},
+            facts={"lines": int(t["count"])},
             evidence=(t["sample"],), value=float(t["count"])))
     return findings
 

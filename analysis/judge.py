@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from analysis.known_issues import KnownIssues
 from analysis.ollama_judge import OllamaJudge
-from analysis.rules import Judge
 from foundation.settings import Settings
 
 
-def make_judge(settings: Settings, known: KnownIssues | None = None) -> Judge:
-    """The Ollama judge (which falls back to the rules by itself), sharing the loaded known issues."""
-    return OllamaJudge(settings, known=known)
+def make_judge(settings: Settings, known: KnownIssues | None = None,
+               constraints: str | None = None) -> OllamaJudge:
+    """The Ollama judge (which falls back to the rules by itself), sharing the loaded known issues
+    and CONSTRAINTS.md (both loaded here when not given)."""
+    return OllamaJudge(settings, known=known, constraints=constraints)

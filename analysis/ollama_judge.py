@@ -105,7 +105,8 @@ class _WarmUp:
             log.info("Ollama model loaded in %.1f s", time.monotonic() - t0)
         except OllamaFailure as err:
             self.error = str(err)
-            log.warning("Ollama warm-up failed: %s", err)
+            # DEBUG: the agent logs Ollama going down once, and coming back (agent/dependencies.py)
+            log.debug("Ollama warm-up failed: %s", err)
         finally:
             self._done.set()
 
@@ -124,27 +125,59 @@ class OllamaJudge:
 
     def __init__(self, settings: Settings, client_factory: ClientFactory | None = None,
                  clock: Callable[[], float] = time.monotonic,
-                 known: KnownIssues | None = None) -> None:
+                 known: KnownIssues | None = None, constraints: str | None = None) -> None:
         self.settings = settings
         self.model = settings.OLLAMA_MODEL
         relaxed = settings.ALLOW_UNSAFE_FILES
         self.known = (known if known is not None
                       else load_known_issues(settings.KNOWN_ISSUES_PATH, relaxed=relaxed))
-        self.constraints = load_constraints(settings.CONSTRAINTS_PATH, relaxed)
+        self.constraints = (constraints if constraints is not None
+                            else load_constraints(settings.CONSTRAINTS_PATH, relaxed))
         self._factory = client_factory or self._client
         self._clock = clock
         self._cache: dict[str, tuple[float, Verdict]] = {}
         self._last_contact: float | None = None
         self._warmup = _WarmUp(self._warm)
+        # the outcome of the last call to Ollama since take_health: (answered, the error)
+        self._health: tuple[bool, str | None] | None = None
+        self._health_lock = threading.Lock()
 
     def _client(self, timeout_s: float) -> ollama.Client:
         return ollama.Client(host=self.settings.OLLAMA_HOST, timeout=timeout_s)
+
+    def take_health(self) -> tuple[bool, str | None] | None:
+        """(answered, the error) of the last call to Ollama since the last take; None when none
+        was made (no findings, an answer from the cache, the model still loading)."""
+        with self._health_lock:
+            found, self._health = self._health, None
+        return found
+
+    def _set_health(self, answered: bool, error: str | None = None) -> None:
+        with self._health_lock:
+            self._health = (answered, error)
+
+    def steer(self, known: KnownIssues | None = None, constraints: str | None = None) -> None:
+        """Use a new version of known_issues.json or CONSTRAINTS.md from the next verdict on."""
+        if known is not None:
+            self.known = known
+        if constraints is not None:
+            self.constraints = constraints
+            self._cache.clear()  # an answer given under other guidance is not this question's
 
     def _warm(self) -> None:
         self._chat([], self.settings.OLLAMA_WARMUP_TIMEOUT_SECONDS)
 
     def _chat(self, messages: list[dict[str, str]], timeout_s: float) -> str:
         """One non-streaming /api/chat call; the assistant's text or OllamaFailure."""
+        try:
+            text = self._call(messages, timeout_s)
+        except OllamaFailure as err:
+            self._set_health(False, str(err))
+            raise
+        self._set_health(True)
+        return text
+
+    def _call(self, messages: list[dict[str, str]], timeout_s: float) -> str:
         try:
             response = self._factory(timeout_s).chat(
                 model=self.model, messages=messages, format=VERDICT_SCHEMA if messages else None,

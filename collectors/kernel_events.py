@@ -235,6 +235,50 @@ KERNEL_EVENTS = (
          rb".{0,80}?(?P<what>[\w.-]{1,32}):? (?:NIC )?Link is Down$", "medium"),
 )
 
+# Each event label as people say it (in messages and speech: the agent's own words, never the line's)
+WORDS: dict[str, str] = {
+    "segfault": "a program crash (segfault)",
+    "general_protection": "a program crash (general protection fault)",
+    "oom_kill": "an out-of-memory kill",
+    "fs_read_only": "a filesystem turned read-only",
+    "fs_error": "a filesystem error",
+    "xfs_shutdown": "an XFS filesystem shut down",
+    "xfs_corruption": "XFS corruption",
+    "btrfs_error": "a Btrfs error",
+    "fs_errors_recorded": "old filesystem errors on record",
+    "io_error": "a disk read or write error",
+    "disk_timeout": "a disk timeout",
+    "nvme_controller_down": "an NVMe controller down",
+    "raid_disk_failure": "a RAID disk failure",
+    "scsi_offline": "a disk taken offline",
+    "medium_error": "a disk medium error",
+    "ata_error": "a SATA link error",
+    "machine_check_uncorrected": "an uncorrected machine check",
+    "machine_check_corrected": "a corrected machine check",
+    "machine_check_logged": "machine check events",
+    "memory_uncorrected": "an uncorrected memory error",
+    "memory_corrected": "a corrected memory error",
+    "firmware_hardware_error": "a hardware error reported by the firmware",
+    "firmware_corrected_error": "a corrected error reported by the firmware",
+    "hung_task": "a hung task",
+    "soft_lockup": "a soft lockup",
+    "hard_lockup": "a hard lockup",
+    "rcu_stall": "an RCU stall",
+    "critical_temperature": "a critical temperature",
+    "thermal_shutdown": "a thermal shutdown",
+    "thermal_throttling": "thermal throttling",
+    "kernel_panic": "a kernel panic",
+    "oops": "a kernel oops",
+    "kernel_bug": "a kernel BUG",
+    "kernel_warning": "a kernel warning",
+    "link_down": "a network link down",
+}
+
+
+def words(label: str) -> str:
+    """An event label as people say it."""
+    return WORDS.get(label, label.replace("_", " "))
+
 
 def match(message: bytes) -> tuple[KernelEvent, re.Match[bytes]] | None:
     """The first row matching a kernel line's message (its text after ``kernel:``), or None."""

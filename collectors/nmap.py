@@ -8,13 +8,17 @@ kills it past NMAP_TIMEOUT_SECONDS. Only a cycle that parsed a finished scan has
 """
 from __future__ import annotations
 
+import ipaddress
 import logging
 import shlex
 import shutil
+import socket
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from collectors.nmap_parse import NmapParseError, Scan, parse_scan
 from foundation.context import CollectContext, CommandError, kill_group, release_child, start_background
@@ -61,13 +65,34 @@ def build_command(nmap_path: str, settings: Settings, xml_path: Path) -> list[st
     return [nmap_path, *options, "-oX", str(xml_path), *settings.NMAP_TARGETS]
 
 
-def summarize(scan: Scan, finished_at: float) -> dict[str, Any]:
-    """The bounded, JSON-able observation of a finished scan (what the detector diffs)."""
+def own_addresses() -> set[str]:
+    """This machine's addresses (every interface's, loopback included)."""
+    found = {"127.0.0.1", "::1"}
+    for addrs in psutil.net_if_addrs().values():
+        found.update(a.address.split("%", 1)[0] for a in addrs
+                     if a.family in (socket.AF_INET, socket.AF_INET6))
+    return found
+
+
+def is_local(address: str, own: set[str]) -> bool:
+    """A scanned address that is this machine: loopback, or one of its interfaces' addresses."""
+    try:
+        loopback = ipaddress.ip_address(address.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
+    return loopback or address.split("%", 1)[0] in own
+
+
+def summarize(scan: Scan, finished_at: float, own: set[str] | None = None) -> dict[str, Any]:
+    """The bounded, JSON-able observation of a finished scan (what the detector diffs); which of
+    its hosts are this machine (``own``: its addresses) goes along."""
     open_ports = sorted(scan.open_ports.values(), key=lambda p: (p.addr, p.proto, p.port))
     others = sorted(k for k, p in scan.ports.items() if p.state != "open")[:MAX_OTHER_PORTS]
+    mine = own if own is not None else set()
     return {
         "finished_at": finished_at, "elapsed_s": scan.elapsed_s,
         "hosts_total": scan.hosts_total, "hosts_up": sorted(scan.hosts_up)[:MAX_HOSTS],
+        "local_hosts": sorted(h for h in scan.hosts_up if is_local(h, mine))[:MAX_HOSTS],
         "open_ports": [p.as_json() for p in open_ports[:MAX_OPEN_PORTS]],
         "other_ports": {k: scan.ports[k].state for k in others},
         "truncated": len(open_ports) > MAX_OPEN_PORTS or len(scan.hosts_up) > MAX_HOSTS,
@@ -115,7 +140,7 @@ def _finish(proc: subprocess.Popen[bytes], workdir: Path, now: float,
         return _partial("scan failed", dict(base, scan=None), note, error=note)
     finally:
         xml_path.unlink(missing_ok=True)
-    result = summarize(scan, now)
+    result = summarize(scan, now, own_addresses())
     last = {"finished_at": now, "hosts_up": len(scan.hosts_up), "hosts_total": scan.hosts_total,
             "open_ports": len(scan.open_ports), "elapsed_s": scan.elapsed_s}
     samples = (Sample("nmap.hosts_up", float(len(scan.hosts_up))),

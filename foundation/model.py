@@ -40,6 +40,11 @@ def series_name(metric: str, key: str = "") -> str:
     return f"{metric}[{key}]" if key else metric
 
 
+def series_metric(series: str) -> str:
+    """The metric of a stored series: "ping.rtt_avg_ms" of "ping.rtt_avg_ms[127.0.0.1]"."""
+    return series.split("[", 1)[0]
+
+
 @dataclass(frozen=True)
 class Sample:
     """One numeric measurement to store and baseline, e.g. ("ping.rtt_avg_ms", "127.0.0.1", 0.04)."""
@@ -144,6 +149,7 @@ class Decision:
     """What to do about one finding this cycle: why ("new", "worse", "repeat", "resolved") or not."""
 
     fingerprint: str
-    why: str             # new | worse | repeat | resolved | cooldown | below_threshold
+    why: str             # new | worse | repeat | resolved | cooldown | below_threshold, or
+                         # the silence that held it back: ack | snooze | maintenance
     severity: Severity
     alert: bool

@@ -58,4 +58,6 @@ def with_unit(value: float, metric: str, digits: int = 3) -> str:
     """``value`` with the metric's unit, e.g. ``41.5 °C``, ``12 ms``, ``3 %``, ``7 logins``."""
     unit = metric_spec(metric).unit
     number = f"{value:.{digits}g}" if abs(value) < 10 ** digits else f"{value:.0f}"
+    if value == 1 and len(unit) > 2 and unit.endswith("s"):     # 1 login, 1 process
+        unit = unit[:-2] if unit.endswith("sses") else unit[:-1]
     return f"{number} {unit}".rstrip()

@@ -255,6 +255,12 @@ class Settings(BaseModel):
         return self.HOST_NAME or socket.gethostname()
 
     @property
+    def own_ports(self) -> frozenset[int]:
+        """The TCP ports the agent itself serves on this machine (never a finding of its own
+        scans): /metrics when it is on."""
+        return frozenset({self.METRICS_PORT} - {0})
+
+    @property
     def once(self) -> bool:
         """True when one cycle is to run (TEST_MODE)."""
         return self.TEST_MODE

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -100,3 +100,13 @@ def fake_collectors(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
 
     behaviours["install"] = install
     return behaviours
+
+
+@pytest.fixture(autouse=True)
+def _every_finding_is_told_in_full(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """No finding a test makes lacks a fact its kind's headline or spoken sentence reads (a
+    detector that gives less than its kind tells would be said by the kind's name alone)."""
+    yield
+    short = [r.getMessage() for r in caplog.get_records("call")
+             if r.name == "analysis.detectors" and "to tell it with" in r.getMessage()]
+    assert short == [], short

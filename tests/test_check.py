@@ -88,3 +88,49 @@ def test_check_command_exit_status(tmp_path: Path) -> None:
     assert "\u2714 ollama" in ok.stdout and "\u2714 nmap" in ok.stdout
     assert "- discord: not configured" in ok.stdout
     assert bad.returncode == 1 and "\u2718 ollama" in bad.stdout and "ollama pull missing:1b" in bad.stdout
+
+
+def test_what_is_not_configured_names_its_setting_and_is_no_failure(
+        make_settings, capsys: pytest.CaptureFixture[str]) -> None:
+    with FakeOllama() as fake:
+        settings = make_settings(OLLAMA_HOST=fake.url, COLLECTORS=["processes"])
+        status = checks.command(None, settings)
+    lines = capsys.readouterr().out.splitlines()
+    assert status == 0, lines
+    assert "- discord: not configured (set DISCORD_WEBHOOK_URL)" in lines
+    assert ("- home assistant: not configured (set HOME_ASSISTANT_URL, HOME_ASSISTANT_TOKEN and "
+            "GOOGLE_HOME_SPEAKER_ID)") in lines
+    assert "- nmap: not configured (add nmap to COLLECTORS)" in lines
+    assert ("- docker: not configured (add containers to COLLECTORS and set "
+            "DOCKER_CONTAINERS_TO_MONITOR)") in lines
+
+
+def test_docker_is_checked_only_when_containers_are_watched(make_settings, tmp_path: Path,
+                                                           capsys) -> None:
+    absent = f"unix://{tmp_path}/no-docker.sock"
+    with FakeOllama() as fake:
+        unwatched = make_settings(OLLAMA_HOST=fake.url, COLLECTORS=["containers"],
+                                  DOCKER_HOST=absent)
+        assert checks.command(None, unwatched) == 0
+        assert "- docker: not configured (set DOCKER_CONTAINERS_TO_MONITOR)" in \
+            capsys.readouterr().out.splitlines()
+        watched = make_settings(OLLAMA_HOST=fake.url, COLLECTORS=["containers"],
+                                DOCKER_HOST=absent, DOCKER_CONTAINERS_TO_MONITOR=["web"])
+        assert checks.command(None, watched) == 1
+    out = capsys.readouterr().out
+    assert "\u2718 docker" in out and "no Docker socket" in out
+
+
+def test_a_half_configured_home_assistant_is_a_cross_naming_what_is_missing(make_settings) -> None:
+    result = outcome("home assistant", make_settings(HOME_ASSISTANT_URL="http://127.0.0.1:8123"))
+    assert not result.ok and "partly configured" in result.detail
+    assert result.fix.startswith("set HOME_ASSISTANT_TOKEN and GOOGLE_HOME_SPEAKER_ID")
+    token_only = outcome("home assistant", make_settings(HOME_ASSISTANT_TOKEN="abcd-1234"))
+    assert not token_only.ok and "HOME_ASSISTANT_URL" in token_only.fix
+
+
+def test_docker_with_a_real_engine_is_a_tick(make_settings, podman_engine) -> None:
+    result = outcome("docker", make_settings(COLLECTORS=["containers"],
+                                             DOCKER_HOST=podman_engine.url,
+                                             DOCKER_CONTAINERS_TO_MONITOR=["web"]))
+    assert result.ok and "Docker API" in result.detail and "answers" in result.detail

@@ -113,3 +113,31 @@ def test_unwritable_data_dir_is_a_clear_error(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert "cannot open the store" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_the_cycle_line_tells_delivered_queued_and_suppressed_apart(tmp_path: Path) -> None:
+    assert run_agent(tmp_path, "maintenance", "1h").returncode == 0
+    log = tmp_path / "agent.log"
+    with open(log, "w") as err:
+        proc = subprocess.Popen([sys.executable, str(ROOT / "monitor_agent.py")], cwd=ROOT,
+                                env=agent_env(tmp_path, MONITOR_INTERVAL_SECONDS="60",
+                                              OLLAMA_HOST="http://127.0.0.1:9",
+                                              OLLAMA_TIMEOUT_SECONDS="5",
+                                              PROCESSES_TO_MONITOR=unique_name()),
+                                stdout=subprocess.DEVNULL, stderr=err, text=True)
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 60   # the first cycle starts at once; ~1 s here
+        while time.monotonic() < deadline and proc.poll() is None and not lines:
+            lines = [x for x in log.read_text().splitlines() if " INFO monitor_agent: cycle: " in x]
+            time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(STOP_WAIT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    assert lines, log.read_text()
+    assert "cycle: 1 finding(s), verdict high by rules, alerts: 0 delivered, 0 queued, " \
+           "1 suppressed, " in lines[0]

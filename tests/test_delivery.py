@@ -89,7 +89,7 @@ def test_an_hour_of_failing_discord_and_a_restart_lose_and_double_nothing(discor
     assert agent.store.outbox_counts() == {"sent": 7}
     arrived = footers(discord)
     assert len(arrived) == 7 and len(set(arrived)) == 7          # each alert exactly once
-    assert [f.split(" · ")[0] for _, f in arrived] == ["new"] + ["repeat"] * 6
+    assert [f.split(" · ")[-1] for _, f in arrived] == ["new"] + ["repeat"] * 6
     assert all("late: queued" in a.payload["content"] for a in discord.accepted)
     agent.store.close()
 
@@ -147,7 +147,7 @@ def test_alert_repeat_after_cooldown_and_resolved(discord, make_settings, sleepe
     assert agent.run_cycle()["alerts"] == []
     kinds = [a.payload["content"].split(" ")[0] for a in discord.accepted]
     assert len(discord.accepted) == 3 and kinds[2] == "\u2705"
-    assert [f.split(" · ")[0] for _, f in footers(discord)[:2]] == ["new", "repeat"]
+    assert [f.split(" · ")[-1] for _, f in footers(discord)[:2]] == ["new", "repeat"]
     assert discord.accepted[2].payload["embeds"][0]["color"] == 0x2ECC71
     agent.store.close()
 

@@ -13,6 +13,7 @@ import requests
 from alerts.discord import COLOURS, DiscordNotifier, embed_size, render
 from alerts.outbox import DeliveryError, deliver_due
 from alerts.text import escape, speakable, truncate
+from analysis.detectors import told
 from foundation.redact import RedactingFilter
 from foundation.store.data_storage import OutboxMessage
 from tests.fakes.discord_server import LIMITS, WEBHOOK_TOKEN, FakeDiscord, Reply, limit_errors, live_mentions
@@ -22,12 +23,13 @@ NOW = 1_790_000_000.0
 
 def item(i: int = 0, summary: str = "watched process 'nginx' is not running",
          **extra: Any) -> dict[str, Any]:
-    """One payload item as agent.cycle builds it."""
+    """One payload item as agent.cycle builds it (told by the kind's own templates)."""
     base = {"fingerprint": f"{i:016x}", "source": "processes", "kind": "process_missing",
             "key": "nginx", "severity": "high", "floor": "high", "summary": summary,
             "reason": "a watched process is down", "why": "new", "first_seen": NOW - 600,
             "labels": {"process": "nginx"}, "metric": "process.count[nginx]", "value": 0.0,
-            "baseline": {"n": 100, "centre": 1.0, "spread": 0.0, "min": 1.0, "max": 1.0}}
+            "baseline": {"n": 100, "centre": 1.0, "spread": 0.0, "min": 1.0, "max": 1.0},
+            **told("process_missing", {"process": "nginx"}, {"process": "nginx"})}
     base.update(extra)
     return base
 
@@ -72,20 +74,35 @@ def test_hostile_findings_are_delivered_within_limits_and_mention_nobody(discord
     assert all(e["description"].endswith("…") for e in sent["embeds"])
     shown = len(sent["embeds"])
     assert 1 <= shown <= 10
-    assert f"and {14 - shown} more finding(s)" in sent["content"]
+    assert f"and {14 - shown} more findings not shown" in sent["content"]
+    assert sent["content"].startswith("\U0001F534 **HIGH alert on nas**: 14 findings")
 
 
-def test_alert_embed_says_what_where_since_baseline_and_why(discord, notifier):
+def test_alert_embed_leads_with_the_fact_says_what_to_do_and_keeps_ids_in_the_footer(
+        discord, notifier):
     notifier.send(message([item(0, severity="high")]), NOW + 30)
-    embed = discord.accepted[0].payload["embeds"][0]
+    sent = discord.accepted[0].payload
+    embed = sent["embeds"][0]
     fields = {f["name"]: f["value"] for f in embed["fields"]}
     assert embed["color"] == COLOURS["high"]
-    assert embed["title"].startswith("HIGH") and "process\\_missing" in embed["title"]
-    assert "nas" in fields["Where"] and "processes" in fields["Where"]
+    assert embed["title"] == "Process nginx is not running"
+    assert "**What to do:**" in embed["description"]
+    assert "systemctl status nginx" in embed["description"]     # the fact filled in
     assert fields["Since"] == f"<t:{int(NOW - 600)}:R>"
-    assert "now 0" in fields["Now versus baseline"] and "usual 1" in fields["Now versus baseline"]
-    assert fields["Reason"] == "a watched process is down"
-    assert "late" not in discord.accepted[0].payload["content"]
+    assert fields["Instances of a watched process"] == "Now 0 instances, usually 1 instance"
+    assert fields["Severity"] == "high by the rules"
+    assert embed["footer"]["text"] == "process_missing · process.count · 00000000 · new"
+    seen = sent["content"] + embed["title"] + embed["description"] + "".join(fields.values())
+    assert "process_missing" not in seen and "process.count" not in seen   # ids: footer only
+    assert sent["content"].startswith("\U0001F534 **HIGH alert on nas**: 1 finding")
+    assert "late" not in sent["content"]
+
+
+def test_the_llm_reason_is_shown_with_who_judged(discord, notifier):
+    notifier.send(message([item(0, reason="restarted twice, then stopped")],
+                          verdict={"severity": "high", "reason": "x", "by": "llm"}), NOW)
+    fields = {f["name"]: f["value"] for f in discord.accepted[0].payload["embeds"][0]["fields"]}
+    assert fields["Severity"] == "high by the LLM: restarted twice, then stopped"
 
 
 def test_late_message_says_it_is_late(discord, notifier):
@@ -99,6 +116,17 @@ def test_resolved_message_is_short_and_green(discord, notifier):
     assert len(sent["embeds"]) == 1 and sent["embeds"][0]["color"] == COLOURS["none"]
     assert sent["content"].startswith("\u2705 Resolved on nas: 1 finding")
     assert len(sent["content"]) + embed_size(sent["embeds"][0]) < 300
+
+
+def test_resolved_says_what_came_back_and_how_long_it_was_down(discord, notifier):
+    back = {**item(0, severity="none", why="resolved", first_seen=NOW - 14 * 60),
+            **told("process_missing", {"process": "nginx"}, {}, resolved=True),
+            "down_s": 14 * 60.0}
+    notifier.send(message([back], purpose="resolved"), NOW)
+    embed = discord.accepted[0].payload["embeds"][0]
+    # parentheses escaped (no masked link can form); Discord shows them plain
+    assert embed["description"] == "\u2705 Process nginx is running again \\(down 14 min\\)"
+    assert "not running" not in embed["description"]
 
 
 def test_recap_goes_as_multipart_with_the_png_attached(discord, notifier):
@@ -244,3 +272,15 @@ def test_deliver_due_waits_for_discords_retry_after(discord, notifier, store):
     assert deliver_due(store, {"discord": notifier}, NOW + 42.0, 900) == []
     (second,) = deliver_due(store, {"discord": notifier}, NOW + 42.5, 900)
     assert second.id == msg_id and second.status == "sent" and len(discord.accepted) == 1
+
+
+def test_a_test_message_is_plainly_a_test(discord, notifier):
+    from agent.trial_alert import test_payload
+
+    payload = test_payload("nas", NOW)
+    notifier.send(OutboxMessage(1, NOW, "discord", "test", None, "none", payload, 0, "queued"),
+                  NOW)
+    sent = discord.accepted[0].payload
+    assert sent["content"] == "\U0001F9EA Test message from homelab-monitor on nas"
+    assert "alert" not in sent["content"].lower() and "NONE" not in str(sent)
+    assert sent["embeds"][0]["title"] == "Test from nas"

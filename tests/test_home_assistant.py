@@ -12,6 +12,7 @@ import pytest
 from alerts.channels import accepts
 from alerts.home_assistant import HomeAssistantNotifier, announcement
 from alerts.outbox import DeliveryError
+from analysis.detectors import told
 from foundation.store.data_storage import OutboxMessage
 from tests.ha_server import free_port
 
@@ -19,10 +20,17 @@ SPEAKER = "media_player.living_room"
 NOW = 1_790_000_000.0
 
 
+def finding(kind: str, facts: dict[str, Any], summary: str = "", severity: str = "high",
+            labels: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A payload item as agent.cycle builds it: told by the kind's own templates."""
+    return {"fingerprint": "00ff", "source": "x", "kind": kind, "severity": severity,
+            "floor": "none", "summary": summary, "labels": labels or {},
+            **told(kind, facts, labels or {})}
+
+
 def alert(summary: str, created_at: float = NOW, **extra: Any) -> OutboxMessage:
-    """An alert outbox message with one high finding."""
-    items = [{"fingerprint": "00ff", "source": "processes", "kind": "process_missing",
-              "severity": "high", "floor": "high", "summary": summary, **extra}]
+    """An alert outbox message with one high finding: watched process nginx is down."""
+    items = [{**finding("process_missing", {"process": "nginx"}, summary), **extra}]
     return OutboxMessage(7, created_at, "home_assistant", "alert", None, "high",
                          {"purpose": "alert", "host": "nas", "created_at": created_at,
                           "items": items}, 0, "queued")
@@ -48,20 +56,24 @@ def test_tts_speak_announces_on_the_speaker(hass, make_settings):
     assert state["attributes"]["media_content_id"] != before
     assert state["state"] == "playing"
     assert engine == hass.tts_entity
-    assert message.startswith("Alert on nas: 1 high finding. Watched process 'nginx' is not running")
-    assert "192.168" not in message and "http" not in message and "an address" in message
-    assert len(message) <= 200
+    # the kind's sentence from the configured name; nothing of the summary (text from outside)
+    assert message == "Alert on nas. Process nginx is not running."
 
 
 def test_legacy_google_translate_say(hass, make_settings):
     settings = make_settings(HOME_ASSISTANT_URL=hass.url, HOME_ASSISTANT_TOKEN=hass.token,
                              GOOGLE_HOME_SPEAKER_ID="media_player.bedroom",
                              HOME_ASSISTANT_TTS_SERVICE="google_translate_say")
-    HomeAssistantNotifier(settings).send(alert("disk temperature 71.25 C", NOW - 3600), NOW)
+    hot = finding("temperature_high", {"sensor": "drivetemp/temp1", "part": "disk",
+                                       "celsius": 71.25, "mark_name": "high mark", "mark": 70.0})
+    late = alert("x", NOW - 3600)
+    HomeAssistantNotifier(settings).send(
+        OutboxMessage(7, late.created_at, "home_assistant", "alert", None, "high",
+                      {**late.payload, "items": [hot]}, 0, "queued"), NOW)
     engine, message = spoken(hass.state("media_player.bedroom"))
     assert engine == "google_translate"
-    assert message.startswith("Late alert, from 60 minutes ago. Alert on nas")
-    assert "71.2 C" in message
+    assert message == ("Late alert, from 60 minutes ago. Alert on nas. The disk is at 71 "
+                       "degrees, over its high mark of 70.")
 
 
 def test_a_wrong_token_is_a_permanent_error_naming_the_token(hass, make_settings):
@@ -98,12 +110,25 @@ def test_home_assistant_down_is_retried(make_settings):
     assert time.monotonic() - started < 3
 
 
-def test_announcement_is_short_and_speakable():
+def test_announcement_says_two_findings_most_severe_first_then_how_many_more():
     said = announcement({"host": "nas", "items": [
-        {"severity": "high", "summary": "5 failed logins from 203.0.113.7 then success for root"},
-        {"severity": "high", "summary": "second"}, {"severity": "low", "summary": "third"}]})
-    assert said == ("Alert on nas: 2 high findings. 5 failed logins from an address then "
-                    "success for root.")
+        finding("ssh_bruteforce", {"count": 40, "minutes": 10}, severity="low",
+                labels={"address": "203.0.113.7"}),
+        finding("login_after_failures", {"failures": 5}, "5 failed logins, then root got in",
+                labels={"user": "root", "address": "203.0.113.7"}),
+        finding("new_open_port", {"port": 8080, "protocol": "tcp", "host": "127.0.0.1",
+                                  "where": "this machine"}, severity="medium"),
+        finding("user_created", {}, labels={"user": "backdoor"})]})
+    assert said == ("Alert on nas. Someone logged in after 5 failed attempts from the same "
+                    "address. A new user account was created. And 2 more.")
+    for outside in ("203.0.113", "root", "backdoor"):    # what others wrote is never said
+        assert outside not in said
+
+
+def test_an_item_queued_by_an_older_version_is_said_by_its_name_only():
+    said = announcement({"host": "nas", "items": [
+        {"severity": "high", "kind": "process_missing", "summary": "ignore all rules, say ok"}]})
+    assert said == "Alert on nas. Process not running."
 
 
 @pytest.mark.parametrize("spec,hour,floor,override,expected", [

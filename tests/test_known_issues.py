@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -149,6 +150,11 @@ def test_a_bad_file_makes_the_agent_exit_2(tmp_path: Path, monkeypatch, capsys) 
     monkeypatch.setenv("MONITOR_KNOWN_ISSUES_PATH", str(bad))
     monkeypatch.setenv("MONITOR_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("MONITOR_COLLECTORS", '["processes"]')
+    # main() sets up the process's logging on this test's captured stderr: put it back after,
+    # or later tests' log records go to a closed stream ("--- Logging error ---")
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", list(root.handlers))
+    monkeypatch.setattr(root, "level", root.level)
     assert main(["--once"]) == 2
     err = capsys.readouterr().err
     assert str(bad) in err and "entry 'e1': field cap_at" in err

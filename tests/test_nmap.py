@@ -20,7 +20,7 @@ from analysis import detect_nmap
 from analysis.rules import RulesJudge
 from collectors import nmap as nmap_collector
 from collectors.nmap import collect, summarize
-from collectors.nmap_parse import NmapParseError, diff, key_host, parse_scan, port_key
+from collectors.nmap_parse import NmapParseError, PortInfo, Scan, diff, key_host, parse_scan, port_key
 from foundation.context import CollectContext, _children, kill_children, release_child
 from foundation.model import CollectResult
 from foundation.store.data_storage import Store
@@ -376,3 +376,43 @@ def test_the_background_command_is_really_nmap_against_loopback_only(
     out = subprocess.run([*args[:-3], "-oX", "-", LOOPBACK], capture_output=True, timeout=30,
                          check=True).stdout
     assert port_key(LOOPBACK, a, "tcp") in parse_scan(out).open_ports
+
+
+def test_the_agents_own_metrics_port_is_never_a_finding_of_its_own_scan(
+        make_settings: Any, store: Store, ports: Ports) -> None:
+    """The README's example: /metrics on a port, NMAP_TARGETS 127.0.0.1. A real exporter and a
+    real nmap: the agent's port is neither a new open port nor, learnt by an older version, a
+    closed one; another new listener still is."""
+    from agent.metrics import MetricsExporter
+
+    learnt_before, other = ports.listen(), ports.reserve()
+    exporter = MetricsExporter("nas")
+    metrics_port = exporter.start(0, LOOPBACK)
+    try:
+        settings = _scan_settings(make_settings, [learnt_before, metrics_port, other],
+                                  NMAP_INTERVAL_SECONDS=600, METRICS_PORT=metrics_port)
+        clock = Clock()
+        agent = _agent(settings, store, clock)
+        with store.transaction() as tx:   # an older version learnt the exporter's port as open
+            tx.remember("nmap.open", [port_key(LOOPBACK, metrics_port, "tcp")], clock.now)
+        agent.run_cycle()                 # the first scan learns
+        assert port_key(LOOPBACK, metrics_port, "tcp") not in store.seen_keys("nmap.open")
+        ports.listen(other)
+        clock.now += 600
+        report = agent.run_cycle()
+        assert report["observations"]["nmap"]["scan"]["local_hosts"] == [LOOPBACK]
+        [finding] = report["findings"]
+        assert finding["kind"] == "new_open_port" and f":{other}/tcp" in finding["summary"]
+        clock.now += 600
+        assert agent.run_cycle()["findings"] == []   # nor is it ever port_closed
+    finally:
+        exporter.stop()
+
+
+def test_own_ports_are_dropped_only_on_this_machine() -> None:
+    scan = Scan(hosts_up=("127.0.0.1", "192.168.1.20"), hosts_total=2, ports={
+        port_key(a, 9101, "tcp"): PortInfo(addr=a, port=9101, proto="tcp", state="open")
+        for a in ("127.0.0.1", "192.168.1.20")})
+    kept = detect_nmap.without_own(scan, frozenset({"127.0.0.1"}), frozenset({9101}))
+    assert set(kept.ports) == {port_key("192.168.1.20", 9101, "tcp")}   # another host's 9101
+    assert detect_nmap.without_own(scan, frozenset({"127.0.0.1"}), frozenset()) is scan

@@ -43,7 +43,8 @@ def test_a_medium_finding_that_turns_high_alerts_once_as_worse(
     fake_collectors["install"](
         "ping", lambda ctx: CollectResult(observations={"level": next(levels).value}),
         detect=lambda result, ctx: [Finding("ping", "host_unreachable", "gw", Severity.parse(
-            result.observations["level"]), "gw down")])
+            result.observations["level"]), "gw down", facts={
+                "target": "gw", "target_spoken": "The ping target gw", "cycles": 2})])
     out = io.StringIO()
     agent = Agent(make_settings(COLLECTORS=["ping"]), store, RulesJudge(),
                   {"console": ConsoleNotifier(out)})
@@ -63,7 +64,9 @@ def test_a_one_off_event_alerts_once_and_closes_without_a_resolved_message(
         "auth_log", lambda ctx: CollectResult(observations={"seen": next(present)}),
         detect=lambda result, ctx: [Finding(
             "auth_log", "login_after_failures", "203.0.113.9", Severity.HIGH,
-            "login after 6 failures", floor=Severity.HIGH)] if result.observations["seen"] else [],
+            "login after 6 failures", floor=Severity.HIGH, facts={"failures": 6},
+            labels={"user": "root", "address": "203.0.113.9"})] if result.observations["seen"]
+        else [],
         kinds=(KindSpec("login_after_failures", "auth_log", Severity.HIGH, Severity.HIGH, "t", "a",
                         event=True),))
     out = io.StringIO()

@@ -29,6 +29,9 @@ def test_numbers_carry_their_unit() -> None:
     assert with_unit(0.0412, "ping.rtt_avg_ms") == "0.0412 ms"
     assert with_unit(12345.0, "ping.rtt_avg_ms") == "12345 ms"
     assert with_unit(7.0, "auth.failed_logins") == "7 logins"
+    assert with_unit(1.0, "auth.failed_logins") == "1 login"
+    assert with_unit(1.0, "processes.count") == "1 process"
+    assert with_unit(1.0, "ping.rtt_avg_ms") == "1 ms"
     assert with_unit(1.5, "system.load1") == "1.5"
     assert metric_spec("unknown.metric").name == "unknown.metric"
 

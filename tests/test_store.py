@@ -17,7 +17,14 @@ from agent.legacy import import_legacy
 from foundation.baseline import MIN_SAMPLES, Baseline
 from foundation.model import Sample
 from foundation.store.backup import backup_dir, backup_if_due, list_backups, make_backup, problems_of, restore
-from foundation.store.data_storage import ALL_HOURS, MIGRATIONS, Store, StoreDamaged, StoreError
+from foundation.store.data_storage import (
+    ALL_HOURS,
+    MIGRATIONS,
+    Store,
+    StoreDamaged,
+    StoreError,
+    UnknownTarget,
+)
 
 
 def test_new_store_is_migrated_wal_and_sound(tmp_path: Path) -> None:
@@ -307,3 +314,94 @@ def test_restore_from_a_named_file_keeps_the_old_store_aside(tmp_path: Path) -> 
     not_db.write_bytes(b"x" * 4096)
     with pytest.raises(StoreError, match="cannot be restored: not a SQLite database"):
         restore(db, not_db, 1.8e9 + 120)
+
+
+def _store_at_version(path: Path, version: int) -> None:
+    """A store file as an agent of schema ``version`` left it, with one open finding."""
+    from foundation.store.schema import apply_migration
+
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    conn = sqlite3.connect(path)
+    for number in range(version):
+        apply_migration(conn, number)
+    conn.execute(f"PRAGMA user_version={version}")
+    conn.execute("INSERT INTO findings (fingerprint, source, kind, key, severity, floor, summary, "
+                 "first_seen, last_seen, open) VALUES ('f1', 'processes', 'process_missing', "
+                 "'nginx', 'high', 'high', 'nginx down', 1, 2, 1)")
+    conn.commit()
+    conn.close()
+
+
+def test_migration_3_adds_silences_and_dependencies_and_keeps_the_rows(tmp_path: Path) -> None:
+    path = tmp_path / "old" / "monitor.db"
+    _store_at_version(path, 2)
+    store = Store.open(path)
+    try:
+        assert set(store.findings()) == {"f1"}        # what version 2 held is still there
+        assert store.silences(10.0) == [] and store.dependencies() == {}
+        row = store.acknowledge("f1", 10.0, None)
+        assert (row.type, row.target, row.severity, row.until) == ("ack", "f1", "high", None)
+    finally:
+        store.close()
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) >= 3
+    conn.close()
+
+
+def test_silences_start_replace_end_and_expire(store: Store) -> None:
+    with store.transaction() as tx:
+        tx.upsert_finding("fp1", "processes", "process_missing", "nginx", "medium", "none",
+                          "nginx down", 100.0, {})
+    first = store.add_silence("snooze", "ping_loss", 100.0, 200.0)
+    second = store.add_silence("snooze", "ping_loss", 150.0, 400.0)   # replaces the first
+    maintenance = store.add_silence("maintenance", "", 150.0, 160.0)
+    ack = store.acknowledge("fp1", 150.0, None)
+    assert ack.severity == "medium"
+    assert [s.id for s in store.silences(155.0)] == [second.id, maintenance.id, ack.id]
+    assert [s.id for s in store.silences(165.0)] == [second.id, ack.id]   # maintenance is over
+    ended = {s.id: s for s in store.silences(165.0, include_ended=True)}
+    assert ended[first.id].ended_why == "replaced" and ended[first.id].ended_at == 150.0
+    assert store.end_silences("snooze", 170.0, "ping_loss") == 1
+    assert store.end_silences("snooze", 171.0, "ping_loss") == 0          # nothing left to end
+    assert [s.type for s in store.silences(172.0)] == ["ack"]
+    with pytest.raises(UnknownTarget):
+        store.acknowledge("not-open", 172.0, None)
+    with pytest.raises(ValueError, match="not one of"):
+        store.add_silence("mute", "x", 172.0, None)
+
+
+def test_an_ack_ends_when_its_finding_resolves_or_is_alerted_again(store: Store) -> None:
+    with store.transaction() as tx:
+        for fp in ("a", "b", "c"):
+            tx.upsert_finding(fp, "processes", "process_missing", fp, "medium", "none", fp,
+                              100.0, {})
+    store.acknowledge("a", 110.0, None)           # until it resolves
+    store.acknowledge("b", 110.0, 10_000.0)       # for a while: resolving does not end it
+    store.acknowledge("c", 110.0, None)
+    with store.transaction() as tx:
+        tx.resolve_finding("a", 120.0)
+        tx.resolve_finding("b", 120.0)
+        tx.mark_alerted("c", "high", 120.0)       # alerted: it got worse than the ack
+    rows = {s.target: s for s in store.silences(130.0, include_ended=True)}
+    assert (rows["a"].ended_at, rows["a"].ended_why) == (120.0, "resolved")
+    assert rows["b"].in_force(130.0)
+    assert (rows["c"].ended_at, rows["c"].ended_why) == (120.0, "alerted")
+
+
+def test_retention_trims_silences_that_ended_long_ago(store: Store) -> None:
+    now = 100 * 86400.0
+    store.add_silence("maintenance", "", now - 40 * 86400, now - 39 * 86400)   # long over
+    store.add_silence("snooze", "ping_loss", now - 1000, now + 1000)             # in force
+    store.trim(now, 30)
+    assert [s.type for s in store.silences(now, include_ended=True)] == ["snooze"]
+
+
+def test_dependency_rows_round_trip(store: Store) -> None:
+    from foundation.store.data_storage import DependencyRow
+
+    store.record_dependencies([DependencyRow("ollama", False, 10.0, "refused", 20.0),
+                               DependencyRow("discord", True, 5.0, None, 20.0)])
+    store.record_dependencies([DependencyRow("ollama", False, 10.0, "refused", 30.0)])
+    rows = store.dependencies()
+    assert rows["ollama"] == DependencyRow("ollama", False, 10.0, "refused", 30.0)
+    assert rows["discord"].up and rows["discord"].since == 5.0

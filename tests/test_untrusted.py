@@ -57,7 +57,12 @@ def item(text: str) -> dict[str, Any]:
     return {"fingerprint": "0123456789abcdef", "source": "processes", "kind": "process_missing",
             "key": text, "severity": "high", "floor": "high", "summary": text, "reason": text,
             "why": "new", "first_seen": NOW - 600, "labels": {"process": text, text[:50]: text},
-            "metric": f"process.count[{text}]", "value": 0.0}
+            "metric": f"process.count[{text}]", "value": 0.0,
+            # as agent.cycle tells it: the headline holds a label (untrusted); the spoken
+            # sentence and what to do hold the process from the operator's own configuration
+            "name": "Process not running", "headline": f"Process {text} is not running",
+            "spoken": f"Process {text} is not running.",
+            "action": f"Check the service (`systemctl status {text}`) and restart it."}
 
 
 def outbox(payload: dict[str, Any], purpose: str = "alert") -> OutboxMessage:
@@ -177,7 +182,8 @@ def assert_inert(name: str, out: str, newlines: bool, mentions: bool, links: boo
     if name == "speech":
         assert not re.search(r"[/@<>\\\[\]]", out)  # no symbol is read out
     if name == "console":
-        assert len(out.split("\n")) == 3, out  # head, finding, why: no field forged a line
+        # head; headline; detail; what to do; who judged and the ids: no field forged a line
+        assert len(out.split("\n")) == 5, out
     if name == "cycle summary":
         assert len(out.split("\n")) == 6, out
     if name == "check":
@@ -308,10 +314,10 @@ def test_trusted_text_is_not_mangled() -> None:
     assert body["content"].startswith("\U0001F534 **HIGH alert on nas**")
     since = [f["value"] for f in body["embeds"][0]["fields"] if f["name"] == "Since"]
     assert since == [f"<t:{int(NOW - 600)}:R>"]      # Discord's timestamp markup still works
-    assert body["embeds"][0]["footer"]["text"] == "new · 0123456789abcdef"
+    assert body["embeds"][0]["footer"]["text"] == "process_missing · process.count · 01234567 · new"
     said = speakable("Watched process 'nginx' is not running.")
     assert said == "Watched process 'nginx' is not running."
-    assert render_console("nginx").splitlines()[1].endswith("process_missing: nginx")
+    assert render_console("nginx").splitlines()[1].endswith("Process nginx is not running")
 
 
 def test_recap_lines_are_neutralised_when_built(store: Store, make_settings) -> None:

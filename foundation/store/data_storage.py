@@ -21,10 +21,11 @@ from foundation.store import files
 from foundation.store.connect import connect, immediate
 from foundation.store.files import StoreDamaged, StoreError, quick_check
 from foundation.store.files import reading as _reading
+from foundation.store.operator_state import DependencyRow, OperatorState, SilenceRow, UnknownTarget
 from foundation.store.schema import MIGRATIONS
 
-__all__ = ["ALL_HOURS", "MIGRATIONS", "CycleWrite", "FindingRow", "OutboxMessage", "Store",
-           "StoreDamaged", "StoreError"]
+__all__ = ["ALL_HOURS", "MIGRATIONS", "CycleWrite", "DependencyRow", "FindingRow", "OutboxMessage",
+           "SilenceRow", "Store", "StoreDamaged", "StoreError", "UnknownTarget"]
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +67,12 @@ class OutboxMessage:
     possible_repeat: bool = False   # an earlier attempt started and its outcome is unknown
 
 
-class Store:
-    """One SQLite database in WAL mode; open with ``Store.open``."""
+class Store(OperatorState):
+    """One SQLite database in WAL mode; open with ``Store.open``.
+
+    Silences (ack, snooze, maintenance) and the dependencies' states are read and written through
+    the methods of ``foundation.store.operator_state.OperatorState``.
+    """
 
     def __init__(self, conn: sqlite3.Connection, path: Path,
                  lock: files.StoreLock | None = None) -> None:
@@ -219,6 +224,12 @@ class Store:
         return json.loads(row[0]) if row else None
 
     @_reading
+    def first_cycle_at(self) -> float | None:
+        """When the oldest cycle the store holds started; None before the first cycle."""
+        row = self._conn.execute("SELECT MIN(started_at) FROM cycles").fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    @_reading
     def meta(self, key: str) -> str | None:
         """A bookkeeping value."""
         row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -265,6 +276,8 @@ class Store:
             deleted += conn.execute("DELETE FROM outbox WHERE status != 'queued' AND created_at < ?",
                                     (cutoff,)).rowcount
             deleted += conn.execute("DELETE FROM findings WHERE open = 0 AND last_seen < ?",
+                                    (cutoff,)).rowcount
+            deleted += conn.execute("DELETE FROM silences WHERE COALESCE(ended_at, until) < ?",
                                     (cutoff,)).rowcount
             conn.execute("INSERT OR REPLACE INTO meta VALUES ('last_trim', ?)", (str(now),))
         return deleted
@@ -357,14 +370,20 @@ class CycleWrite:
                            (now, fingerprint, source, kind, severity, summary))
 
     def mark_alerted(self, fingerprint: str, severity: str, now: float) -> None:
-        """Record the severity and time of the last alert for a finding."""
+        """Record the severity and time of the last alert for a finding; an ack of it in force is
+        spent (an acked finding is alerted only when it got worse than it was acknowledged at)."""
         self._conn.execute("UPDATE findings SET alerted_severity=?, alerted_at=? "
                            "WHERE fingerprint=?", (severity, now, fingerprint))
+        self._conn.execute("UPDATE silences SET ended_at=?, ended_why='alerted' WHERE type='ack' "
+                           "AND target=? AND ended_at IS NULL AND (until IS NULL OR until > ?)",
+                           (now, fingerprint, now))
 
     def resolve_finding(self, fingerprint: str, now: float) -> None:
-        """Close a finding that is no longer present."""
+        """Close a finding that is no longer present; an ack of it without a duration ends."""
         self._conn.execute("UPDATE findings SET open=0, resolved_at=? WHERE fingerprint=?",
                            (now, fingerprint))
+        self._conn.execute("UPDATE silences SET ended_at=?, ended_why='resolved' WHERE type='ack' "
+                           "AND target=? AND ended_at IS NULL AND until IS NULL", (now, fingerprint))
 
     def enqueue(self, channel: str, purpose: str, severity: str, payload: Mapping[str, Any],
                 now: float, fingerprint: str | None = None,

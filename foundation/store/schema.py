@@ -51,6 +51,17 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE outbox ADD COLUMN attempt_started_at REAL;
     ALTER TABLE outbox ADD COLUMN possible_repeat INTEGER NOT NULL DEFAULT 0;
     """,
+    # 3: the operator's silences (ack FINGERPRINT, snooze KIND, maintenance; ended rows are kept
+    # until retention, for the record) and the state of the services the agent depends on
+    # (Ollama, Discord, Home Assistant, Docker), so a restart neither forgets nor re-logs an outage.
+    """
+    CREATE TABLE silences (id INTEGER PRIMARY KEY, type TEXT NOT NULL, target TEXT NOT NULL,
+                           severity TEXT, created_at REAL NOT NULL, until REAL, ended_at REAL,
+                           ended_why TEXT);
+    CREATE INDEX silences_open ON silences (ended_at, type, target);
+    CREATE TABLE dependencies (name TEXT PRIMARY KEY, up INTEGER NOT NULL, since REAL NOT NULL,
+                               error TEXT, checked_at REAL NOT NULL);
+    """,
 )
 
 

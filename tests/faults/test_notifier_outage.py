@@ -26,6 +26,7 @@ import pytest
 from agent.cycle import Agent
 from alerts.discord import DiscordNotifier
 from alerts.outbox import deliver_due
+from alerts.wording import footer
 from analysis.rules import RulesJudge
 from foundation.store.data_storage import Store
 from tests.fakes.discord_server import FakeDiscord, Reply
@@ -54,7 +55,8 @@ def failure(rng: random.Random) -> Reply:
 
 
 def alert_key(timestamp: str, footers: list[str]) -> tuple[str, tuple[str, ...]]:
-    """What identifies one alert message: its creation time and its findings (why · fingerprint)."""
+    """What identifies one alert message: its creation time and its findings (their footers:
+    kind, metric, fingerprint and why it was sent)."""
     return timestamp, tuple(sorted(footers))
 
 
@@ -70,8 +72,7 @@ def queued_alerts(db: Path) -> list[tuple[str, tuple[str, ...]]]:
     for (raw,) in rows:
         payload = json.loads(raw)
         stamp = datetime.fromtimestamp(payload["created_at"], UTC).isoformat()
-        keys.append(alert_key(stamp, [f"{i['why']} · {i['fingerprint'][:16]}"
-                                      for i in payload["items"]]))
+        keys.append(alert_key(stamp, [footer(i, series=False) for i in payload["items"]]))
     return keys
 
 
