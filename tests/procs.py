@@ -45,3 +45,21 @@ def stop(proc: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+
+
+def agent_env(home: Path, **settings: str) -> dict[str, str]:
+    """The environment the tests run the agent in: nothing of the caller's but PATH, a store in
+    ``home``, the processes collector alone, and ``settings`` as MONITOR_<NAME> variables."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "COLUMNS": "200",
+           "MONITOR_DATA_DIR": str(home / "data"), "MONITOR_COLLECTORS": "processes"}
+    env.update({f"MONITOR_{k}": v for k, v in settings.items()})
+    return env
+
+
+def run_agent(home: Path, *args: str, **settings: str) -> subprocess.CompletedProcess[str]:
+    """``monitor_agent.py ARGS`` as an operator runs it, in the environment of ``agent_env``."""
+    root = Path(__file__).resolve().parent.parent
+    return subprocess.run([sys.executable, str(root / "monitor_agent.py"), *args], cwd=root,
+                          env=agent_env(home, **settings), capture_output=True, text=True,
+                          timeout=120, check=False)
+

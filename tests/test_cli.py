@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
 import subprocess
@@ -13,23 +12,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
-from tests.procs import unique_name
+from tests.procs import agent_env, run_agent, unique_name
 
 STOP_BOUND_S = 8.0
 STOP_WAIT_S = 25.0
-
-
-def agent_env(tmp_path: Path, **settings: str) -> dict[str, str]:
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path),
-           "MONITOR_DATA_DIR": str(tmp_path / "data"), "MONITOR_COLLECTORS": "processes"}
-    env.update({f"MONITOR_{k}": v for k, v in settings.items()})
-    return env
-
-
-def run_agent(tmp_path: Path, *args: str, **settings: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "monitor_agent.py"), *args], cwd=ROOT,
-                          env=agent_env(tmp_path, **settings), capture_output=True, text=True,
-                          timeout=120)
 
 
 def test_once_json_prints_one_report_and_nothing_else(tmp_path: Path) -> None:

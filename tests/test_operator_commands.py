@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import sqlite3
 import subprocess
-import sys
 import time
 import tomllib
 from pathlib import Path
@@ -26,7 +24,7 @@ from foundation.model import CollectResult, Finding, Severity
 from foundation.store.data_storage import Store
 from tests.conftest import ROOT
 from tests.fakes.discord_server import WEBHOOK_TOKEN, FakeDiscord, Reply
-from tests.procs import unique_name
+from tests.procs import run_agent, unique_name
 
 START = time.mktime((2026, 6, 15, 12, 0, 0, 0, 0, -1))   # local noon: no quiet hours involved
 CYCLE_S = 300.0
@@ -197,18 +195,10 @@ def test_an_acked_finding_that_gets_worse_is_alerted_again(rig, discord) -> None
 
 # -- the commands ---------------------------------------------------------------------------------
 
-def env(tmp_path: Path, **settings: str) -> dict[str, str]:
-    out = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path), "COLUMNS": "200",
-           "MONITOR_DATA_DIR": str(tmp_path / "data"), "MONITOR_COLLECTORS": "processes",
-           "MONITOR_OLLAMA_HOST": "http://127.0.0.1:9", "MONITOR_OLLAMA_TIMEOUT_SECONDS": "5"}
-    out.update({f"MONITOR_{k}": v for k, v in settings.items()})
-    return out
-
-
-def run(tmp_path: Path, *args: str, **settings: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "monitor_agent.py"), *args], cwd=ROOT,
-                          env=env(tmp_path, **settings), capture_output=True, text=True,
-                          timeout=120)
+def run(tmp_path: Path, *args: str, **settings: str) -> subprocess.CompletedProcess[str]:
+    """The CLI with no Ollama to ask (a closed loopback port, a short timeout)."""
+    return run_agent(tmp_path, *args, **{"OLLAMA_HOST": "http://127.0.0.1:9",
+                                         "OLLAMA_TIMEOUT_SECONDS": "5", **settings})
 
 
 def test_ack_snooze_and_maintenance_from_the_command_line(tmp_path: Path) -> None:
