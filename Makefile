@@ -97,10 +97,13 @@ FUZZ_SECONDS ?= 60
 fuzz: apt-test venv-dev
 	bash tests/fuzz_authscan_asan.sh $(FUZZ_SECONDS)
 
-# Install as a service: the code and its own venv in PREFIX, the unit, an env file for secrets.
+# Install as a service: the code and its own venv in PREFIX, the unit, an env file for secrets,
+# and BINDIR/monitor-agent, the command line as the service runs it (`monitor-agent check`).
 # With DESTDIR set, everything lands below it and no user or unit is created or started.
+BINDIR ?= /usr/local/bin
 install: apt-run
-	install -d "$(DESTDIR)$(PREFIX)" "$(DESTDIR)/etc/monitor-agent" "$(DESTDIR)/etc/systemd/system"
+	install -d "$(DESTDIR)$(PREFIX)" "$(DESTDIR)/etc/monitor-agent" "$(DESTDIR)/etc/systemd/system" \
+	  "$(DESTDIR)$(BINDIR)"
 	git ls-files -z | grep -zv '^tests/\|^bench/\|^\.ci/' | \
 	  xargs -0 cp --parents -t "$(DESTDIR)$(PREFIX)"
 	# the agent refuses steering files others can write (foundation/trust.py): no installer umask leaks in
@@ -109,8 +112,11 @@ install: apt-run
 	"$(DESTDIR)$(PREFIX)/.venv/bin/pip" install -q -r requirements.txt
 	$(MAKE) --no-print-directory BIN="$(DESTDIR)$(PREFIX)/.venv/bin" native
 	cp collectors/auth/_authscan.cpython-*.so "$(DESTDIR)$(PREFIX)/collectors/auth/"
-	sed 's#/opt/monitor-agent#$(PREFIX)#g' deploy/monitor-agent.service \
-	  > "$(DESTDIR)/etc/systemd/system/monitor-agent.service"
+	sed -e 's#/opt/monitor-agent#$(PREFIX)#g' -e 's#^\(User\|Group\)=monitor-agent$$#\1=$(SERVICE_USER)#' \
+	  deploy/monitor-agent.service > "$(DESTDIR)/etc/systemd/system/monitor-agent.service"
+	sed -e 's#/opt/monitor-agent#$(PREFIX)#g' -e 's#^SERVICE_USER=monitor-agent$$#SERVICE_USER=$(SERVICE_USER)#' \
+	  deploy/monitor-agent > "$(DESTDIR)$(BINDIR)/monitor-agent"
+	chmod 0755 "$(DESTDIR)$(BINDIR)/monitor-agent"
 	[ -f "$(DESTDIR)/etc/monitor-agent/env" ] || \
 	  install -m 0640 deploy/env.example "$(DESTDIR)/etc/monitor-agent/env"
 	@if [ -z "$(DESTDIR)" ]; then \
@@ -119,8 +125,9 @@ install: apt-run
 	  chgrp $(SERVICE_USER) /etc/monitor-agent/env; \
 	  sh scripts/ping_group_range.sh $(SERVICE_USER); \
 	  if [ -d /run/systemd/system ]; then \
-	    systemctl daemon-reload && systemctl enable --now monitor-agent.service && \
-	    echo "installed and started: journalctl -u monitor-agent -f"; \
+	    systemctl daemon-reload && systemctl enable monitor-agent.service && \
+	    systemctl restart monitor-agent.service && \
+	    echo "installed and started: journalctl -u monitor-agent -f; monitor-agent check"; \
 	  else echo "installed; systemd is not running here, so the service was not started"; fi; \
 	fi
 
