@@ -27,6 +27,7 @@ BENCHMARKS: dict[str, str] = {
     "stop_time": "SIGTERM to exit while Discord, Home Assistant, Ollama or a child command hangs",
     "store_backup": "store safety on 30 days of history: quick_check at start, a verified backup",
     "delivery_window": "the double window of one delivery and the cost of marking its start",
+    "speech_length": "each kind's spoken announcement in espeak-ng, against the old sentence",
 }
 
 
