@@ -5,20 +5,20 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import collectors
 from agent.budget import DELIVERY_BUDGET_S, collector_bound, judge_limit_s
 from agent.dependencies import cycle_health, track
+from agent.messages import SUPPRESSED, chosen_for, details, payload
+from agent.messages import report as cycle_report
 from alerts.channels import accepts
-from alerts.outbox import Delivery, Notifier, deliver_due
-from alerts.policy import IMMEDIATE, decide
+from alerts.outbox import Notifier, deliver_due
+from alerts.policy import decide
 from alerts.silences import apply_silences, suppressed_entries
 from analysis import detectors
-from analysis.detectors import told
-from analysis.known_issues import KnownIssues, KnownMatch, load_known_issues, report_fields
+from analysis.known_issues import KnownIssues, load_known_issues
 from analysis.rules import Judge, final_severity, rules_verdict
 from foundation.bounded import Stopped, run_bounded
 from foundation.context import CollectContext, DetectContext
@@ -41,7 +41,6 @@ log = logging.getLogger(__name__)
 
 TRIM_EVERY_S = 3600.0
 POLL_S = 0.05
-SUPPRESSED = 0        # outbox ids start at 1: this marks a message a channel did not take
 
 
 class CycleAborted(Exception):
@@ -205,7 +204,8 @@ class Agent:
                                  self.settings.ALERT_RETRY_MAX_SECONDS, self.clock,
                                  stop=self.stop, heartbeat=self.heartbeat,
                                  budget_s=DELIVERY_BUDGET_S)
-        report = self._report(now, time.monotonic() - t0, statuses, observations, judged, verdict,
+        report = cycle_report(self.settings, self.notifiers, self.notes, now,
+                              time.monotonic() - t0, statuses, observations, judged, verdict,
                               decisions, queued, deliveries, known)
         report["alerts"].extend(suppressed_entries(silenced, self.notifiers))
         # Ollama, Discord, Home Assistant, Docker: logged when one goes down or comes back
@@ -254,106 +254,29 @@ class Agent:
             for item in judged:
                 f = item.finding
                 tx.upsert_finding(f.fingerprint, f.source, f.kind, f.key, item.severity.value,
-                                  f.floor.value, f.summary, now, _details(f, item))
+                                  f.floor.value, f.summary, now, details(f, item))
             for fp in resolved:
                 tx.resolve_finding(fp, now)
             for purpose in ("alert", "resolved"):
-                chosen = _chosen(decisions, purpose)
+                chosen = chosen_for(decisions, purpose)
                 if not chosen:
                     continue
-                payload = self._payload(purpose, chosen, by_fp, open_rows, verdict, now)
+                message = payload(self.settings.host_name, purpose, chosen, by_fp, open_rows,
+                                  verdict, now)
                 for channel in self.notifiers:
-                    if not accepts(self.settings, channel, purpose, payload["items"], now):
+                    if not accepts(self.settings, channel, purpose, message["items"], now):
                         if purpose == "alert":  # an alert held back (quiet hours) is reported
                             queued[(channel, purpose)] = SUPPRESSED
                         continue
                     queued[(channel, purpose)] = tx.enqueue(
                         channel=channel, purpose=purpose,
                         severity=max_severity(*(d.severity for d in chosen)).value,
-                        payload=payload, now=now, dedupe_key=f"{channel}:{purpose}:{now!r}")
+                        payload=message, now=now, dedupe_key=f"{channel}:{purpose}:{now!r}")
                 for d in chosen:
                     if purpose == "alert":
                         tx.mark_alerted(d.fingerprint, d.severity.value, now)
         self.last_samples = samples
         return queued
-
-    def _payload(self, purpose: str, chosen: list[Decision], by_fp: Mapping[str, Judged],
-                 open_rows: Mapping[str, Any], verdict: Verdict, now: float) -> dict[str, Any]:
-        items = []
-        for d in chosen:
-            if d.fingerprint in by_fp:
-                j = by_fp[d.fingerprint]
-                f = j.finding
-                row = open_rows.get(d.fingerprint)
-                items.append({"fingerprint": f.fingerprint, "source": f.source, "kind": f.kind,
-                              "key": f.key, "severity": j.severity.value, "floor": f.floor.value,
-                              "summary": f.summary, "reason": j.reason, "why": d.why,
-                              "first_seen": row.first_seen if row else now,
-                              "labels": dict(f.labels), "metric": f.metric, "value": f.value,
-                              "baseline": dict(f.baseline) if f.baseline else None,
-                              **told(f.kind, f.facts, f.labels)})
-            else:
-                row = open_rows[d.fingerprint]
-                facts, labels = row.details.get("facts") or {}, row.details.get("labels") or {}
-                items.append({"fingerprint": row.fingerprint, "source": row.source,
-                              "kind": row.kind, "key": row.key, "severity": "none",
-                              "floor": row.floor, "summary": row.summary, "reason": "",
-                              "why": "resolved", "first_seen": row.first_seen, "labels": {},
-                              "metric": row.details.get("metric"), "value": None,
-                              "baseline": None, "down_s": now - row.first_seen,
-                              **told(row.kind, facts, labels, resolved=True)})
-        return {"purpose": purpose, "host": self.settings.host_name, "created_at": now,
-                "verdict": {"severity": verdict.severity.value, "reason": verdict.reason,
-                            "by": verdict.by}, "items": items}
-
-    def _report(self, now: float, duration: float, statuses: Mapping[str, CollectorStatus],
-                observations: Mapping[str, Any], judged: list[Judged], verdict: Verdict,
-                decisions: list[Decision], queued: Mapping[tuple[str, str], int | None],
-                deliveries: list[Delivery], known: Mapping[str, KnownMatch]) -> dict[str, Any]:
-        delivered = {d.id: d for d in deliveries}
-        alerts = []
-        for (channel, purpose), msg_id in queued.items():
-            chosen = _chosen(decisions, purpose)
-            outcome = delivered.get(msg_id) if msg_id is not None else None
-            alerts.append({"channel": channel, "purpose": purpose,
-                           "severity": max_severity(*(d.severity for d in chosen)).value,
-                           "status": outcome.status if outcome else (
-                               "suppressed" if msg_id == SUPPRESSED else "queued"),
-                           "findings": [d.fingerprint for d in chosen],
-                           **({"reason": "quiet_hours"} if msg_id == SUPPRESSED else {})})
-        for d in decisions:
-            if d.why == "cooldown":
-                alerts.extend({"channel": c, "purpose": "alert", "severity": d.severity.value,
-                               "status": "suppressed", "reason": "cooldown",
-                               "findings": [d.fingerprint]} for c in self.notifiers)
-        for fp, match in known.items():
-            if match.action == "mute" and match.before.rank >= IMMEDIATE.rank:
-                alerts.extend({"channel": c, "purpose": "alert", "severity": match.before.value,
-                               "status": "suppressed", "reason": "known_issue", "findings": [fp],
-                               "known_issue": match.id}
-                              for c in self.notifiers)
-        retried = [d for d in deliveries if d.id not in queued.values()]
-        report = {
-            "started_at": datetime.fromtimestamp(now, UTC).isoformat(timespec="seconds"),
-            "duration_s": round(duration, 3),
-            "host": self.settings.host_name,
-            "collectors": {n: {"ok": s.ok, "error": s.error, "duration_s": round(s.duration_s, 3),
-                               "available": s.available, "note": s.note}
-                           for n, s in statuses.items()},
-            "observations": observations,
-            "findings": [{"id": j.finding.fingerprint, "source": j.finding.source,
-                          "kind": j.finding.kind, "severity": j.severity.value,
-                          "floor": j.finding.floor.value,
-                          "rule_severity": j.finding.severity.value,
-                          "summary": j.finding.summary, "reason": j.reason,
-                          **report_fields(known, j.finding.fingerprint)} for j in judged],
-            "verdict": {"severity": verdict.severity.value, "reason": verdict.reason,
-                        "by": verdict.by, "model": verdict.model, "note": verdict.note},
-            "alerts": alerts,
-            "redelivered": [asdict(d) for d in retried],
-            "notes": list(self.notes),
-        }
-        return report
 
     def _after(self, now: float, report: dict[str, Any]) -> None:
         self.notes.clear()
@@ -375,11 +298,6 @@ class Agent:
             log.warning("cycle bookkeeping failed: %s", _error_text(err))
 
 
-def _chosen(decisions: list[Decision], purpose: str) -> list[Decision]:
-    """The decisions that go into this cycle's message of a purpose ("alert" or "resolved")."""
-    return [d for d in decisions if d.alert and (d.why == "resolved") == (purpose == "resolved")]
-
-
 def _unique(findings: list[Finding]) -> list[Finding]:
     """One finding per fingerprint (the most severe), so a detector's repeats cannot double-alert."""
     best: dict[str, Finding] = {}
@@ -393,11 +311,3 @@ def _unique(findings: list[Finding]) -> list[Finding]:
 def _reason(finding: Finding, verdict: Verdict) -> str:
     judged = verdict.per_finding.get(finding.fingerprint)
     return judged.reason if judged is not None else "rule severity"
-
-
-def _details(finding: Finding, item: Judged) -> dict[str, Any]:
-    return {"labels": dict(finding.labels), "facts": dict(finding.facts),
-            "metric": finding.metric, "value": finding.value,
-            "baseline": dict(finding.baseline) if finding.baseline else None,
-            "rule_severity": finding.severity.value, "reason": item.reason,
-            "evidence": list(finding.evidence[:5])}
