@@ -26,6 +26,7 @@ LOG_START_AT = "end"                   # first run: "end" skips old lines, "star
 LOG_MAX_LINE_BYTES = 8192              # longer lines are cut to this (their head kept) and counted in long_lines
 LOG_MAX_BYTES_PER_CYCLE = 268435456    # read at most this much per file per cycle; the rest next cycle
 JOURNAL_DIRECTORY = ""                  # "" reads the system journal; else a folder of journal files
+FOLLOW_LOGS = True                     # new log lines start an event cycle of the log collectors at once
 SSH_BRUTEFORCE_MAX_RETRY = 5           # failures from one address within the window make ssh_bruteforce
 SSH_BRUTEFORCE_FINDTIME_SECONDS = 600  # the window (fail2ban's defaults: 5 in 10 minutes)
 

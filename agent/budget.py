@@ -14,6 +14,7 @@ from foundation.settings import Settings, check_cycle_fits
 JUDGE_GRACE_S = 5.0     # beyond the judge's own timeout, before the rules take over
 DELIVERY_BUDGET_S = 60.0  # a cycle's deliveries stop after this; the rest wait for the next one
 BOOKKEEPING_S = 30.0      # detect, commit, report and trim, generously (they take milliseconds)
+EVENT_JUDGE_S = 2.0       # an event cycle waits this long for the LLM; then the rules decide
 
 
 def judge_limit_s(settings: Settings) -> float:

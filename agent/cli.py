@@ -7,11 +7,12 @@ import logging
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from agent import __version__, process_setup  # first: one BLAS thread, before numpy is imported
+from agent import EVENT, SCHEDULED, __version__, process_setup  # first: process_setup (BLAS threads)
 from foundation.untrusted import for_terminal
 
 EXIT_OK = 0
@@ -170,7 +171,7 @@ class Runtime:
             log.info("%s", note)
             self.agent.notes.append(note)
 
-    def cycle(self) -> dict[str, Any]:
+    def cycle(self, trigger: str = SCHEDULED) -> dict[str, Any]:
         """One cycle, timed by the pacer (CycleAborted when asked to stop mid-way)."""
         self.pacer.started()
         known, constraints = self.steering.poll()  # a changed known_issues.json or CONSTRAINTS.md
@@ -179,9 +180,9 @@ class Runtime:
         if known is not None or constraints is not None:
             self.judge.steer(known, constraints)
         try:
-            return self.agent.run_cycle()
+            return self.agent.run_cycle(trigger)
         finally:
-            self.pacer.finished()
+            self.pacer.finished(scheduled=trigger == SCHEDULED)
 
     def close(self) -> None:
         """Kill commands still running and close the store cleanly."""
@@ -205,22 +206,31 @@ def run_loop(runtime: Runtime, stop: threading.Event,
     import schedule
 
     from agent.cycle import CycleAborted
+    from agent.follow import EVENT_GAP_S, start_follower
     from agent.systemd import notify
 
     scheduler = schedule.Scheduler()
     pacer = runtime.pacer
+    wake = threading.Event()      # the loop sleeps on this: a stop, new log lines, or its timer
+    grew = threading.Event()      # a followed log grew since the last event cycle
 
-    def job() -> None:
+    def job(trigger: str = SCHEDULED) -> None:
         try:
-            report = runtime.cycle()
+            report = runtime.cycle(trigger)
+            if not report.get("committed", True):
+                return                # an event cycle that had nothing to alert: nothing happened
             if runtime.metrics is not None:
                 runtime.metrics.update(report, runtime.agent.last_samples)
             on_cycle(report)
         except CycleAborted:
             log.info("cycle abandoned on stop; it will be replayed from its cursors")
             return
-        if not stop.is_set():
+        if not stop.is_set() and trigger == SCHEDULED:
             recap_job()
+
+    def on_change() -> None:
+        grew.set()
+        wake.set()
 
     def recap_job() -> None:
         from alerts.recap import run_due
@@ -233,15 +243,35 @@ def run_loop(runtime: Runtime, stop: threading.Event,
             log.warning("daily recap failed; tried again after the next cycle: %s", err)
 
     scheduler.every().day.at(runtime.settings.DAILY_RECAP_TIME).do(recap_job)
+    def wake_on_stop() -> None:
+        stop.wait()
+        wake.set()
+
+    threading.Thread(target=wake_on_stop, name="stop-waker", daemon=True).start()
+    follower = start_follower(runtime.settings, on_change)
+    last_event = float("-inf")
     notify("READY=1")
-    while not stop.is_set():
-        if pacer.due():
-            job()
-            continue
-        scheduler.run_pending()
-        pacer.beat()
-        wake = min(1.0, pacer.wait_s(), runtime.watchdog.interval_s or 1.0)
-        stop.wait(max(0.05, wake))
+    try:
+        while not stop.is_set():
+            if pacer.due():           # a scheduled cycle first: new lines never delay it
+                job()
+                continue
+            gap = EVENT_GAP_S - (time.monotonic() - last_event)
+            if grew.is_set() and gap <= 0:
+                grew.clear()
+                last_event = time.monotonic()
+                job(EVENT)
+                continue
+            scheduler.run_pending()
+            pacer.beat()
+            sleep = min(1.0, pacer.wait_s(), runtime.watchdog.interval_s or 1.0)
+            if grew.is_set():
+                sleep = min(sleep, gap)
+            wake.wait(max(0.05, sleep))
+            wake.clear()
+    finally:
+        if follower is not None:
+            follower.stop()
     notify("STOPPING=1")
 
 
@@ -317,7 +347,8 @@ def cycle_line(report: dict[str, Any]) -> str:
     """The journal's line for one cycle; alerts counted by what became of them."""
     statuses = [a["status"] for a in report["alerts"]]
     failed = statuses.count("failed")
-    return (f"cycle: {len(report['findings'])} finding(s), verdict {report['verdict']['severity']} "
+    what = "event cycle" if report.get("trigger") == EVENT else "cycle"
+    return (f"{what}: {len(report['findings'])} finding(s), verdict {report['verdict']['severity']} "
             f"by {report['verdict']['by']}, alerts: {statuses.count('sent')} delivered, "
             f"{statuses.count('queued')} queued, {statuses.count('suppressed')} suppressed"
             + (f", {failed} failed" if failed else "") + f", {report['duration_s']:.2f} s")

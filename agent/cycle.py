@@ -4,14 +4,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import collectors
-from agent.budget import DELIVERY_BUDGET_S, collector_bound, judge_limit_s
+from agent import EVENT, SCHEDULED
+from agent.budget import DELIVERY_BUDGET_S, EVENT_JUDGE_S, collector_bound, judge_limit_s
+from agent.carry import carried
+from agent.carry import key as carry_key
 from agent.dependencies import cycle_health, track
-from agent.messages import SUPPRESSED, chosen_for, details, payload
+from agent.messages import SUPPRESSED, chosen_for, details, payload, peek_report
 from agent.messages import report as cycle_report
 from alerts.channels import accepts
 from alerts.outbox import Notifier, deliver_due
@@ -58,6 +61,19 @@ class _Slot:
     result: CollectResult | None = None
     status: CollectorStatus | None = None
     done: threading.Event = field(default_factory=threading.Event)
+    carry: dict[str, Any] | None = None   # per-cycle counts to store for later (agent/carry.py)
+
+
+@dataclass
+class _Seen:
+    """What a cycle's collectors saw and its detectors found, before anything is judged."""
+
+    slots: dict[str, _Slot]
+    dctx: DetectContext
+    findings: list[Finding] = field(default_factory=list)
+    statuses: dict[str, CollectorStatus] = field(default_factory=dict)
+    resolving: set[str] = field(default_factory=set)
+    events: set[str] = field(default_factory=set)   # one-off kinds: they close silently
 
 
 T = TypeVar("T")
@@ -97,14 +113,16 @@ class Agent:
         self.known_issues = (known_issues if known_issues is not None  # ConfigError if bad
                              else load_known_issues(settings.KNOWN_ISSUES_PATH))
         self._inflight: dict[str, _Slot] = {}
+        self._peek: dict[str, Mapping[str, Any]] = {}   # where uncommitted event cycles read to
 
     # -- collect ----------------------------------------------------------------------------------
 
-    def _start(self, name: str, now: float) -> _Slot:
+    def _start(self, name: str, now: float, state: Mapping[str, Any] | None) -> _Slot:
         slot = _Slot(name)
         try:
             module = collectors.load(name)
-            ctx = CollectContext(self.settings, now, self.store.collector_state(name))
+            ctx = CollectContext(self.settings, now,
+                                 self.store.collector_state(name) if state is None else state)
             timeout = collector_bound(module, self.settings)
         except Exception as err:  # noqa: BLE001 - one broken collector degrades, never kills
             slot.status = CollectorStatus(False, _error_text(err), 0.0)
@@ -128,18 +146,20 @@ class Agent:
         slot.thread.start()
         return slot
 
-    def collect(self, now: float) -> dict[str, _Slot]:
-        """Run the enabled collectors in parallel, each within its own time bound."""
+    def collect(self, now: float, names: Sequence[str] | None = None,
+                states: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, _Slot]:
+        """Run collectors in parallel (the enabled ones by default), each within its own time
+        bound, each from its stored state unless ``states`` gives another."""
         slots: dict[str, _Slot] = {}
         started: dict[str, _Slot] = {}
-        for name in self.settings.COLLECTORS:
+        for name in self.settings.COLLECTORS if names is None else names:
             previous = self._inflight.get(name)
             if previous is not None and not previous.done.is_set():
                 running = time.monotonic() - previous.started
                 slots[name] = _Slot(name, status=CollectorStatus(
                     False, f"still running from an earlier cycle ({running:.0f} s); skipped", 0.0))
                 continue
-            slots[name] = started[name] = self._start(name, now)
+            slots[name] = started[name] = self._start(name, now, (states or {}).get(name))
         for name, slot in started.items():
             while not slot.done.is_set():
                 if self.stop.is_set():
@@ -158,16 +178,40 @@ class Agent:
 
     # -- the cycle --------------------------------------------------------------------------------
 
-    def run_cycle(self) -> dict[str, Any]:
-        """Run one cycle and return its report; raises CycleAborted if asked to stop mid-way."""
+    def run_cycle(self, trigger: str = SCHEDULED) -> dict[str, Any]:
+        """Run one cycle and return its report; raises CycleAborted if asked to stop mid-way.
+
+        A scheduled cycle runs every collector and commits. An event cycle (new log lines, see
+        agent/follow.py) runs the followed log collectors only, and commits only when what they
+        found is alerted at once; otherwise it keeps where it read in memory (the next event
+        cycle goes on from there) and the next scheduled cycle reads those lines again from the
+        committed cursors, so every line is counted once and nothing found is lost.
+        """
         now = self.clock()
         t0 = time.monotonic()
-        slots = self.collect(now)
+        if trigger == SCHEDULED:
+            self._peek.clear()
+            return self._conclude(now, t0, self._observe(now, None, {}, trigger), trigger)
+        names = list(collectors.followed(self.settings.COLLECTORS, self.settings))
+        seen = self._observe(now, names, self._peek, trigger)
+        if not self._urgent(seen.findings, now):
+            for name, slot in seen.slots.items():
+                if slot.result is not None and slot.status is not None and slot.status.ok \
+                        and slot.result.state is not None:
+                    self._peek[name] = slot.result.state
+            return peek_report(now, time.monotonic() - t0, seen.statuses, seen.findings)
+        if self._peek:   # earlier event cycles read lines no commit holds: read them all again
+            self._peek.clear()
+            seen = self._observe(now, names, {}, trigger)
+        return self._conclude(now, t0, seen, trigger)
+
+    def _observe(self, now: float, names: Sequence[str] | None,
+                 states: Mapping[str, Mapping[str, Any]], trigger: str) -> _Seen:
+        """Collect and detect: what the collectors saw and the findings it makes."""
+        slots = self.collect(now, names, states)
+        carried(self.store, slots, trigger)   # counts of a cycle belong to scheduled cycles only
         dctx = DetectContext(self.settings, now, self.store)
-        findings: list[Finding] = []
-        statuses: dict[str, CollectorStatus] = {}
-        resolving: set[str] = set()
-        events: set[str] = set()   # one-off kinds: they close silently, never "resolved"
+        seen = _Seen(slots, dctx)
         for name, slot in slots.items():
             # collect() gives every slot a status (done, failed, timed out or still running)
             status = slot.status or CollectorStatus(False, "the collector gave no status", 0.0)
@@ -175,50 +219,69 @@ class Agent:
             if result is not None and result.available and name in detectors.DETECTORS:
                 try:
                     module = detectors.load(name)
-                    found = module.detect(result, dctx)
-                    findings.extend(found)
-                    events.update(k.kind for k in module.KINDS if k.event)
+                    seen.findings.extend(module.detect(result, dctx))
+                    seen.events.update(k.kind for k in module.KINDS if k.event)
                     if result.resolves:
-                        resolving.add(name)
+                        seen.resolving.add(name)
                 except Exception as err:  # noqa: BLE001 - a detector bug degrades its source only
                     log.warning("detector %s failed: %s", name, _error_text(err))
                     status = CollectorStatus(False, f"detector: {_error_text(err)}",
                                              status.duration_s, status.available, status.note)
-            statuses[name] = status
-        findings = _unique(findings)
+            seen.statuses[name] = status
+        seen.findings = _unique(seen.findings)
+        return seen
+
+    def _urgent(self, findings: list[Finding], now: float) -> bool:
+        """True when, by the rules (floors included), after the operator's known issues and
+        silences, some finding is alerted at once: what an event cycle is for."""
+        if not findings:
+            return False
+        verdict = rules_verdict(findings)
+        judged = [Judged(f, final_severity(f, verdict), "rule severity") for f in findings]
+        judged, _ = self.known_issues.apply(judged, now)
+        open_rows = self.store.findings(open_only=True)
+        decisions = decide(judged, open_rows, [], now, self.settings.ALERT_COOLDOWN_MINUTES * 60)
+        decisions, _ = apply_silences(decisions, judged, open_rows, self.store.silences(now))
+        return any(d.alert for d in decisions)
+
+    def _conclude(self, now: float, t0: float, seen: _Seen, trigger: str) -> dict[str, Any]:
+        """Judge, decide, commit (with the collectors' cursors), deliver, report."""
+        slots, dctx, findings = seen.slots, seen.dctx, seen.findings
         observations = {n: s.result.observations for n, s in slots.items() if s.result is not None}
-        verdict = self._judge(findings, observations, dctx)
+        limit = EVENT_JUDGE_S if trigger == EVENT else judge_limit_s(self.settings)
+        verdict = self._judge(findings, observations, dctx, limit)
         judged = [Judged(f, final_severity(f, verdict), _reason(f, verdict)) for f in findings]
         judged, known = self.known_issues.apply(judged, now)  # the operator may mute or cap
         open_rows = self.store.findings(open_only=True)
         present = {j.finding.fingerprint for j in judged}
         resolved = [fp for fp, row in open_rows.items()
-                    if fp not in present and row.source in resolving]
+                    if fp not in present and row.source in seen.resolving]
         decisions = decide(judged, open_rows,
-                           [fp for fp in resolved if open_rows[fp].kind not in events], now,
+                           [fp for fp in resolved if open_rows[fp].kind not in seen.events], now,
                            self.settings.ALERT_COOLDOWN_MINUTES * 60)
         # the operator's acks, snoozes and maintenance hold messages back (alerts/silences.py)
         decisions, silenced = apply_silences(decisions, judged, open_rows, self.store.silences(now))
         queued = self._commit(now, slots, dctx, judged, open_rows, resolved, decisions, verdict)
+        self._peek.clear()
         deliveries = deliver_due(self.store, self.notifiers, self.clock(),
                                  self.settings.ALERT_RETRY_MAX_SECONDS, self.clock,
                                  stop=self.stop, heartbeat=self.heartbeat,
                                  budget_s=DELIVERY_BUDGET_S)
         report = cycle_report(self.settings, self.notifiers, self.notes, now,
-                              time.monotonic() - t0, statuses, observations, judged, verdict,
+                              time.monotonic() - t0, seen.statuses, observations, judged, verdict,
                               decisions, queued, deliveries, known)
+        report.update(trigger=trigger, committed=True)
         report["alerts"].extend(suppressed_entries(silenced, self.notifiers))
         # Ollama, Discord, Home Assistant, Docker: logged when one goes down or comes back
-        track(self.store, cycle_health(self.settings, self.judge, statuses, observations,
+        track(self.store, cycle_health(self.settings, self.judge, seen.statuses, observations,
                                        deliveries, self.notifiers), now)
         self._after(now, report)
         return report
 
     def _judge(self, findings: list[Finding], observations: Mapping[str, Any],
-               dctx: DetectContext) -> Verdict:
+               dctx: DetectContext, limit: float) -> Verdict:
         if not findings and not self.settings.ALWAYS_ASK_LLM:
             return rules_verdict(findings)
-        limit = judge_limit_s(self.settings)
         try:
             finished, verdict = _bounded(lambda: self.judge.judge(findings, observations, dctx),
                                          limit, self.stop, self.heartbeat)
@@ -245,6 +308,8 @@ class Agent:
                 samples.extend((name, sample) for sample in slot.result.samples)
                 if slot.result.state is not None:
                     tx.set_collector_state(name, slot.result.state, now)
+                if slot.carry is not None:
+                    tx.set_collector_state(carry_key(name), slot.carry, now)
             for name, state in dctx.states.items():
                 tx.set_collector_state(f"detect:{name}", state, now)
             for namespace, keys in dctx.remembered.items():

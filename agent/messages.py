@@ -112,3 +112,19 @@ def details(finding: Finding, item: Judged) -> dict[str, Any]:
             "baseline": dict(finding.baseline) if finding.baseline else None,
             "rule_severity": finding.severity.value, "reason": item.reason,
             "evidence": list(finding.evidence[:5])}
+
+
+def peek_report(now: float, duration: float, statuses: Mapping[str, CollectorStatus],
+                findings: list[Finding]) -> dict[str, Any]:
+    """The report of an event cycle that found nothing to alert at once: nothing was committed,
+    and the next scheduled cycle reads the same lines again."""
+    return {"trigger": "event", "committed": False,
+            "started_at": datetime.fromtimestamp(now, UTC).isoformat(timespec="seconds"),
+            "duration_s": round(duration, 3),
+            "collectors": {n: {"ok": s.ok, "error": s.error, "duration_s": round(s.duration_s, 3),
+                               "available": s.available, "note": s.note}
+                           for n, s in statuses.items()},
+            "findings": [{"id": f.fingerprint, "source": f.source, "kind": f.kind,
+                          "rule_severity": f.severity.value} for f in findings],
+            "alerts": []}
+

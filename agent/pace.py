@@ -42,8 +42,9 @@ class Pacer:
         """A cycle starts now."""
         self.running_since = self._monotonic()
 
-    def finished(self) -> None:
-        """The cycle that started ends now; the next is due one interval after its start.
+    def finished(self, scheduled: bool = True) -> None:
+        """The cycle that started ends now; after a scheduled one, the next is due one interval
+        after its start (an event cycle, started by new log lines, moves no deadline).
 
         A cycle that overran its interval drops the slots it missed instead of running back to
         back, so an overloaded machine gets a pause between cycles rather than a pile-up.
@@ -51,6 +52,8 @@ class Pacer:
         now = self._monotonic()
         start = self.running_since if self.running_since is not None else now
         self.running_since = None
+        if not scheduled:
+            return
         self.next_due = start + self.interval_s
         if self.next_due <= now:
             skipped = int((now - start) // self.interval_s)

@@ -37,9 +37,9 @@ def recovered(item: Mapping[str, Any]) -> str:
 
 def comparison(item: Mapping[str, Any]) -> str | None:
     """``Now 91 °C, usually 45 °C (40 °C to 60 °C)`` when the finding carries a value."""
-    if item.get("value") is None:
-        return None
     metric = series_metric(str(item.get("metric") or ""))
+    if item.get("value") is None or not metric:      # a number without its metric has no unit
+        return None
     try:
         now = with_unit(float(item["value"]), metric)
         base = item.get("baseline") or {}

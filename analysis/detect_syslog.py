@@ -107,10 +107,11 @@ KINDS = (
 
 def _errors(result: CollectResult, ctx: DetectContext) -> list[Finding]:
     obs = result.observations
-    if not any(s.metric == ERRORS_SERIES for s in result.samples):
-        return []                     # a first run or a missing file: not a real interval
+    sampled = [s.value for s in result.samples if s.metric == ERRORS_SERIES]
+    if not sampled:                   # a first run, a missing file, or an event cycle's part of
+        return []                     # an interval: not a whole interval (agent/carry.py)
     baseline = ctx.baseline(ERRORS_SERIES, by_hour=True)
-    errors = float(obs["errors"])
+    errors = sampled[0]
     if baseline is None or not baseline.trusted or errors < MIN_ERRORS:
         return []
     deviation = baseline.deviation(errors, ERROR_SPREAD_FLOOR)

@@ -10,8 +10,13 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterable
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 from foundation.errors import ConfigError, did_you_mean
+
+if TYPE_CHECKING:   # the registry stays light: nothing of a collector is imported with it
+    from collectors.logreader.follow import Targets
+    from foundation.settings import Settings
 
 # name -> module; the names are a contract (DESIGN.md), the order is the report's order. This is
 # the one list of collector names: COLLECTORS is checked against it when the agent starts.
@@ -37,6 +42,20 @@ def check_names(names: Iterable[str]) -> None:
         if name not in REGISTRY:
             raise ConfigError(f"COLLECTORS: {name!r} is not a collector{did_you_mean(name, REGISTRY)}; "
                               f"the collectors are {', '.join(REGISTRY)}")
+
+
+def followed(names: Iterable[str], settings: Settings) -> dict[str, Targets]:
+    """The collectors among ``names`` whose new lines start an event cycle (their module declares
+    ``follows(settings)``: the log collectors), with what the follower watches for each."""
+    out: dict[str, Targets] = {}
+    for name in names:
+        try:
+            module = load(name)
+        except CollectorUnavailable:
+            continue
+        if hasattr(module, "follows"):
+            out[name] = module.follows(settings)
+    return out
 
 
 def load(name: str) -> ModuleType:

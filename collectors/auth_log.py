@@ -17,6 +17,7 @@ import numpy as np
 from collectors.auth.compiled import authscan
 from collectors.auth.counts import AuthCounts, safe_text
 from collectors.auth.scanner import AuthScanner
+from collectors.logreader.follow import Targets, targets
 from collectors.logreader.source import LogSource
 from foundation.context import CollectContext
 from foundation.model import CollectResult, Sample
@@ -37,6 +38,11 @@ _WARNED: list[bool] = []     # the missing C scanner is said once per process
 def timeout_s(settings: Settings) -> float:
     """A cycle reads at most LOG_MAX_BYTES_PER_CYCLE; allow ~20 MB/s on a slow, busy machine."""
     return max(30.0, settings.LOG_MAX_BYTES_PER_CYCLE / 20e6)
+
+
+def follows(settings: Settings) -> Targets:
+    """What the follower watches so that new lines start an event cycle of this collector."""
+    return targets(settings.AUTH_LOG_PATH, settings.AUTH_LOG_BACKEND, settings.JOURNAL_DIRECTORY)
 
 
 class FailureWindow:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from collectors import kernel_events
+from collectors.logreader.follow import Targets, targets
 from collectors.logreader.formats import LINE_HEADER
 from collectors.logreader.source import LogSource
 from foundation.context import CollectContext
@@ -52,6 +53,11 @@ _PRI = re.compile(rb"^<(\d{1,3})>", re.M)
 def timeout_s(settings: Settings) -> float:
     """Reading 256 MiB at a few hundred MB/s, or a journalctl run, within a minute."""
     return 90.0
+
+
+def follows(settings: Settings) -> Targets:
+    """What the follower watches so that new lines start an event cycle of this collector."""
+    return targets(settings.SYSLOG_PATH, settings.SYSLOG_BACKEND, settings.JOURNAL_DIRECTORY)
 
 
 def _text(raw: bytes, limit: int = MAX_SAMPLE_CHARS) -> str:

@@ -81,6 +81,7 @@ class Settings(BaseModel):
     LOG_START_AT: Literal["end", "start"]
     LOG_MAX_LINE_BYTES: int = Field(ge=256, le=1048576)
     LOG_MAX_BYTES_PER_CYCLE: int = Field(ge=65536)
+    FOLLOW_LOGS: bool
     JOURNAL_DIRECTORY: str
     SSH_BRUTEFORCE_MAX_RETRY: int = Field(ge=1, le=10000)
     SSH_BRUTEFORCE_FINDTIME_SECONDS: int = Field(ge=10, le=86400)

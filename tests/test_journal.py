@@ -171,3 +171,17 @@ def test_logsource_with_neither_file_nor_journal_says_why(make_settings: Any, tm
     assert list(src.chunks()) == []
     assert not src.available and src.backend_used == "none"
     assert "auth.log does not exist" in (src.note or "") and "JOURNAL_DIRECTORY" in (src.note or "")
+
+
+def test_a_cursor_whose_file_was_vacuumed_loses_no_entry(tmp_path: Path) -> None:
+    """journalctl --after-cursor skips one entry more when the cursor's entry is gone; reading
+    from the cursor itself and leaving that entry out loses nothing (issue 17)."""
+    folder = tmp_path / "j"
+    build(folder, "old", [sshd(0, "Accepted publickey for alice from 192.0.2.1 port 1 ssh2")])
+    first = read_journal(run, None, start_at="end", directory=folder)
+    build(folder, "rotated", [sshd(i, f"Failed password for root from 203.0.113.7 port {i} ssh2")
+                              for i in range(1, 7)])
+    (folder / "old.journal").unlink()                     # vacuumed: the cursor's entry is gone
+    after = read_journal(run, first.cursor, directory=folder)
+    assert after.entries == 6 and b"port 1 ssh2" in after.lines
+    assert read_journal(run, after.cursor, directory=folder).entries == 0   # read once

@@ -103,8 +103,9 @@ def render_entry(entry: Mapping[str, Any]) -> bytes | None:
     return line.encode("utf-8", "replace")
 
 
-def parse_output(output: bytes, max_entries: int) -> JournalRead:
-    """Parse ``journalctl -o json`` output (pure): lines, last cursor, counts."""
+def parse_output(output: bytes, max_entries: int, skip: str | None = None) -> JournalRead:
+    """Parse ``journalctl -o json`` output (pure): lines, last cursor, counts; the entry whose
+    cursor is ``skip`` (the one read last time) is left out."""
     lines: list[bytes] = []
     cursor: str | None = None
     entries = malformed = 0
@@ -121,6 +122,8 @@ def parse_output(output: bytes, max_entries: int) -> JournalRead:
             continue
         if not isinstance(entry, dict):
             malformed += 1
+            continue
+        if skip is not None and entry.get("__CURSOR") == skip:
             continue
         entries += 1
         if isinstance(entry.get("__CURSOR"), str):
@@ -175,9 +178,12 @@ def read_journal(run: Runner, cursor: str | None, *, matches: Sequence[str] = ()
     args = ["journalctl", "--no-pager", "-o", "json",
             "--output-fields=" + ",".join(OUTPUT_FIELDS), *where]
     if cursor is not None:
-        args.append(f"--after-cursor={cursor}")
+        # --cursor, not --after-cursor: when the cursor's entry is gone (its file vacuumed, the
+        # journal rotated away), journalctl seeks to the next entry and --after-cursor would skip
+        # that one too; from the cursor itself, the entry read last time is left out by its cursor
+        args.append(f"--cursor={cursor}")
     args.extend(matches)
-    got = parse_output(_run(run, args, timeout_s), max_entries)
+    got = parse_output(_run(run, args, timeout_s), max_entries, skip=cursor)
     if got.cursor is None:
         return JournalRead(got.lines, cursor, got.entries, got.malformed, got.severities)
     return got
