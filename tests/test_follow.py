@@ -289,3 +289,33 @@ def test_the_running_agent_alerts_within_seconds_at_the_default_interval(tmp_pat
         proc.terminate()
         proc.wait(timeout=30)
     assert any("root logged in from 203.0.113.7 after 6 failed attempts" in line for line in lines)
+
+
+def test_an_ollama_that_does_not_answer_does_not_delay_the_alarm(tmp_path: Path,
+                                                                 make_settings: Any,
+                                                                 store: Store) -> None:
+    """The event cycle gives the judge EVENT_JUDGE_S (2 s), not the scheduled cycle's bound
+    (2 x OLLAMA_TIMEOUT_SECONDS + 5 s): a hanging Ollama leaves the rules to decide, floors hold."""
+    from analysis.judge import make_judge
+    from tests.fakes import ollama_server as fo
+
+    log = tmp_path / "auth.log"
+    log.write_text("")
+    with fo.FakeOllama(behaviour=fo.SLOW, slow_seconds=60) as ollama:
+        settings = make_settings(COLLECTORS=["auth_log"], AUTH_LOG_PATH=log,
+                                 AUTH_LOG_BACKEND="file", OLLAMA_HOST=ollama.url,
+                                 OLLAMA_TIMEOUT_SECONDS=30, MONITOR_INTERVAL_SECONDS=300)
+        out, clock = io.StringIO(), Clock()
+        agent = Agent(settings, store, make_judge(settings), {"console": ConsoleNotifier(out)},
+                      clock=clock)
+        agent.run_cycle(SCHEDULED)
+        append(log, failures(clock.now, 6) + accepted(clock.now))
+        t0 = time.monotonic()
+        report = agent.run_cycle(EVENT)
+        took = time.monotonic() - t0
+    assert report["verdict"]["by"] == "rules"
+    assert "no answer within 2 s" in (report["verdict"]["note"] or "")
+    login = next(f for f in report["findings"] if f["kind"] == "login_after_failures")
+    assert login["severity"] == "high"                      # the floor, whatever the LLM says
+    assert out.getvalue().count("[ALERT]") == 1
+    assert took < 30, took    # 2 s, then the rules: far under the 65 s a scheduled cycle allows
