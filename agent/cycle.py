@@ -310,6 +310,8 @@ class Agent:
                     tx.set_collector_state(name, slot.result.state, now)
                 if slot.carry is not None:
                     tx.set_collector_state(carry_key(name), slot.carry, now)
+                if name == "llm_runtimes" and slot.result.available:   # their history
+                    tx.record_llm_connections(slot.result.observations.get("runtimes", ()), now)
             for name, state in dctx.states.items():
                 tx.set_collector_state(f"detect:{name}", state, now)
             for namespace, keys in dctx.remembered.items():

@@ -168,3 +168,47 @@ def test_one_cycle_through_the_agent_reports_ollama_unavailable(
     obs = report["observations"]["llm_runtimes"]
     assert obs["ollama"]["reachable"] is False and "not reachable" in obs["ollama"]["problem"]
 
+
+
+def test_the_connections_history_survives_cycles_and_restarts(
+        tmp_path: Path, listener: socket.socket, make_settings: Any) -> None:
+    """A real runtime stand-in connected to a loopback listener: two cycles, then the store closed
+    and opened again (a restart), then a third: one row, first and last seen, three cycles."""
+    proc, name, _ = start_runtime(tmp_path, listener.getsockname()[1], model_in_argv=True)
+    db = tmp_path / "store" / "monitor.db"
+    try:
+        settings = settings_for(make_settings, COLLECTORS=["llm_runtimes"])
+        clock = [time.time()]
+        for run in range(3):
+            store = Store.open(db)
+            try:
+                agent = Agent(settings, store, RulesJudge(),
+                              {"console": ConsoleNotifier(io.StringIO())}, clock=lambda: clock[0])
+                agent.run_cycle()
+                clock[0] += 300 if run == 0 else 600
+            finally:
+                store.close()
+        store = Store.open(db)
+        try:
+            rows = [r for r in store.llm_connections() if r.runtime == f"unknown ({name})"]
+        finally:
+            store.close()
+    finally:
+        stop(proc)
+    [row] = rows
+    assert (row.remote, row.port, row.direction, row.address_class) == (
+        "127.0.0.1", listener.getsockname()[1], "outbound", "loopback")
+    assert row.cycles == 3 and row.last_seen - row.first_seen == pytest.approx(900)
+
+
+def test_history_rows_keep_what_later_cycles_lack() -> None:
+    from foundation.store.connections import connection_rows
+
+    rows = connection_rows([{"runtime": "ollama", "connections": [
+        {"ip": "203.0.113.5", "port": 443, "direction": "outbound", "class": "external",
+         "provider": "Example Cloud", "rdns": "api.example.net"},
+        {"ip": "192.168.1.9", "port": 51234, "local": "192.168.1.2:11434", "direction": "inbound",
+         "class": "private"}]}])
+    assert rows == {("ollama", "203.0.113.5", 443, "outbound"): ("external", "Example Cloud",
+                                                                  "api.example.net"),
+                    ("ollama", "192.168.1.9", 11434, "inbound"): ("private", "", "")}

@@ -19,6 +19,8 @@ from foundation.baseline import WINDOW_HOURLY, WINDOW_OVERALL, Baseline
 from foundation.model import Sample
 from foundation.store import files
 from foundation.store.connect import connect, immediate
+from foundation.store.connections import ConnectionHistory
+from foundation.store.connections import record as record_connections
 from foundation.store.files import StoreDamaged, StoreError, quick_check
 from foundation.store.files import reading as _reading
 from foundation.store.operator_state import DependencyRow, OperatorState, SilenceRow, UnknownTarget
@@ -67,7 +69,7 @@ class OutboxMessage:
     possible_repeat: bool = False   # an earlier attempt started and its outcome is unknown
 
 
-class Store(OperatorState):
+class Store(OperatorState, ConnectionHistory):
     """One SQLite database in WAL mode; open with ``Store.open``.
 
     Silences (ack, snooze, maintenance) and the dependencies' states are read and written through
@@ -279,6 +281,8 @@ class Store(OperatorState):
                                     (cutoff,)).rowcount
             deleted += conn.execute("DELETE FROM silences WHERE COALESCE(ended_at, until) < ?",
                                     (cutoff,)).rowcount
+            deleted += conn.execute("DELETE FROM llm_connections WHERE last_seen < ?",
+                                    (cutoff,)).rowcount
             conn.execute("INSERT OR REPLACE INTO meta VALUES ('last_trim', ?)", (str(now),))
         return deleted
 
@@ -337,6 +341,10 @@ class CycleWrite:
         """Replace a collector's persistent state (its log cursors among others)."""
         self._conn.execute("INSERT OR REPLACE INTO collector_state VALUES (?, ?, ?)",
                            (name, json.dumps(state, sort_keys=True), now))
+
+    def record_llm_connections(self, runtimes: Iterable[Mapping[str, Any]], now: float) -> int:
+        """Add a cycle's LLM runtime connections to their history (foundation/store/connections)."""
+        return record_connections(self._conn, runtimes, now)
 
     def remember(self, namespace: str, keys: Iterable[str], now: float) -> None:
         """Add keys to a known set (or refresh their last_seen)."""

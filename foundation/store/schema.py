@@ -62,6 +62,17 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE dependencies (name TEXT PRIMARY KEY, up INTEGER NOT NULL, since REAL NOT NULL,
                                error TEXT, checked_at REAL NOT NULL);
     """,
+    # 4: the local LLM runtimes' connections over time (foundation/store/connections.py), for the
+    # dashboard's history and insights across restarts.
+    """
+    CREATE TABLE llm_connections (runtime TEXT NOT NULL, remote TEXT NOT NULL,
+                                  port INTEGER NOT NULL, direction TEXT NOT NULL,
+                                  class TEXT NOT NULL, organisation TEXT NOT NULL,
+                                  rdns TEXT NOT NULL, first_seen REAL NOT NULL,
+                                  last_seen REAL NOT NULL, cycles INTEGER NOT NULL,
+                                  PRIMARY KEY (runtime, remote, port, direction));
+    CREATE INDEX llm_connections_seen ON llm_connections (last_seen);
+    """,
 )
 
 
