@@ -8,8 +8,8 @@ BIN := $(VENV)/bin
 APT_RUN := python3 python3-venv python3-dev gcc libvectorscan-dev nmap iputils-ping lm-sensors procps
 APT_TEST := $(APT_RUN) rsyslog logrotate systemd-journal-remote podman runc busybox-static \
             prometheus espeak-ng sox \
-            fail2ban systemd iproute2 faketime debootstrap stress-ng \
-            slirp4netns
+            fail2ban python3-pyinotify systemd iproute2 faketime debootstrap stress-ng \
+            slirp4netns tmux
 PYTEST_ARGS ?=
 
 PREFIX ?= /opt/monitor-agent
@@ -114,6 +114,9 @@ install: apt-run
 	cp collectors/auth/_authscan.cpython-*.so "$(DESTDIR)$(PREFIX)/collectors/auth/"
 	sed -e 's#/opt/monitor-agent#$(PREFIX)#g' -e 's#^\(User\|Group\)=monitor-agent$$#\1=$(SERVICE_USER)#' \
 	  deploy/monitor-agent.service > "$(DESTDIR)/etc/systemd/system/monitor-agent.service"
+	# the dashboard's unit: installed, not enabled (it needs a password first: docs/dashboard.md)
+	sed -e 's#/opt/monitor-agent#$(PREFIX)#g' -e 's#^\(User\|Group\)=monitor-agent$$#\1=$(SERVICE_USER)#' \
+	  deploy/monitor-agent-web.service > "$(DESTDIR)/etc/systemd/system/monitor-agent-web.service"
 	sed -e 's#/opt/monitor-agent#$(PREFIX)#g' -e 's#^SERVICE_USER=monitor-agent$$#SERVICE_USER=$(SERVICE_USER)#' \
 	  deploy/monitor-agent > "$(DESTDIR)$(BINDIR)/monitor-agent"
 	chmod 0755 "$(DESTDIR)$(BINDIR)/monitor-agent"
@@ -127,6 +130,7 @@ install: apt-run
 	  if [ -d /run/systemd/system ]; then \
 	    systemctl daemon-reload && systemctl enable monitor-agent.service && \
 	    systemctl restart monitor-agent.service && \
+	    systemctl try-restart monitor-agent-web.service && \
 	    echo "installed and started: journalctl -u monitor-agent -f; monitor-agent check"; \
 	  else echo "installed; systemd is not running here, so the service was not started"; fi; \
 	fi

@@ -86,3 +86,8 @@ RECAP_GRACE_HOURS = 6                  # a recap missed while down is sent on st
 # --- operations ----------------------------------------------------------------------------------
 METRICS_PORT = 0                       # Prometheus /metrics port; 0 disables it
 METRICS_BIND = "127.0.0.1"             # address /metrics listens on
+
+# --- the dashboard (python monitor_agent.py web) -------------------------------------------------
+WEB_BIND = "127.0.0.1"                 # address the dashboard listens on; another than loopback needs a password (web-password)
+WEB_PORT = 8765                        # the dashboard's port
+WEB_TRUSTED_PROXIES = []               # addresses of reverse proxies whose X-Forwarded-For and X-Forwarded-Proto are believed; [] believes none

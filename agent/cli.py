@@ -50,6 +50,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                         help="print one JSON document instead of tables")
     add_store_parser(sub)
     add_operator_parsers(sub)
+    sub.add_parser("watch", help="a live terminal view: collectors, open findings, LLM runtime "
+                                 "connections (q quits)")
+    sub.add_parser("web", help="serve the dashboard on WEB_BIND:WEB_PORT (docs/dashboard.md)")
+    sub.add_parser("web-password", help="set the dashboard's password, read from standard input")
     args = parser.parse_args(argv)
     args.command = args.command or "run"
     return args
@@ -285,9 +289,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(args.config, allow_unsafe_files=args.allow_unsafe_files)
         trust.check_folder(settings.DATA_DIR, "DATA_DIR", relaxed=settings.ALLOW_UNSAFE_FILES)
-        from agent.budget import check_fits
+        # the dashboard runs no cycle, and checking one loads every collector (numpy, docker,
+        # requests: some 40 MB the dashboard would carry for nothing)
+        if args.command not in ("web", "web-password"):
+            from agent.budget import check_fits
 
-        check_fits(settings)  # a cycle that cannot fit its interval is a settings error
+            check_fits(settings)  # a cycle that cannot fit its interval is a settings error
     except ConfigError as err:  # also an unsafe config file or data folder (UnsafeFileError)
         print(f"configuration error: {err}", file=sys.stderr)
         return EXIT_CONFIG
@@ -302,13 +309,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     once = args.once or settings.TEST_MODE
     console = sys.stderr if args.json else sys.stdout
+    if args.command != "run":   # before the cycle's imports: a command loads only what it needs
+        return run_command(args, settings)
 
     from agent.cycle import CycleAborted
     from agent.metrics import MetricsError
     from foundation.store.data_storage import StoreError
 
-    if args.command != "run":
-        return run_command(args, settings)
     try:
         runtime = Runtime(settings, console, stop)
     except ConfigError as err:  # known_issues.json or CONSTRAINTS.md, validated as they load
@@ -361,6 +368,7 @@ def run_command(args: argparse.Namespace, settings: Any) -> int:
     module_name = {"recap": "alerts.recap", "check": "agent.check", "status": "agent.status",
                    "store": "agent.store_commands", "test-alert": "agent.trial_alert",
                    "ack": "agent.silence_commands", "snooze": "agent.silence_commands",
-                   "maintenance": "agent.silence_commands"}[args.command]
+                   "maintenance": "agent.silence_commands", "watch": "agent.watch",
+                   "web": "agent.web.command", "web-password": "agent.web.command"}[args.command]
     return int(importlib.import_module(module_name).command(args, settings))
 

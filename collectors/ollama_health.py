@@ -9,12 +9,13 @@ import logging
 import shutil
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-import requests
-
 from foundation.redact import redact
+
+if TYPE_CHECKING:
+    import requests
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,10 @@ def public_host(url: str) -> str:
 
 def http_get_json(url: str, timeout_s: float) -> Any:
     """GET a URL and parse its JSON body; OllamaError on any failure (message without secrets)."""
+    # requests and its charset detectors cost 16 MB: imported when Ollama is asked, not when the
+    # detectors' kinds are read (the dashboard reads them and never asks)
+    import requests  # noqa: PLC0415
+
     try:
         with requests.Session() as session:
             session.trust_env = False  # a proxy from the environment must not sit before Ollama
@@ -58,6 +63,8 @@ def http_get_json(url: str, timeout_s: float) -> Any:
 
 
 def _describe(err: requests.RequestException) -> str:
+    import requests  # noqa: PLC0415 - already loaded by http_get_json, which raised ``err``
+
     if isinstance(err, requests.ConnectionError) and not isinstance(err, requests.Timeout):
         return "connection refused or host unreachable"
     if isinstance(err, requests.Timeout):

@@ -134,12 +134,16 @@ class Settings(BaseModel):
 
     METRICS_PORT: int = Field(ge=0, le=65535)
     METRICS_BIND: str
+    WEB_BIND: str
+    WEB_PORT: int = Field(ge=1, le=65535)
+    WEB_TRUSTED_PROXIES: tuple[str, ...]
     ALLOW_UNSAFE_FILES: bool = False   # environment or --allow-unsafe-files only (ENV_ONLY)
 
     # -- validators: one per rule that a type cannot say --------------------------------------
 
     @field_validator("COLLECTORS", "PING_TARGETS", "NMAP_TARGETS", "PROCESSES_TO_MONITOR",
-                     "DOCKER_CONTAINERS_TO_MONITOR", "LLM_CONNECTION_ALLOWLIST")
+                     "DOCKER_CONTAINERS_TO_MONITOR", "LLM_CONNECTION_ALLOWLIST",
+                     "WEB_TRUSTED_PROXIES")
     @classmethod
     def _no_duplicates(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         if any(not str(v).strip() for v in value):
@@ -234,13 +238,23 @@ class Settings(BaseModel):
                     raise ValueError(f"{entry!r} is neither a network nor a host name") from None
         return value
 
-    @field_validator("METRICS_BIND")
+    @field_validator("METRICS_BIND", "WEB_BIND")
     @classmethod
     def _bind(cls, value: str) -> str:
         try:
             ipaddress.ip_address(value)
         except ValueError:
             raise ValueError("must be an IP address") from None
+        return value
+
+    @field_validator("WEB_TRUSTED_PROXIES")
+    @classmethod
+    def _proxies(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or network") from None
         return value
 
     # -- derived values -------------------------------------------------------------------------
@@ -258,8 +272,8 @@ class Settings(BaseModel):
     @property
     def own_ports(self) -> frozenset[int]:
         """The TCP ports the agent itself serves on this machine (never a finding of its own
-        scans): /metrics when it is on."""
-        return frozenset({self.METRICS_PORT} - {0})
+        scans): /metrics when it is on, and the dashboard's WEB_PORT."""
+        return frozenset({self.METRICS_PORT, self.WEB_PORT} - {0})
 
     @property
     def once(self) -> bool:

@@ -91,3 +91,27 @@ HIDDEN_TEXT: list[tuple[str, str]] = [
     ("mathtext", "$\\frac{$ _nolegend_"),
     ("forged_console_line", "nginx\r\n[ALERT] nas: 0 finding(s)\rok"),
 ]
+
+# Markup and script a web page must show as text (the dashboard: agent/web); the tests put each
+# one in every untrusted field of a finding. OWASP's XSS filter evasion cheat sheet's families:
+# script tags, event handlers, attribute breakouts (both quotes), URLs with a script scheme,
+# markup that ends the element it sits in, SVG, and template syntax (Jinja2 must not run it).
+MARKUP: list[tuple[str, str]] = [
+    ("script_tag", "<script>alert(document.cookie)</script>"),
+    ("script_split", "<scr<script>ipt>alert(1)</scr</script>ipt>"),
+    ("img_onerror", "<img src=x onerror=alert(1)>"),
+    ("double_quote_breakout", '"><script>alert(1)</script>'),
+    ("single_quote_breakout", "'><svg onload=alert(1)>"),
+    ("attribute_injection", '" autofocus onfocus="alert(1)'),
+    ("javascript_url", "javascript:alert(1)"),
+    ("data_url", "data:text/html;base64,PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg=="),
+    ("end_textarea_title", "</textarea></title></style><script>alert(1)</script>"),
+    ("template_close", "</template><img src=x onerror=alert(1)>"),
+    ("svg_script", "<svg><script>alert(1)</script></svg>"),
+    ("iframe", "<iframe src=\"https://evil.example/\"></iframe>"),
+    ("meta_refresh", '<meta http-equiv="refresh" content="0;url=https://evil.example/">'),
+    ("style_expression", "<style>body{background:url(javascript:alert(1))}</style>"),
+    ("html_entities", "&lt;script&gt;alert(1)&lt;/script&gt; &#60;b&#62;"),
+    ("jinja_expression", "{{ 7*7 }} {% for x in range(3) %}x{% endfor %} {{ config }}"),
+    ("comment_breakout", "--><script>alert(1)</script><!--"),
+]

@@ -23,6 +23,7 @@ from foundation.store.connections import ConnectionHistory
 from foundation.store.connections import record as record_connections
 from foundation.store.files import StoreDamaged, StoreError, quick_check
 from foundation.store.files import reading as _reading
+from foundation.store.finding_reads import FindingReads, FindingRow
 from foundation.store.operator_state import DependencyRow, OperatorState, SilenceRow, UnknownTarget
 from foundation.store.schema import MIGRATIONS
 
@@ -32,25 +33,6 @@ __all__ = ["ALL_HOURS", "MIGRATIONS", "CycleWrite", "DependencyRow", "FindingRow
 log = logging.getLogger(__name__)
 
 ALL_HOURS = -1  # the baseline row that covers every hour of the day
-
-
-@dataclass(frozen=True)
-class FindingRow:
-    """A finding as stored: what was last seen and last alerted."""
-
-    fingerprint: str
-    source: str
-    kind: str
-    key: str
-    severity: str
-    floor: str
-    summary: str
-    first_seen: float
-    last_seen: float
-    open: bool
-    alerted_severity: str | None
-    alerted_at: float | None
-    details: Mapping[str, Any]
 
 
 @dataclass(frozen=True)
@@ -69,11 +51,12 @@ class OutboxMessage:
     possible_repeat: bool = False   # an earlier attempt started and its outcome is unknown
 
 
-class Store(OperatorState, ConnectionHistory):
+class Store(OperatorState, ConnectionHistory, FindingReads):
     """One SQLite database in WAL mode; open with ``Store.open``.
 
     Silences (ack, snooze, maintenance) and the dependencies' states are read and written through
-    the methods of ``foundation.store.operator_state.OperatorState``.
+    the methods of ``foundation.store.operator_state.OperatorState``; findings one at a time, filtered
+    and over time (the dashboard) through ``foundation.store.finding_reads.FindingReads``.
     """
 
     def __init__(self, conn: sqlite3.Connection, path: Path,
@@ -119,6 +102,20 @@ class Store(OperatorState, ConnectionHistory):
         except BaseException:
             self._series.clear()
             raise
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Store]:
+        """Reads that all see one committed state: a read transaction, which in WAL mode neither
+        blocks the agent's writes nor waits for them (agent/watch.py refreshes through it)."""
+        try:
+            self._conn.execute("BEGIN DEFERRED")
+        except sqlite3.Error as err:
+            raise StoreError(f"reading the store {self.path} failed: {err}") from err
+        try:
+            yield self
+        finally:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")  # nothing was written: only the snapshot ends
 
     # -- reads ------------------------------------------------------------------------------------
 
@@ -220,9 +217,13 @@ class Store(OperatorState, ConnectionHistory):
         return dict(self._conn.execute("SELECT status, COUNT(*) FROM outbox GROUP BY status"))
 
     @_reading
-    def last_cycle(self) -> dict[str, Any] | None:
-        """The report of the last committed cycle."""
-        row = self._conn.execute("SELECT report FROM cycles ORDER BY id DESC LIMIT 1").fetchone()
+    def last_cycle(self, scheduled: bool = False) -> dict[str, Any] | None:
+        """The report of the last committed cycle (``scheduled``: the last that ran every
+        collector, not an event cycle of the log collectors alone)."""
+        row = self._conn.execute(
+            "SELECT report FROM cycles WHERE json_extract(report, '$.trigger') IS NOT 'event' "
+            "ORDER BY id DESC LIMIT 1" if scheduled
+            else "SELECT report FROM cycles ORDER BY id DESC LIMIT 1").fetchone()
         return json.loads(row[0]) if row else None
 
     @_reading

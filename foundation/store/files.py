@@ -255,9 +255,10 @@ class StoreLock:
         except BlockingIOError:
             os.close(self._fd)
             if exclusive:
-                raise StoreError(f"the store {db} is in use (the agent, `status` or `check` has "
-                                 "it open). Fix: stop the agent first (systemctl stop "
-                                 "monitor-agent) and run this again") from None
+                raise StoreError(f"the store {db} is in use (the agent, the dashboard, `status`, "
+                                 "`check` or `watch` has it open). Fix: stop the agent first (systemctl "
+                                 "stop monitor-agent monitor-agent-web) and run this again"
+                                 ) from None
             raise StoreError(f"the store {db} is being restored, salvaged or reset: wait for that "
                              "command to finish") from None
 

@@ -73,6 +73,11 @@ MIGRATIONS: tuple[str, ...] = (
                                   PRIMARY KEY (runtime, remote, port, direction));
     CREATE INDEX llm_connections_seen ON llm_connections (last_seen);
     """,
+    # 5: one finding's timeline (the dashboard's finding page) read through an index, not a scan
+    # of every finding's events: the same cost with a year of history as with a day.
+    """
+    CREATE INDEX finding_events_fingerprint ON finding_events (fingerprint, ts);
+    """,
 )
 
 
