@@ -9,7 +9,7 @@ APT_RUN := python3 python3-venv python3-dev gcc libvectorscan-dev nmap iputils-p
 APT_TEST := $(APT_RUN) rsyslog logrotate systemd-journal-remote podman runc busybox-static \
             prometheus espeak-ng sox \
             fail2ban python3-pyinotify systemd iproute2 faketime debootstrap stress-ng \
-            slirp4netns tmux
+            slirp4netns tmux chromium chromium-driver
 PYTEST_ARGS ?=
 
 PREFIX ?= /opt/monitor-agent

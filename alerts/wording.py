@@ -17,9 +17,14 @@ from foundation.model import series_metric
 from foundation.series import metric_spec, with_unit
 
 
+def plural(n: int, word: str = "finding") -> str:
+    """The word for ``n`` of it: ``finding`` for 1, ``findings`` for any other count."""
+    return word if n == 1 else f"{word}s"
+
+
 def count_words(n: int, word: str = "finding") -> str:
     """``1 finding``, ``3 findings``."""
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+    return f"{n} {plural(n, word)}"
 
 
 def headline(item: Mapping[str, Any]) -> str:

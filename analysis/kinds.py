@@ -98,6 +98,19 @@ class KindSpec:
         return (tell(self.action, facts) if facts is not None else None) or str(
             tell(self.action, _Placeholders()))
 
+    def todo_parts(self, facts: Mapping[str, Any] | None = None) -> list[tuple[str, bool]]:
+        """``todo`` in pieces, (text, whether it is a command), in order, without the backticks:
+        the kind's own backticks mark the commands, and the action is split on them before the
+        facts are filled in, so a fact with a backtick in it can neither open nor close one."""
+        pieces = self.action.split("`")
+        if len(pieces) % 2 == 0:         # an unpaired backtick: no command to mark
+            return [(self.todo(facts), False)]
+        whole = tell(self.action, facts) if facts is not None else None
+        values: Mapping[str, Any] = facts if whole is not None and facts is not None \
+            else _Placeholders()
+        return [(tell(piece, values) or "", n % 2 == 1) for n, piece in enumerate(pieces)
+                if piece]
+
     def recovered(self, facts: Mapping[str, Any], labels: Mapping[str, Any]) -> str:
         """What the resolved message says came back."""
         return (tell(self.cleared, {**labels, **facts})

@@ -28,6 +28,7 @@ BENCHMARKS: dict[str, str] = {
     "store_backup": "store safety on 30 days of history: quick_check at start, a verified backup",
     "delivery_window": "the double window of one delivery and the cost of marking its start",
     "speech_length": "each kind's spoken announcement in espeak-ng, against the old sentence",
+    "web_dashboard": "dashboard pages with 1 year vs 1 day of history, its RSS, the agent beside it",
 }
 
 

@@ -27,6 +27,7 @@ _IGNORABLE = ((0x00AD, 0x00AD), (0x034F, 0x034F), (0x061C, 0x061C), (0x115F, 0x1
               (0xE0000, 0xE0FFF))
 _BREAKS = frozenset("\n\r\x0b\x0c\x85\u2028\u2029")
 _SPACE_RUNS = re.compile(r"[ \t]+")
+_NOT_PRINTABLE_ASCII = re.compile(r"[^\x20-\x7e]")
 _LINE_ENDS = re.compile(r"\r\n?")
 
 # Links: any scheme URL (Discord links http(s)://, <http(s)://...> and [text](http(s)://...);
@@ -70,6 +71,8 @@ def _keep(char: str, multiline: bool) -> str:
 
 
 def _drop(text: str, multiline: bool) -> str:
+    if not _NOT_PRINTABLE_ASCII.search(text):   # the common case: _keep() would keep every one
+        return text
     return "".join(_keep(c, multiline) for c in text)
 
 

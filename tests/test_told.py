@@ -60,6 +60,26 @@ def test_what_to_do_names_the_thing_or_shows_the_placeholder() -> None:
     assert "`docker inspect --format '{{json .State.Health}}' CONTAINER`" in spec.todo()
 
 
+@pytest.mark.parametrize("spec", KINDS, ids=[k.kind for k in KINDS])
+def test_what_to_do_in_pieces_is_the_action_with_its_commands_marked(spec: KindSpec) -> None:
+    for facts in (spec.example, None, {}):
+        pieces = spec.todo_parts(facts)
+        assert "".join(text for text, _ in pieces) == spec.todo(facts).replace("`", ""), spec.kind
+        assert all(text for text, _ in pieces), spec.kind
+    # the commands are the kind's own backticks: a fact with backticks opens or closes none
+    plain = [code for _, code in spec.todo_parts(spec.example)]
+    hostile = {k: f"`{v}` ```x``" for k, v in spec.example.items()}
+    assert [code for _, code in spec.todo_parts(hostile)] == plain, spec.kind
+
+
+def test_what_to_do_in_pieces_marks_each_command() -> None:
+    assert kind_specs()["process_missing"].todo_parts({"process": "nginx"}) == [
+        ("Check the service (", False), ("systemctl status nginx", True), (", ", False),
+        ("journalctl -u nginx", True),
+        (") and restart it; remove it from PROCESSES_TO_MONITOR if it was retired on purpose.",
+         False)]
+
+
 def test_a_configured_address_is_not_spoken() -> None:
     assert spoken_host("192.168.1.10", "A ping target") == "A ping target"
     assert spoken_host("fe80::1%eth0", "A ping target") == "A ping target"

@@ -375,3 +375,11 @@ def test_the_prompt_defangs_links_its_own_rewrites_would_form() -> None:
 
     assert "www.at" not in sanitise("www.\uff20everyone")
     assert "www.a.example" not in sanitise("www.BOUNDARYa.example", forbidden="BOUNDARY")
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(alphabet=st.characters(max_codepoint=0x7F)), multiline=st.booleans())
+def test_the_ascii_fast_path_keeps_what_the_character_rules_keep(text: str,
+                                                                 multiline: bool) -> None:
+    assert untrusted._drop(text, multiline) == "".join(
+        untrusted._keep(c, multiline) for c in text)

@@ -310,6 +310,107 @@ def test_every_payload_is_shown_as_inert_text(dashboard: Dashboard, name: str,
                        for c in value), (api, value[:80])
 
 
+class Todo(HTMLParser):
+    """What a finding's page says to do: each element of its "What to do" paragraph (outside
+    the row <template>) as (tag, attribute names, text), and any element nested in one."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.pieces: list[tuple[str, tuple[str, ...], str]] = []
+        self.nested: list[str] = []
+        self._depth = 0            # inside the paragraph: 1; inside one of its pieces: 2
+        self._template = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = dict(attrs)
+        if self._depth == 0:
+            if tag == "p" and values.get("data-list") == "action_parts":
+                self._depth = 1
+            return
+        if tag == "template" or self._template:
+            self._template = True
+            return
+        if self._depth == 2:
+            self.nested.append(tag)
+            return
+        self._depth = 2
+        self.pieces.append((tag, tuple(sorted(values)), ""))
+
+    def handle_endtag(self, tag: str) -> None:
+        if self._depth == 0:
+            return
+        if tag == "template":
+            self._template = False
+        elif not self._template:
+            self._depth = 1 if self._depth == 2 and tag != "p" else 0
+
+    def handle_data(self, data: str) -> None:
+        if self._depth == 2 and not self._template:
+            tag, attrs, text = self.pieces[-1]
+            self.pieces[-1] = (tag, attrs, text + data)
+        elif self._depth == 1 and not self._template:
+            assert not data.strip(), data       # every word is inside a piece
+
+
+def todo_of(html: str) -> Todo:
+    """The "What to do" paragraph of a finding's page."""
+    parsed = Todo()
+    parsed.feed(html)
+    parsed.close()
+    assert parsed.pieces, "no What to do"
+    return parsed
+
+
+def test_what_to_do_shows_the_kind_s_commands_as_code_and_every_fact_as_text(
+        dashboard: Dashboard) -> None:
+    from agent.web.views import ACTION_PIECE_CAP
+    from agent.web.views import text as shown_as
+
+    with dashboard.state.store.writing() as store:
+        add_finding(store, START - 60)               # process_missing, of "nginx"
+        for name, payload in EVERY_PAYLOAD:
+            add_finding(store, START - 60, fingerprint=hashlib.sha256(name.encode()).hexdigest()[:16],
+                        key="x", summary="benign", details={
+                            "facts": {"process": payload}, "labels": {}, "reason": "benign",
+                            "rule_severity": "high", "evidence": []})
+    client = logged_in(dashboard)
+    html = client.get(f"/findings/{FINGERPRINT}").text
+    todo = todo_of(html)
+    # the kind's backticks are gone: its commands are <code> elements, its words text
+    assert [(tag, text) for tag, _, text in todo.pieces if text] == [
+        ("span", "Check the service ("), ("code", "systemctl status nginx"), ("span", ", "),
+        ("code", "journalctl -u nginx"),
+        ("span", ") and restart it; remove it from PROCESSES_TO_MONITOR if it was retired on "
+                 "purpose.")]
+    assert todo.nested == [] and "`" not in "".join(text for _, _, text in todo.pieces)
+    data = client.get(f"/api/findings/{FINGERPRINT}").json()
+    assert data["action"].startswith("Check the service (`systemctl status nginx`")
+    # each piece of the JSON is a <span> and a <code>, one of them empty (hidden by CSS), as
+    # live.js writes them at each refresh; the words are the whole action, neutralised
+    assert [(p["text"], p["code"]) for p in data["action_parts"]] == \
+        [(span[2], code[2]) for span, code in zip(todo.pieces[::2], todo.pieces[1::2],
+                                                  strict=True)]
+    assert {(span[0], code[0]) for span, code in zip(todo.pieces[::2], todo.pieces[1::2],
+                                                     strict=True)} == {("span", "code")}
+    assert "".join(text for _, _, text in todo.pieces) == data["action"].replace("`", "")
+    shape = [(tag, attrs) for tag, attrs, _ in todo.pieces]
+    for name, payload in EVERY_PAYLOAD:
+        page = client.get(f"/findings/{hashlib.sha256(name.encode()).hexdigest()[:16]}").text
+        todo = todo_of(page)
+        # the same pieces as nginx's: a backtick, a tag or an entity in a fact makes none
+        assert [(tag, attrs) for tag, attrs, _ in todo.pieces] == shape, name
+        assert todo.nested == [], name
+        assert [text for tag, _, text in todo.pieces if tag == "code" and text] == [
+            shown_as(f"systemctl status {payload}", ACTION_PIECE_CAP),
+            shown_as(f"journalctl -u {payload}", ACTION_PIECE_CAP)], name
+        paragraph = page[page.index('data-list="action_parts"'):]
+        paragraph = paragraph[:paragraph.index("</p>")]
+        if "<" in payload:
+            assert "&lt;" in paragraph, name          # shown, escaped: not dropped
+        assert page.count("<script") == 2, name       # theme.js and live.js
+        assert INVISIBLE.search(paragraph) is None, name
+
+
 def test_templates_never_mark_data_safe() -> None:
     from pathlib import Path
 

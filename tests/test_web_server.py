@@ -333,3 +333,15 @@ def test_make_install_renders_the_dashboard_unit(tmp_path: Path) -> None:
     assert "s#/opt/monitor-agent#/srv/agent#g" in render and "=watcher#" in render
     assert "try-restart monitor-agent-web.service" in dry.stdout
     assert "enable monitor-agent-web" not in dry.stdout       # a password comes first
+
+
+def test_the_listening_socket_says_tcp_so_responses_skip_nagles_wait() -> None:
+    """asyncio sets TCP_NODELAY on an accepted socket only when its proto is TCP: with proto 0 each
+    response's body waited ~40 ms for the client's delayed ACK (bench/web_dashboard.py)."""
+    from agent.web.server import listen
+
+    sock = listen("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+    finally:
+        sock.close()

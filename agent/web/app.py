@@ -49,6 +49,12 @@ ROUTES: tuple[BaseRoute, ...] = (
     Route("/findings/{fingerprint}/ack", pages.acknowledge, methods=["POST"], name="ack"),
     Route("/snooze", pages.snooze, methods=["POST"], name="snooze"),
     Route("/maintenance", pages.maintenance, methods=["POST"], name="maintenance"),
+    Route("/metrics", pages.metrics_page, methods=["GET"], name="metrics"),
+    Route("/api/metrics", pages.metrics_api, methods=["GET"], name="api_metrics"),
+    Route("/llm", pages.llm_page, methods=["GET"], name="llm"),
+    Route("/api/llm", pages.llm_api, methods=["GET"], name="api_llm"),
+    Route("/alerts", pages.alerts_page, methods=["GET"], name="alerts"),
+    Route("/api/alerts", pages.alerts_api, methods=["GET"], name="api_alerts"),
 )
 
 

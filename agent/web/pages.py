@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
 from agent import silence_commands
-from agent.web import views
+from agent.web import alerts_view, llm_view, metrics_view, views
 from agent.web.guard import (
     CSRF_FIELD,
     CSRF_HEADER,
@@ -49,7 +49,9 @@ FINGERPRINT = re.compile(r"^[0-9a-f]{4,64}$")
 LOGIN_FORM_S = 3600          # the login form's token lives this long
 FORM_LIMITS = {"max_files": 0, "max_fields": 20, "max_part_size": 8192}
 # the pages in the navigation, in order; a later page is one more row (and its route)
-NAV = (("overview", "/", "Overview"), ("findings", "/findings", "Findings"))
+NAV = (("overview", "/", "Overview"), ("findings", "/findings", "Findings"),
+       ("metrics", "/metrics", "Metrics"), ("llm", "/llm", "LLM runtimes"),
+       ("alerts", "/alerts", "Alerts"))
 
 
 def web_state(request: Request) -> WebState:
@@ -240,6 +242,59 @@ def finding_page(request: Request) -> Response:
 def finding_api(request: Request) -> Response:
     """GET /api/findings/{fingerprint}."""
     return JSONResponse(finding_data(request))
+
+
+def metrics_data(request: Request) -> dict[str, Any]:
+    """The metrics page's data for the range asked for (?range=1h|24h|7d|30d)."""
+    chosen = metrics_view.pick_range(request.query_params.get("range"))
+    state = web_state(request)
+    data: dict[str, Any] = _read(request, lambda store, now: metrics_view.metrics(
+        store, state.settings, chosen, now, state.buckets))
+    return data
+
+
+def metrics_page(request: Request) -> Response:
+    """GET /metrics: temperatures, ping, failed logins and syslog errors over a range."""
+    data = metrics_data(request)
+    return render(request, "metrics.html", data, "metrics", "Metrics",
+                  f"/api/metrics?range={data['range']}")
+
+
+def metrics_api(request: Request) -> Response:
+    """GET /api/metrics."""
+    return JSONResponse(metrics_data(request))
+
+
+def llm_data(request: Request) -> dict[str, Any]:
+    """The LLM runtimes page's data."""
+    data: dict[str, Any] = _read(request, llm_view.llm)
+    return data
+
+
+def llm_page(request: Request) -> Response:
+    """GET /llm: the runtimes, their connections now and over time, and the insights."""
+    return render(request, "llm.html", llm_data(request), "llm", "LLM runtimes", "/api/llm")
+
+
+def llm_api(request: Request) -> Response:
+    """GET /api/llm."""
+    return JSONResponse(llm_data(request))
+
+
+def alerts_data(request: Request) -> dict[str, Any]:
+    """The alerts page's data."""
+    data: dict[str, Any] = _read(request, alerts_view.alerts)
+    return data
+
+
+def alerts_page(request: Request) -> Response:
+    """GET /alerts: the outbox."""
+    return render(request, "alerts.html", alerts_data(request), "alerts", "Alerts", "/api/alerts")
+
+
+def alerts_api(request: Request) -> Response:
+    """GET /api/alerts."""
+    return JSONResponse(alerts_data(request))
 
 
 # -- the operator's actions -----------------------------------------------------------------------

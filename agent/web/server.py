@@ -28,7 +28,10 @@ STOP_GRACE_S = 5               # SIGTERM: requests in flight get this long
 def listen(bind: str, port: int) -> socket.socket:
     """A listening TCP socket on bind:port (OSError when it is taken or not ours)."""
     family = socket.AF_INET6 if ":" in bind else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio turns Nagle off (TCP_NODELAY) only on accepted sockets whose
+    # proto says TCP; with Nagle on, each response's body (a second write after its headers)
+    # waits for the client's delayed ACK, 40 ms a request (bench/web_dashboard.py)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if family == socket.AF_INET6:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.web import password
+from agent.web.bucket_cache import BucketCache
 from agent.web.sessions import LoginLimiter, Session, Sessions
 from foundation.settings import Settings
 from foundation.store.data_storage import Store
@@ -113,12 +114,14 @@ class WebState:
     limiter: LoginLimiter = field(init=False)
     password: PasswordFile = field(init=False)
     store: StoreAccess = field(init=False)
+    buckets: BucketCache = field(init=False)    # the metrics page's closed buckets
 
     def __post_init__(self) -> None:
         self.sessions = Sessions(clock=self.monotonic)
         self.limiter = LoginLimiter(clock=self.monotonic)
         self.password = PasswordFile(password.password_path(self.settings), self.sessions)
         self.store = StoreAccess(self.settings.db_path)
+        self.buckets = BucketCache()
 
     def session(self, session_id: str | None) -> Session | None:
         """The live session of a cookie's id (after ending all of them if the password changed)."""

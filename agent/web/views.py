@@ -32,6 +32,7 @@ TIMELINE_EVENTS = 2000    # the newest cycles a finding's timeline reads
 TIMELINE_SPANS = 100      # runs of equal cycles it shows
 TEXT_CAP = 1000           # characters of one untrusted string
 FILTER_CAP = 100          # characters of a filter value
+ACTION_PIECE_CAP = 300    # characters of one piece of a finding's action (text or command)
 ACK_CHOICES = (("", "until it resolves"), ("1h", "for 1 hour"), ("4h", "for 4 hours"),
                ("1d", "for 1 day"), ("1w", "for 1 week"))
 SNOOZE_CHOICES = (("1h", "1 hour"), ("4h", "4 hours"), ("1d", "1 day"), ("1w", "1 week"))
@@ -208,6 +209,26 @@ def _told(row: FindingRow) -> dict[str, str]:
                 labels if isinstance(labels, Mapping) else {}, resolved=not row.open)
 
 
+def action_parts(row: FindingRow) -> list[dict[str, str]]:
+    """What to do, as a finding's page shows it: the kind's own words as text and its commands
+    (the words it puts in backticks) as code, in order, each piece {"text": ..., "code": ""} or
+    {"text": "", "code": ...}. The kind's action is split on its backticks before the finding's
+    facts go in (KindSpec.todo_parts), so a fact cannot add, end or remove a command; each piece
+    is neutralised like every other string, and the template shows it as text (autoescaped)."""
+    spec = kind_specs().get(row.kind)
+    if spec is None:
+        return []
+    facts = row.details.get("facts") or {}
+    out = []
+    for piece, code in spec.todo_parts(facts if isinstance(facts, Mapping) else {}):
+        shown = text(piece, ACTION_PIECE_CAP)
+        if not code:        # the space between a word and a command is the kind's: kept
+            shown = (" " if piece[:1].isspace() else "") + shown + \
+                (" " if piece[-1:].isspace() and shown else "")
+        out.append({"text": "", "code": shown} if code else {"text": shown, "code": ""})
+    return out
+
+
 def _item(row: FindingRow, now: float, silences: Sequence[SilenceRow]) -> dict[str, Any]:
     said = _told(row)
     held = silenced_by(row.fingerprint, row.kind, Severity(severity(row.severity)), silences) \
@@ -315,6 +336,7 @@ def finding(store: Store | None, fingerprint: str, now: float) -> dict[str, Any]
             "key": text(row.key, 300),
             "title": text(spec.title if spec else "", 300),
             "action": text(said["action"], 600),
+            "action_parts": action_parts(row),
             "reason": text(details.get("reason") or ""),
             "rule_severity": severity(details.get("rule_severity") or row.severity),
             "values": _values(store, details),

@@ -21,6 +21,7 @@ from foundation.store import files
 from foundation.store.connect import connect, immediate
 from foundation.store.connections import ConnectionHistory
 from foundation.store.connections import record as record_connections
+from foundation.store.dashboard_reads import DashboardReads
 from foundation.store.files import StoreDamaged, StoreError, quick_check
 from foundation.store.files import reading as _reading
 from foundation.store.finding_reads import FindingReads, FindingRow
@@ -51,12 +52,14 @@ class OutboxMessage:
     possible_repeat: bool = False   # an earlier attempt started and its outcome is unknown
 
 
-class Store(OperatorState, ConnectionHistory, FindingReads):
+class Store(OperatorState, ConnectionHistory, FindingReads, DashboardReads):
     """One SQLite database in WAL mode; open with ``Store.open``.
 
     Silences (ack, snooze, maintenance) and the dependencies' states are read and written through
     the methods of ``foundation.store.operator_state.OperatorState``; findings one at a time, filtered
-    and over time (the dashboard) through ``foundation.store.finding_reads.FindingReads``.
+    and over time (the dashboard) through ``foundation.store.finding_reads.FindingReads``; the
+    dashboard's bucketed samples, connection history and outbox list through
+    ``foundation.store.dashboard_reads.DashboardReads``.
     """
 
     def __init__(self, conn: sqlite3.Connection, path: Path,

@@ -3,7 +3,8 @@ the values to filter by, and one finding's timeline.
 
 A mixin of foundation.store.data_storage.Store, which provides the connection. Every list is
 bounded (``limit``), so a page costs the same with a year of history as with a day; the
-timeline reads finding_events through its (fingerprint, ts) index (migration 5).
+timeline reads finding_events through its (fingerprint, ts) index (migration 5), a list the
+findings through (open, last_seen) and the facets through (kind, source, severity) (migration 6).
 """
 from __future__ import annotations
 
@@ -88,11 +89,10 @@ class FindingReads:
     @_reading
     def finding_facets(self) -> dict[str, list[str]]:
         """The kinds, severities and sources the stored findings have, each sorted."""
-        out: dict[str, list[str]] = {}
-        for column in ("kind", "severity", "source"):
-            out[column] = [r[0] for r in self._conn.execute(
-                f"SELECT DISTINCT {column} FROM findings ORDER BY {column}")]  # noqa: S608
-        return out
+        # one scan of the (kind, source, severity) index (migration 6), not three of the table
+        rows = self._conn.execute("SELECT DISTINCT kind, source, severity FROM findings").fetchall()
+        return {column: sorted({str(r[i]) for r in rows})
+                for i, column in ((0, "kind"), (2, "severity"), (1, "source"))}
 
     @_reading
     def finding_timeline(self, fingerprint: str, limit: int = 2000) -> list[FindingEvent]:

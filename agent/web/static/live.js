@@ -1,5 +1,6 @@
 // Live data for every dashboard page, without a reload. A page opts in with one attribute on
-// its <main>: data-live-src="/api/..." (its JSON twin; data-live-interval in ms, default 5000).
+// its <main>: data-live-src="/api/..." (its JSON twin; data-live-interval in ms, default 5000;
+// data-live-eager: the first refresh at once, for a page that draws from the JSON).
 // Inside it, elements bind to the JSON by dotted paths:
 //   data-field="a.b"        its text becomes the value ("" when absent)
 //   data-state-field="p"    its data-state attribute (CSS styles up/down/...) becomes the value
@@ -155,6 +156,8 @@
     });
     say("live", "up");
     schedule();
+    // a page that draws from the JSON (charts) asks for it at once rather than in 5 s
+    if (main.hasAttribute("data-live-eager")) refresh();
   }
 
   window.homelabLive = {bind: bind, pick: pick};
