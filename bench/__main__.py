@@ -23,12 +23,15 @@ BENCHMARKS: dict[str, str] = {
     "syslog_parse": "syslog parsing lines/s against grep and a Python loop",
     "auth_ingest": "auth.log extraction on 1 GiB against grep -c and fail2ban-regex",
     "auth_phases": "auth.log extraction's time by phase, with and without the malloc tuning",
-    "time_to_alert": "loop mode: a login after a brute force written to auth.log -> Discord",
+    "time_to_alert": "event cycles at the 300 s default: a brute-force login -> Discord and Home "
+                     "Assistant, file and journal, against fail2ban; the follower's CPU",
     "stop_time": "SIGTERM to exit while Discord, Home Assistant, Ollama or a child command hangs",
     "store_backup": "store safety on 30 days of history: quick_check at start, a verified backup",
     "delivery_window": "the double window of one delivery and the cost of marking its start",
     "speech_length": "each kind's spoken announcement in espeak-ng, against the old sentence",
     "web_dashboard": "dashboard pages with 1 year vs 1 day of history, its RSS, the agent beside it",
+    "llm_traffic_cost": "a 1,000 req/s TLS client with and without the llm_traffic uprobes; the "
+                        "agent's cycle with the collector on and no TLS traffic",
 }
 
 
