@@ -7,16 +7,16 @@ BIN := $(VENV)/bin
 # Debian packages: what the agent uses at run time, and the real parts the tests drive.
 APT_RUN := python3 python3-venv python3-dev gcc libvectorscan-dev nmap iputils-ping lm-sensors procps
 APT_TEST := $(APT_RUN) rsyslog logrotate systemd-journal-remote podman runc busybox-static \
-            prometheus espeak-ng sox \
+            prometheus prometheus-alertmanager espeak-ng sox mosquitto mosquitto-clients \
             fail2ban python3-pyinotify systemd iproute2 faketime debootstrap stress-ng \
-            slirp4netns tmux chromium chromium-driver
+            slirp4netns tmux chromium chromium-driver bpftrace curl openssl pipx
 PYTEST_ARGS ?=
 
 PREFIX ?= /opt/monitor-agent
 DESTDIR ?=
 SERVICE_USER ?= monitor-agent
 
-.PHONY: run test lint test-under-load bench faults fuzz install apt-run apt-test venv venv-dev ha-venv native clean
+.PHONY: tracefs run test lint test-under-load bench faults fuzz install apt-run apt-test venv venv-dev ha-venv native clean
 
 define apt_install
 	@if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
@@ -74,7 +74,12 @@ lint: venv-dev
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: apt-test venv-dev ha-venv lint
+# llm_traffic's uprobes (tests/test_llm_traffic_capture.py) need tracefs; mounted as root if missing.
+tracefs:
+	@if [ "$$(id -u)" = 0 ] && ! mountpoint -q /sys/kernel/tracing; then \
+	  mount -t tracefs nodev /sys/kernel/tracing || echo "could not mount tracefs"; fi
+
+test: apt-test venv-dev ha-venv lint tracefs
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The whole suite with `stress-ng --cpu 6` beside it (CI's shared 2-core machine, and worse): no
@@ -89,7 +94,11 @@ test-under-load: apt-test venv-dev ha-venv
 faults: apt-test venv-dev
 	$(BIN)/python -m pytest -m faults -v $(PYTEST_ARGS)
 
+# bench.peers runs these beside the agent (fail2ban is in APT_TEST already)
+APT_BENCH_PEERS := glances fail2ban prometheus-node-exporter monit
+
 bench: apt-test venv-dev
+	$(call apt_install,$(APT_BENCH_PEERS))
 	$(BIN)/python -m bench
 
 # AddressSanitizer over the C scanner with generated and random input (seconds: FUZZ_SECONDS)

@@ -55,6 +55,11 @@ DOCKER_HOST = ""                       # Docker API address; "" uses DOCKER_HOST
 LLM_CONNECTION_ALLOWLIST = ["registry.ollama.ai", "ollama.com"]  # hosts/networks LLMs may reach
 LLM_RDNS_TIMEOUT_SECONDS = 1.0         # each DNS round for an LLM's external peers (reverse, then forward confirmation) waits at most this
 
+# --- what leaves for the cloud (the llm_traffic collector, opt-in: add it to COLLECTORS) ----------
+LLM_TRAFFIC_CAPTURE_BYTES = 16384      # plaintext read per TLS call and direction, in memory only, for the provider, model and secret checks
+LLM_TRAFFIC_SAMPLE = False             # keep a 200-character redacted sample of each LLM request in the cycle report (debugging only)
+LLM_TRAFFIC_BPFTRACE = "bpftrace"      # the bpftrace program that runs the uprobes (Debian: apt install bpftrace)
+
 # --- the Ollama judge ----------------------------------------------------------------------------
 OLLAMA_HOST = "http://127.0.0.1:11434"  # Ollama's address
 OLLAMA_MODEL = "llama3.1:8b"           # the model that judges severity
@@ -70,6 +75,7 @@ CONSTRAINTS_PATH = "CONSTRAINTS.md"    # the operator's standing guidance to the
 
 # --- alerts --------------------------------------------------------------------------------------
 DISCORD_WEBHOOK_URL = ""               # Discord webhook (secret: set MONITOR_DISCORD_WEBHOOK_URL)
+APPRISE_URLS = []                      # Apprise URLs (ntfy, Gotify, Telegram, email...): "URL" or {"url": "URL", "min_severity": "high", "purposes": ["alert"]}; secrets: set MONITOR_APPRISE_URLS to a JSON list (docs/alerts.md)
 HOME_ASSISTANT_URL = ""                # e.g. https://ha.example.net or http://127.0.0.1:8123 (same machine); "" disables speech
 HOME_ASSISTANT_ALLOW_PLAIN_HTTP = False  # True accepts plain http to another host (the token then crosses the network in clear)
 HOME_ASSISTANT_TOKEN = ""              # long-lived access token (secret: set it in the environment)
@@ -82,6 +88,19 @@ ALERT_COOLDOWN_MINUTES = 60            # repeat an ongoing alert after this long
 ALERT_RETRY_MAX_SECONDS = 900          # retry backoff starts at 5 s, doubles, and stops growing here
 DAILY_RECAP_TIME = "08:00"             # local time of the daily recap (HH:MM)
 RECAP_GRACE_HOURS = 6                  # a recap missed while down is sent on start within this
+
+# --- home assistant entities over mqtt (docs/alerts.md) -----------------------------------------
+MQTT_URL = ""                          # mqtt://USER:PASSWORD@HOST:1883 or mqtts://... (TLS); "" disables it (secret: set MONITOR_MQTT_URL)
+MQTT_ALLOW_PLAIN_PASSWORD = False      # True accepts plain mqtt:// with a password to another host (it then crosses the network in clear)
+MQTT_DISCOVERY_PREFIX = "homeassistant"  # Home Assistant's discovery prefix (its MQTT integration's default)
+MQTT_BASE_TOPIC = ""                   # where states are published; "" means homelab-monitor/HOST
+MQTT_CLIENT_ID = ""                    # the agent's MQTT client id; "" means homelab-monitor-HOST
+MQTT_TLS_CA_FILE = ""                  # with mqtts://: the CA file of the broker's certificate; "" trusts the system's CAs
+
+# --- a fleet: alertmanager (docs/fleet.md) -------------------------------------------------------
+ALERTMANAGER_URL = ""                  # e.g. http://alertmanager.lan:9093: open findings are posted there each cycle, closed ones resolved; "" disables it (may hold user:password@: set MONITOR_ALERTMANAGER_URL)
+ALERTMANAGER_MIN_SEVERITY = "high"     # findings at or above this ("high", "medium" or "low") are posted; Alertmanager routes them by their severity label
+ALERTMANAGER_DASHBOARD_URL = ""        # the dashboard as the fleet reaches it, e.g. https://nas.lan:8765: each alert links to its finding there; "" links nowhere
 
 # --- operations ----------------------------------------------------------------------------------
 METRICS_PORT = 0                       # Prometheus /metrics port; 0 disables it

@@ -15,6 +15,7 @@ import collectors
 from agent.store_commands import health
 from alerts.channels import missing_channels
 from collectors import ollama_health
+from collectors.auth import compiled
 from foundation import untrusted
 from foundation.context import CollectContext, CommandError, run_command
 from foundation.redact import redact
@@ -141,6 +142,65 @@ def check_home_assistant(settings: Settings) -> Outcome:
     return Outcome(True, f"Home Assistant accepts the token; {', '.join(wanted)} present")
 
 
+def check_alertmanager(settings: Settings) -> Outcome:
+    """Alertmanager answers GET /api/v2/status with these credentials (posting nothing)."""
+    from alerts import alertmanager  # noqa: PLC0415 - only when Alertmanager is configured
+    from alerts.outbox import DeliveryError  # noqa: PLC0415 - as above
+
+    url = settings.ALERTMANAGER_URL.get_secret_value()
+    at = alertmanager.where(url)
+    try:
+        found = alertmanager.status(url, TIMEOUT_S)
+    except requests.RequestException as err:
+        return Outcome(False, redact(f"Alertmanager unreachable at {at}: {type(err).__name__}"),
+                       "check ALERTMANAGER_URL and that Alertmanager runs (port 9093)")
+    except (DeliveryError, ValueError) as err:
+        return Outcome(False, redact(f"Alertmanager at {at}: {err}"),
+                       "check ALERTMANAGER_URL: its address, the path of any --web.route-prefix "
+                       "and the user:password@ of its basic auth")
+    version = str((found.get("versionInfo") or {}).get("version", "?"))[:40]
+    cluster = str((found.get("cluster") or {}).get("status", "?"))[:40]
+    return Outcome(True, f"Alertmanager {version} at {at} answers (cluster {cluster}); findings "
+                         f"at or above {settings.ALERTMANAGER_MIN_SEVERITY} are posted there")
+
+
+def check_apprise_url(settings: Settings, number: int) -> Outcome:
+    """Apprise parses entry ``number`` of APPRISE_URLS into a service (nothing is sent)."""
+    from alerts.apprise_channel import parse  # noqa: PLC0415 - apprise (~35 MB) only when set
+
+    target = settings.APPRISE_URLS[number - 1]
+    service, problem = parse(target.url.get_secret_value())
+    if problem:
+        return Outcome(False, f"Apprise cannot use this URL: {problem}",
+                       f"fix entry {number} of APPRISE_URLS (each service's URL form: "
+                       "https://appriseit.com; test-alert sends a test message)")
+    takes = ", ".join(p if p != "alert" else f"alert ({target.min_severity} and up)"
+                      for p in target.purposes)
+    return Outcome(True, f"Apprise reads it as {service}; takes {takes}; nothing sent "
+                         "(test-alert sends a test message)")
+
+
+def check_apprise(settings: Settings) -> Outcome:
+    """Every APPRISE_URLS entry parses for Apprise (run_checks shows each on its own line)."""
+    failed = [n for n, _ in enumerate(settings.APPRISE_URLS, 1)
+              if not check_apprise_url(settings, n).ok]
+    return Outcome(not failed, f"{len(settings.APPRISE_URLS)} Apprise URL(s), "
+                               f"{len(failed)} that Apprise cannot use")
+
+
+def apprise_lines(settings: Settings) -> list[tuple[str, Outcome | None]]:
+    """One check line per Apprise URL, named by its channel and its label (never its secrets)."""
+    out: list[tuple[str, Outcome | None]] = []
+    for number, target in enumerate(settings.APPRISE_URLS, 1):
+        try:
+            outcome = check_apprise_url(settings, number)
+        except Exception as err:  # noqa: BLE001 - a check that breaks is itself a failed check
+            outcome = Outcome(False, redact(f"check failed: {type(err).__name__}"),
+                              "report this as a bug")
+        out.append((f"apprise:{number} ({target.label})", outcome))
+    return out
+
+
 def _has_cap(bit: int) -> bool:
     try:
         with open("/proc/self/status", encoding="ascii") as status:
@@ -169,6 +229,34 @@ def check_nmap(settings: Settings) -> Outcome:
     return Outcome(True, f"{version}; allowed to run {settings.NMAP_SCAN_OPTIONS}")
 
 
+def check_auth_scanner(settings: Settings) -> Outcome:
+    """Which auth log scanner runs: the C one (built at install when Vectorscan's headers and a C
+    compiler were there, or by `make native`) or the same patterns in Python. Either is ok."""
+    if compiled.authscan is not None:
+        return Outcome(True, "the C scanner (Vectorscan) is built")
+    return Outcome(True, "the C scanner is not built, so the auth log is scanned in Python, about "
+                         "5x slower (to build it: apt install libvectorscan-dev gcc python3-dev, "
+                         "then reinstall; in a checkout: make native)")
+
+
+def check_llm_traffic(settings: Settings) -> Outcome:
+    """bpftrace, the privileges, tracefs and an OpenSSL 3 to attach to (without starting it)."""
+    from collectors.llm_traffic import trace  # noqa: PLC0415 - only when llm_traffic is enabled
+
+    reason = trace.unavailable_reason(settings.LLM_TRAFFIC_BPFTRACE)
+    if reason is not None:
+        return Outcome(False, "llm_traffic cannot attach its uprobes", reason)
+    return Outcome(True, "bpftrace, the privileges, tracefs and libssl are there: the uprobes "
+                         "can attach")
+
+
+def check_mqtt(settings: Settings) -> Outcome:
+    """The broker takes the login and a message, with a client of its own (alerts/mqtt.py)."""
+    from alerts.mqtt import probe  # noqa: PLC0415 - paho only when MQTT_URL is set
+
+    return Outcome(*probe(settings))
+
+
 def _home_assistant_set(settings: Settings) -> bool:
     """Any of its settings given: then all must be right (a half-done setup is a failure)."""
     return bool(settings.HOME_ASSISTANT_URL or settings.HOME_ASSISTANT_TOKEN.get_secret_value()
@@ -191,6 +279,12 @@ CHECKS: tuple[tuple[str, Callable[[Settings], bool], Callable[[Settings], Outcom
      lambda s: missing_channels(s).get("discord", "")),
     ("home assistant", _home_assistant_set, check_home_assistant,
      lambda s: missing_channels(s).get("home_assistant", "")),
+    ("apprise", lambda s: bool(s.APPRISE_URLS), check_apprise,   # a line per URL (run_checks)
+     lambda s: missing_channels(s).get("apprise", "")),
+    ("alertmanager", lambda s: bool(s.ALERTMANAGER_URL.get_secret_value()), check_alertmanager,
+     lambda s: missing_channels(s).get("alertmanager", "")),
+    ("mqtt", lambda s: bool(s.MQTT_URL.get_secret_value()), check_mqtt,
+     lambda s: missing_channels(s).get("mqtt", "")),
     ("nmap", lambda s: "nmap" in s.COLLECTORS, check_nmap, lambda s: "add nmap to COLLECTORS"),
     ("sensors", lambda s: "sensors" in s.COLLECTORS, _collector_check("sensors"),
      lambda s: "add sensors to COLLECTORS"),
@@ -200,6 +294,10 @@ CHECKS: tuple[tuple[str, Callable[[Settings], bool], Callable[[Settings], Outcom
      lambda s: "add syslog to COLLECTORS"),
     ("auth log", lambda s: "auth_log" in s.COLLECTORS, _collector_check("auth_log"),
      lambda s: "add auth_log to COLLECTORS"),
+    ("auth scanner", lambda s: "auth_log" in s.COLLECTORS, check_auth_scanner,
+     lambda s: "add auth_log to COLLECTORS"),
+    ("llm traffic", lambda s: "llm_traffic" in s.COLLECTORS, check_llm_traffic,
+     lambda s: "add llm_traffic to COLLECTORS (docs/llm-traffic.md)"),
 )
 
 
@@ -209,6 +307,9 @@ def run_checks(settings: Settings) -> list[tuple[str, Outcome | None]]:
     for name, applies, check, _ in CHECKS:
         if not applies(settings):
             out.append((name, None))
+            continue
+        if name == "apprise":   # one line per URL, each under its channel name and label
+            out.extend(apprise_lines(settings))
             continue
         try:
             out.append((name, check(settings)))

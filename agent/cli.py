@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from agent import EVENT, SCHEDULED, __version__, process_setup  # first: process_setup (BLAS threads)
+from alerts.wording import size_words
 from foundation.untrusted import for_terminal
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
+PROG = "homelab-monitor"   # the console command of `pip install .` (pyproject.toml: main below)
 
 log = logging.getLogger("monitor_agent")
 
@@ -25,7 +27,9 @@ log = logging.getLogger("monitor_agent")
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     """The command line of DESIGN.md's contract."""
     parser = argparse.ArgumentParser(
-        prog="monitor_agent.py", description="LLM-judged monitoring agent for a home server.")
+        # the same parser for `python monitor_agent.py` and the installed `homelab-monitor`
+        prog=PROG if Path(sys.argv[0]).name == PROG else "monitor_agent.py",
+        description="LLM-judged monitoring agent for a home server.")
     parser.add_argument("--once", action="store_true", help="run one cycle, then exit")
     parser.add_argument("--json", action="store_true",
                         help="with --once: print the cycle report as JSON on stdout (logs: stderr)")
@@ -112,6 +116,17 @@ def summary_text(report: dict[str, Any]) -> str:
         detail = status["error"] or status["note"] or ""
         lines.append(f"  [{mark}] {name:13} {status['duration_s']:6.3f} s  "
                      f"{for_terminal(detail)}")
+    traffic = (report.get("observations") or {}).get("llm_traffic") or {}
+    if traffic.get("clients"):
+        lines.append("LLM traffic (what local processes sent to LLM providers):")
+        for row in traffic["clients"]:
+            models = ", ".join(row["models"]) or "no model named"
+            secrets = f", {sum(row['secrets'].values())} with a secret" if row["secrets"] else ""
+            lines.append(f"  {for_terminal(row['comm'])} ({for_terminal(row['exe'] or '?')}) -> "
+                         f"{row['provider']}: {row['requests']} requests, "
+                         f"{size_words(row['request_bytes'])} sent, "
+                         f"{size_words(row['response_bytes'])} received, "
+                         f"models {for_terminal(models)}{secrets}")
     findings = report["findings"]
     lines.append(f"Findings: {len(findings)}")
     for f in sorted(findings, key=lambda f: f["severity"] != "high"):
@@ -194,6 +209,8 @@ class Runtime:
 
         if self.metrics is not None:
             self.metrics.stop()
+        if self.agent.publisher is not None:   # MQTT: "offline", the last states out (bounded)
+            self.agent.publisher.close()
         killed = kill_children()
         if killed:
             log.info("stopped %d command(s) still running", killed)
@@ -313,15 +330,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_command(args, settings)
 
     from agent.cycle import CycleAborted
-    from agent.metrics import MetricsError
     from foundation.store.data_storage import StoreError
+
+    failures: tuple[type[Exception], ...] = (StoreError,)
+    if settings.METRICS_PORT:   # prometheus_client (~11 MB) only when /metrics is served
+        from agent.metrics import MetricsError
+
+        failures = (StoreError, MetricsError)
 
     try:
         runtime = Runtime(settings, console, stop)
     except ConfigError as err:  # known_issues.json or CONSTRAINTS.md, validated as they load
         print(f"configuration error: {err}", file=sys.stderr)
         return EXIT_CONFIG
-    except (StoreError, MetricsError) as err:
+    except failures as err:
         log.error("%s", err)
         return EXIT_FAILED
     try:

@@ -13,10 +13,13 @@ from agent import EVENT, SCHEDULED
 from agent.budget import DELIVERY_BUDGET_S, EVENT_JUDGE_S, collector_bound, judge_limit_s
 from agent.carry import carried
 from agent.carry import key as carry_key
-from agent.dependencies import cycle_health, track
+from agent.dependencies import Health, cycle_health, track
+from agent.fleet_state import Posted, queue_state, report_entries
+from agent.footprint import memory_report
 from agent.messages import SUPPRESSED, chosen_for, details, payload, peek_report
 from agent.messages import report as cycle_report
-from alerts.channels import accepts
+from alerts.channels import accepts, message_channels
+from alerts.mqtt import publisher_of
 from alerts.outbox import Notifier, deliver_due
 from alerts.policy import decide
 from alerts.silences import apply_silences, suppressed_entries
@@ -24,7 +27,7 @@ from analysis import detectors
 from analysis.known_issues import KnownIssues, load_known_issues
 from analysis.rules import Judge, final_severity, rules_verdict
 from foundation.bounded import Stopped, run_bounded
-from foundation.context import CollectContext, DetectContext
+from foundation.context import CollectContext, CycleShare, DetectContext
 from foundation.model import (
     CollectorStatus,
     CollectResult,
@@ -114,15 +117,22 @@ class Agent:
                              else load_known_issues(settings.KNOWN_ISSUES_PATH))
         self._inflight: dict[str, _Slot] = {}
         self._peek: dict[str, Mapping[str, Any]] = {}   # where uncommitted event cycles read to
+        self._posted: Posted | None = None   # the last commit's state message (Alertmanager)
+        # Home Assistant's entities over MQTT (alerts/mqtt.py): connects in paho's own thread
+        self.publisher = publisher_of(self.notifiers)
+        if self.publisher is not None:
+            self.publisher.start()
 
     # -- collect ----------------------------------------------------------------------------------
 
-    def _start(self, name: str, now: float, state: Mapping[str, Any] | None) -> _Slot:
+    def _start(self, name: str, now: float, state: Mapping[str, Any] | None,
+               shared: CycleShare) -> _Slot:
         slot = _Slot(name)
         try:
             module = collectors.load(name)
             ctx = CollectContext(self.settings, now,
-                                 self.store.collector_state(name) if state is None else state)
+                                 self.store.collector_state(name) if state is None else state,
+                                 shared=shared)
             timeout = collector_bound(module, self.settings)
         except Exception as err:  # noqa: BLE001 - one broken collector degrades, never kills
             slot.status = CollectorStatus(False, _error_text(err), 0.0)
@@ -152,6 +162,7 @@ class Agent:
         bound, each from its stored state unless ``states`` gives another."""
         slots: dict[str, _Slot] = {}
         started: dict[str, _Slot] = {}
+        shared = CycleShare()   # what this cycle's collectors read once for all (process table)
         for name in self.settings.COLLECTORS if names is None else names:
             previous = self._inflight.get(name)
             if previous is not None and not previous.done.is_set():
@@ -159,7 +170,7 @@ class Agent:
                 slots[name] = _Slot(name, status=CollectorStatus(
                     False, f"still running from an earlier cycle ({running:.0f} s); skipped", 0.0))
                 continue
-            slots[name] = started[name] = self._start(name, now, (states or {}).get(name))
+            slots[name] = started[name] = self._start(name, now, (states or {}).get(name), shared)
         for name, slot in started.items():
             while not slot.done.is_set():
                 if self.stop.is_set():
@@ -267,11 +278,16 @@ class Agent:
                                  self.settings.ALERT_RETRY_MAX_SECONDS, self.clock,
                                  stop=self.stop, heartbeat=self.heartbeat,
                                  budget_s=DELIVERY_BUDGET_S)
-        report = cycle_report(self.settings, self.notifiers, self.notes, now,
+        report = cycle_report(self.settings, message_channels(self.notifiers), self.notes, now,
                               time.monotonic() - t0, seen.statuses, observations, judged, verdict,
                               decisions, queued, deliveries, known)
-        report.update(trigger=trigger, committed=True)
-        report["alerts"].extend(suppressed_entries(silenced, self.notifiers))
+        report.update(trigger=trigger, committed=True, **memory_report())   # peak_rss_mb, rss_mb
+        report["alerts"].extend(suppressed_entries(silenced, message_channels(self.notifiers)))
+        report["alerts"].extend(report_entries(self._posted, deliveries))
+        if self.publisher is not None:   # the states are handed over, never waited for
+            up = self.publisher.after_cycle(report, self.last_samples, self.store.findings())
+            if up is not None:
+                track(self.store, {"mqtt": Health(*up)}, now)
         # Ollama, Discord, Home Assistant, Docker: logged when one goes down or comes back
         track(self.store, cycle_health(self.settings, self.judge, seen.statuses, observations,
                                        deliveries, self.notifiers), now)
@@ -312,6 +328,8 @@ class Agent:
                     tx.set_collector_state(carry_key(name), slot.carry, now)
                 if name == "llm_runtimes" and slot.result.available:   # their history
                     tx.record_llm_connections(slot.result.observations.get("runtimes", ()), now)
+                if name == "llm_traffic":   # its history: counts and sizes, never a prompt
+                    tx.record_llm_traffic(slot.result.observations.get("clients", ()), now)
             for name, state in dctx.states.items():
                 tx.set_collector_state(f"detect:{name}", state, now)
             for namespace, keys in dctx.remembered.items():
@@ -330,7 +348,7 @@ class Agent:
                     continue
                 message = payload(self.settings.host_name, purpose, chosen, by_fp, open_rows,
                                   verdict, now)
-                for channel in self.notifiers:
+                for channel in message_channels(self.notifiers):
                     if not accepts(self.settings, channel, purpose, message["items"], now):
                         if purpose == "alert":  # an alert held back (quiet hours) is reported
                             queued[(channel, purpose)] = SUPPRESSED
@@ -342,6 +360,9 @@ class Agent:
                 for d in chosen:
                     if purpose == "alert":
                         tx.mark_alerted(d.fingerprint, d.severity.value, now)
+            # Alertmanager is told the findings' state instead, in this same commit
+            self._posted = queue_state(tx, self.store, self.settings, self.notifiers, judged,
+                                       open_rows, resolved, now)
         self.last_samples = samples
         return queued
 

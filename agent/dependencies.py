@@ -29,8 +29,12 @@ MEANING = {
     "discord": "alerts wait in the outbox and are sent when it is back",
     "home_assistant": "spoken alerts wait in the outbox and are said when it is back",
     "docker": "the watched containers' state is unknown",
+    "apprise": "its messages wait in the outbox and are sent when it is back",
+    "mqtt": "Home Assistant's entities keep their last states (unavailable if the agent stops)",
+    "alertmanager": "the fleet's Alertmanager is told the findings when it is back; until then "
+                    "it resolves their alerts by itself",
 }
-DELIVERED_BY = ("discord", "home_assistant")
+DELIVERED_BY = ("discord", "home_assistant", "alertmanager")
 ERROR_MAX = 300
 
 
@@ -60,7 +64,8 @@ def delivery_health(deliveries: Sequence[Delivery], channels: Collection[str]
     """
     out: dict[str, Health] = {}
     for d in deliveries:
-        if d.channel not in DELIVERED_BY or d.channel not in channels:
+        tracked = d.channel in DELIVERED_BY or d.channel.startswith("apprise:")  # each URL
+        if not tracked or d.channel not in channels:
             continue
         if d.status == "sent":
             out[d.channel] = Health(True)
@@ -125,7 +130,7 @@ def track(store: Store, seen: Mapping[str, Health], now: float) -> list[Dependen
 def _log_change(row: DependencyRow, before: DependencyRow | None) -> None:
     if not row.up:
         log.warning("%s is down since %s: %s; %s", row.name, local_time(row.since), row.error,
-                    MEANING.get(row.name, "it is not used until it is back"))
+                    MEANING.get(row.name.partition(":")[0], "it is not used until it is back"))
     elif before is not None:  # first seen up is not news
         log.info("%s is back after %s (down since %s)", row.name,
                  duration_text(row.since - before.since), local_time(before.since))

@@ -69,8 +69,11 @@ def send_test(notifiers: Mapping[str, Notifier], host: str, now: float,
 def command(args: argparse.Namespace, settings: Settings) -> int:
     """Send the test message and print each channel's result; 1 when a configured one failed."""
     # the console channel prints the message itself on stdout, before the results
-    results = send_test(make_notifiers(settings, sys.stdout), settings.host_name, time.time())
+    notifiers = make_notifiers(settings, sys.stdout)
+    results = send_test(notifiers, settings.host_name, time.time())
     for channel, error in results.items():
+        label = getattr(notifiers[channel], "label", None)   # an Apprise URL: ntfys://ntfy.sh/…
+        channel = f"{channel} ({label})" if label else channel
         print(f"\u2714 {channel}: test message sent" if error is None
               else f"\u2718 {channel}: {error}")
     for channel, hint in missing_channels(settings).items():

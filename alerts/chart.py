@@ -1,5 +1,9 @@
 """The daily recap chart: temperatures, ping round trip and loss, failed logins over the day (PNG).
 
+This module is matplotlib's side: the agent runs it as a child process, ``python -m alerts.chart``
+(alerts/chart_plan.py, which also decides the panels without matplotlib), so that matplotlib never
+loads in the agent's own process.
+
 Drawn for a phone: Discord shows an embedded image at most about 400 px wide, so the figure is
 one narrow column of panels whose fonts and lines stay legible at half its 800 px width, at most
 MAX_LINES lines a panel, and each panel's legend above its plot, never over the data. Names and
@@ -9,10 +13,11 @@ foundation.untrusted.for_chart.
 from __future__ import annotations
 
 import io
+import json
+import sys
 import textwrap
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 import matplotlib
@@ -23,12 +28,9 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
-from foundation.series import metric_spec, with_unit
-from foundation.untrusted import for_chart
+from alerts.chart_plan import MAX_LINES as MAX_LINES  # re-exported: tests read it here
+from alerts.chart_plan import Panel, Series, key_of, label_of, plan
 
-Series = Sequence[tuple[float, float]]
-MAX_LINES = 3          # per panel: more are unreadable on a phone; the highest peaks are kept
-MAX_LABEL = 28         # characters of a legend label (a sensor or target name)
 WIDTH_IN = 4.0         # at DPI: 800 px, shown at about 400 px on a phone (half size)
 DPI = 200
 PANEL_IN = 1.4         # the plot area of one panel
@@ -39,74 +41,6 @@ ROW_BUDGET, ROW_SLOT = 44, 6   # a legend in one row when its characters, plus e
                                # and gaps counted as ROW_SLOT characters, fit in the width
 COLOURS = ("#1f77b4", "#d95f02", "#2ca02c")   # blue, orange, green: apart also for most
                                               # colour-blind readers
-
-
-def metric_of(series: str) -> str:
-    """The metric part of a stored series name ("ping.rtt_avg_ms[1.1.1.1]" -> "ping.rtt_avg_ms")."""
-    return series.split("[", 1)[0]
-
-
-def key_of(series: str) -> str:
-    """The key part of a stored series name ("" for a global series); a key may hold brackets."""
-    metric = metric_of(series)
-    return series[len(metric) + 1:-1] if len(series) > len(metric) else ""
-
-
-def per_cycle_text(cycle_s: float | None) -> str:
-    """What a count per cycle is per, for people: "per 5 min", "per 30 s" (or "per cycle")."""
-    if not cycle_s:
-        return "per cycle"
-    if cycle_s % 3600 == 0:
-        return f"per {cycle_s / 3600:g} h"
-    return f"per {cycle_s / 60:g} min" if cycle_s % 60 == 0 else f"per {cycle_s:g} s"
-
-
-@dataclass(frozen=True)
-class Panel:
-    """One chart panel: the metric whose name and unit it shows, and which series it draws."""
-
-    title: str                    # the panel's key in the data handed to render_png
-    metric: str                   # the declared metric (foundation.series) it is about
-    wants: Callable[[str], bool]  # which stored metrics it draws
-    log: bool = False             # a log scale when the lines differ a hundredfold (LAN, loopback)
-    step: bool = False            # values per cycle (a count, a share of pings) drawn as steps
-
-    def heading(self, cycle_s: float | None = None) -> str:
-        """The panel's title for people: "Temperature, °C", "Failed logins per 5 min"."""
-        spec = metric_spec(self.metric)
-        if spec.per_cycle:
-            return f"{spec.name} {per_cycle_text(cycle_s)}"
-        return f"{spec.name}, {spec.unit}" if spec.unit else spec.name
-
-
-PANELS: tuple[Panel, ...] = (
-    Panel("Temperatures", "sensor.temperature_c", lambda m: "temp" in m),
-    Panel("Ping round trip", "ping.rtt_avg_ms", lambda m: m.startswith("ping.") and "rtt" in m,
-          log=True),
-    Panel("Ping loss", "ping.loss_percent", lambda m: m.startswith("ping.") and "loss" in m,
-          step=True),
-    Panel("Failed logins", "auth.failed_logins",
-          lambda m: m.startswith("auth") and "failed_login" in m, step=True),
-)
-
-
-def panel_series(panel: Panel, names: Sequence[str]) -> list[str]:
-    """The stored series names a panel shows."""
-    return [n for n in names if panel.wants(metric_of(n))]
-
-
-def label_of(series: str) -> str:
-    """A legend label: the series' key (untrusted: cut, then neutralised), else its metric's name."""
-    key = key_of(series)
-    if len(key) > MAX_LABEL:
-        key = key[:MAX_LABEL - 1].rstrip() + "\u2026"
-    return for_chart(key) or metric_spec(metric_of(series)).name
-
-
-def chosen(series: Mapping[str, Series]) -> list[str]:
-    """At most MAX_LINES series with points, the highest peaks first (in every panel the worse)."""
-    drawn = [n for n, points in series.items() if points]
-    return sorted(drawn, key=lambda n: (-max(v for _, v in series[n]), n))[:MAX_LINES]
 
 
 def _legend(names: Sequence[str]) -> tuple[list[str], int]:
@@ -165,23 +99,8 @@ def _height(names: Sequence[str]) -> float:
 def draw(data: Mapping[str, Mapping[str, Series]], title: str, since: float, until: float,
          cycle_s: float | None = None) -> tuple[Figure, list[str]]:
     """The figure of the panels that have data (``data``: panel title -> series name -> points)
-    and notes on what was left out."""
-    notes: list[str] = []
-    shown = []
-    for panel in PANELS:
-        series = data.get(panel.title, {})
-        names = chosen(series)
-        name = metric_spec(panel.metric).name
-        if not names:
-            notes.append(f"{name}: no data (left out of the chart)")
-        elif all(v == 0 for n in names for _, v in series[n]):   # a flat line on the floor
-            notes.append(f"{name}: {with_unit(0, panel.metric)} throughout (left out of the chart)")
-        else:
-            shown.append((panel, names))
-            hidden = sum(1 for points in series.values() if points) - len(names)
-            if hidden:
-                notes.append(f"{name}: {hidden} more series not drawn (the {len(names)} "
-                             f"highest are)")
+    and notes on what was left out (alerts.chart_plan.plan)."""
+    shown, notes = plan(data)
     heading = _wrapped(title)
     top = 0.65 + 0.25 * heading.count("\n")
     heights = [_height(names) for _, names in shown]
@@ -213,3 +132,23 @@ def render_png(data: Mapping[str, Mapping[str, Series]], title: str, since: floa
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=DPI)
     return buffer.getvalue(), notes
+
+
+def main() -> int:
+    """``python -m alerts.chart``: the request as JSON on standard input (title, since, until,
+    cycle_s and data: panel title -> series name -> [time, value] points), the PNG on standard
+    output (alerts.chart_plan.render_png runs this, bounded)."""
+    request = json.loads(sys.stdin.buffer.read())
+    data = {str(panel): {str(name): [(float(t), float(v)) for t, v in points]
+                         for name, points in series.items()}
+            for panel, series in request["data"].items()}
+    cycle_s = request.get("cycle_s")
+    png, _ = render_png(data, str(request["title"]), float(request["since"]),
+                        float(request["until"]), None if cycle_s is None else float(cycle_s))
+    sys.stdout.buffer.write(png)
+    sys.stdout.buffer.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

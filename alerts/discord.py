@@ -11,10 +11,7 @@ import json
 import logging
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
-
-import requests
-from discord_webhook import DiscordWebhook
+from typing import TYPE_CHECKING, Any
 
 from alerts.console import delivery_note
 from alerts.outbox import DeliveryError
@@ -25,6 +22,9 @@ from foundation.redact import redact, register_secret
 from foundation.settings import Settings
 from foundation.store.data_storage import OutboxMessage
 from foundation.untrusted import neutralise
+
+if TYPE_CHECKING:   # the HTTP clients (~36 MB) load with the first message actually sent
+    import requests
 
 log = logging.getLogger(__name__)
 
@@ -218,6 +218,9 @@ class DiscordNotifier:
 
     def send(self, message: OutboxMessage, now: float) -> None:
         """Deliver one message; raise DeliveryError (retry_after from a 429, permanent for 4xx)."""
+        import requests  # noqa: PLC0415 - the HTTP clients only when a message is sent
+        from discord_webhook import DiscordWebhook  # noqa: PLC0415 - as above
+
         body = render(message, now)
         # rate_limit_retry=False: discord-webhook would otherwise sleep inside the cycle (only when a
         # Via header is present) and resend; the outbox retries after retry_after instead.

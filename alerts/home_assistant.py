@@ -5,8 +5,6 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-import requests
-
 from alerts.outbox import DeliveryError
 from alerts.text import speakable
 from analysis.detectors import kind_specs
@@ -79,6 +77,8 @@ class HomeAssistantNotifier:
 
     def send(self, message: OutboxMessage, now: float) -> None:
         """Speak the alert; 401/403/404/400 are permanent, 5xx and network errors are retried."""
+        import requests  # noqa: PLC0415 - the HTTP client (~27 MB) only when a message is spoken
+
         url, body = self.request(announcement(message.payload, now - message.created_at,
                                                message.possible_repeat))
         try:

@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 from statistics import fmean
 from typing import Any
 
-from alerts import chart
+from alerts import chart_plan
 from alerts.channels import accepts, make_notifiers
 from alerts.outbox import Notifier, deliver_due
 from analysis.detectors import all_kinds
@@ -52,10 +52,10 @@ KEY_METRICS = ("system.load1", "system.memory_percent", "syslog.errors", "contai
 
 def _metric_rank(metric: str) -> int | None:
     """Where a metric goes among the key metrics (the chart's panels first); None: not a key one."""
-    for rank, panel in enumerate(chart.PANELS):
+    for rank, panel in enumerate(chart_plan.PANELS):
         if panel.wants(metric):
             return rank
-    return len(chart.PANELS) + KEY_METRICS.index(metric) if metric in KEY_METRICS else None
+    return len(chart_plan.PANELS) + KEY_METRICS.index(metric) if metric in KEY_METRICS else None
 
 
 def recap_slot(settings: Settings, now: float) -> tuple[str, float]:
@@ -132,21 +132,21 @@ def finding_line(group: Mapping[str, Any], names: Mapping[str, str]) -> str:
 
 def series_label(series: str) -> str:
     """A stored series for people: its metric's name, and its key (neutralised) in parentheses."""
-    key = chart.key_of(series)
-    name = metric_spec(chart.metric_of(series)).name
+    key = chart_plan.key_of(series)
+    name = metric_spec(chart_plan.metric_of(series)).name
     return f"{name} ({for_terminal(key)})" if key else name
 
 
 def metric_line(series: str, values: Sequence[float], store: Store,
                 cycle_s: float | None) -> str:
     """One series' line: the day against its baseline, every number with its unit."""
-    metric = chart.metric_of(series)
+    metric = chart_plan.metric_of(series)
 
     def num(value: float) -> str:
         return with_unit(value, metric)
 
     if metric_spec(metric).per_cycle:
-        per = chart.per_cycle_text(cycle_s)
+        per = chart_plan.per_cycle_text(cycle_s)
         text = (f"{series_label(series)}: {num(sum(values))} in all, at most {num(max(values))} "
                 f"{per}")
     else:
@@ -165,7 +165,7 @@ def metric_lines(store: Store, since: float, cycle_s: float | None = None) -> li
     """The day's key metrics against their baselines, one line each, the chart's panels first."""
     lines = []
     ranked = [(rank, name) for name in store.series_names()
-              if (rank := _metric_rank(chart.metric_of(name))) is not None]
+              if (rank := _metric_rank(chart_plan.metric_of(name))) is not None]
     for _, name in sorted(ranked):
         values = [v for _, v in store.samples_since(name, since)]
         if not values:
@@ -211,8 +211,8 @@ def _hhmm(ts: float) -> str:
 def chart_data(store: Store, since: float) -> dict[str, dict[str, list[tuple[float, float]]]]:
     """The chart's input: panel title -> stored series name -> its points since ``since``."""
     names = store.series_names()
-    return {p.title: {n: store.samples_since(n, since) for n in chart.panel_series(p, names)}
-            for p in chart.PANELS}
+    return {p.title: {n: store.samples_since(n, since) for n in chart_plan.panel_series(p, names)}
+            for p in chart_plan.PANELS}
 
 
 def _summarise(summariser: Summariser, facts: str) -> str | None:
@@ -246,8 +246,9 @@ def build(store: Store, settings: Settings, now: float,
     data = chart_data(store, since)
     stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(now))
     title = f"Daily recap for {host}, {stamp}"
-    png, notes = chart.render_png(data, f"{for_chart(host[:24])}, {span} to {stamp}", since, now,
-                                  cycle_s)
+    # drawn in a child process (matplotlib stays out of the agent); None: the recap goes without
+    png, notes = chart_plan.render_png(data, f"{for_chart(host[:24])}, {span} to {stamp}", since,
+                                       now, cycle_s)
     note = coverage_note(first, now)
     summary, by = plain_summary(host, groups, open_count, names, span), "plain"
     if summariser is not None:
@@ -264,9 +265,9 @@ def build(store: Store, settings: Settings, now: float,
                "sections": [{"title": f"Findings, last {span}", "lines": finding_lines or ["none"]},
                             {"title": "Key metrics against baselines",
                              "lines": metrics or ["no samples in this recap"]},
-                            {"title": "Chart notes", "lines": notes or ["every panel has data"]}],
-               "chart_png_b64": base64.b64encode(png).decode("ascii"),
-               "chart_name": "recap.png"}
+                            {"title": "Chart notes", "lines": notes or ["every panel has data"]}]}
+    if png is not None:
+        payload.update(chart_png_b64=base64.b64encode(png).decode("ascii"), chart_name="recap.png")
     payload["text"] = recap_text(payload)
     return payload
 
@@ -344,8 +345,11 @@ def command(args: argparse.Namespace, settings: Settings) -> int:
         payload = build(store, settings, now, llm_summariser(settings))
         if args.dry_run:
             print(payload["text"])
-            args.chart.write_bytes(base64.b64decode(payload["chart_png_b64"]))
-            print(f"\nchart written to {args.chart}")
+            if payload.get("chart_png_b64"):
+                args.chart.write_bytes(base64.b64decode(payload["chart_png_b64"]))
+                print(f"\nchart written to {args.chart}")
+            else:
+                print("\nno chart (see the chart notes)")
             return 0
         notifiers = make_notifiers(settings)
         ids = queue(store, settings, list(notifiers), payload, now, None)

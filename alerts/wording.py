@@ -27,6 +27,18 @@ def count_words(n: int, word: str = "finding") -> str:
     return f"{n} {plural(n, word)}"
 
 
+def size_words(n: int) -> str:
+    """A byte count for people: ``512 B``, ``12.3 KiB``, ``4.0 MiB``, ``1.2 GiB``."""
+    if n < 1024:
+        return f"{n} B"
+    value = float(n)
+    for unit in ("KiB", "MiB", "GiB"):
+        value /= 1024
+        if value < 1024 or unit == "GiB":
+            break
+    return f"{value:.1f} {unit}"
+
+
 def headline(item: Mapping[str, Any]) -> str:
     """The line that says what happened (untrusted parts inside: the channel escapes it)."""
     return str(item.get("headline") or f"{item.get('kind', '')}: {item.get('summary', '')}")

@@ -1,10 +1,13 @@
-"""Findings about local LLM runtimes: unexpected external peers; the agent's own LLM being out."""
+"""Findings about local LLM runtimes: unexpected external peers; a model server that answers the
+network without authentication; the agent's own LLM being out."""
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
 from analysis.kinds import KindSpec
+from collectors.llm_exposure import endpoint
+from collectors.llm_probe import API_NAMES
 from collectors.llm_runtimes import RUNTIMES
 from foundation.context import DetectContext
 from foundation.model import CollectResult, Finding, Severity
@@ -25,6 +28,24 @@ KINDS = (
              cleared="{runtime_spoken} no longer talks to {remote}",
              example={"runtime": "ollama", "runtime_spoken": "Ollama", "link": "connected to",
                       "remote": "203.0.113.50", "peer": "no reverse name"}),
+    KindSpec("llm_exposed", "llm_runtimes", Severity.HIGH, Severity.HIGH,
+             "A model server on this machine answers the network without authentication",
+             "Anyone who reaches port {port} can use its models (Ollama also lets them pull and "
+             "delete models). Bind it to loopback: for Ollama run `systemctl edit ollama`, add "
+             "`Environment=\"OLLAMA_HOST=127.0.0.1:11434\"` under [Service], then "
+             "`systemctl restart ollama`; start llama.cpp (`llama-server`) or vLLM with "
+             "`--host 127.0.0.1`. If other machines must use it, put a reverse proxy that asks "
+             "for a password in front of it, or let only them through the firewall "
+             "(`ufw allow from 192.168.1.10 to any port {port} proto tcp`, then "
+             "`ufw deny {port}/tcp`).",
+             name="Open model server",
+             says="{api_name} on {endpoint} answers anyone without authentication",
+             speaks="{api_name} on this machine answers the network without a password, on "
+                    "port {port}.",
+             cleared="{api_name} on {endpoint} no longer answers the network without "
+                     "authentication",
+             example={"api": "ollama", "api_name": "Ollama", "endpoint": "0.0.0.0:11434",
+                      "port": 11434}),
     KindSpec("llm_unavailable", "llm_runtimes", Severity.MEDIUM, Severity.NONE,
              "The agent's own LLM (Ollama) is unreachable or lacks its model",
              "Start Ollama (`systemctl start ollama`), check OLLAMA_HOST, or run "
@@ -89,12 +110,58 @@ def _unavailable(health: Mapping[str, Any]) -> Finding | None:
         facts={"host": str(health["host"]), "model": str(health["model"])})  # the settings
 
 
+def exposed_finding(slot: Mapping[str, Any], owner: Mapping[str, Any] | None) -> Finding:
+    """llm_exposed for one probed port that answered without authentication. Facts: the API
+    family (our table's words for the shape of its answer), the bound endpoint and port (the
+    kernel's socket table); the model and server names it gave and the process are labels."""
+    api = str(slot["api"])
+    api_name = API_NAMES.get(api, API_NAMES["openai-compatible"])
+    if owner is not None:
+        known = KNOWN.get(str(owner["runtime"]))
+        who = f"runtime {known} (pid {owner['pid']})" if known else f"pid {owner['pid']}"
+        process, pid, runtime = str(owner["name"]), str(owner["pid"]), str(owner["runtime"])
+    else:
+        who = f"pid {slot['pid']}" if slot.get("pid") is not None else "a process"
+        process, pid, runtime = str(slot.get("process") or ""), str(slot.get("pid") or ""), ""
+    note = f"; {slot['note']}" if slot.get("note") else ""
+    models = int(slot.get("models") or 0)
+    return Finding(
+        source="llm_runtimes", kind="llm_exposed", key=str(slot["endpoint"]),
+        severity=Severity.HIGH, floor=Severity.HIGH,
+        summary=(f"{api_name} ({who}) listens on {slot['endpoint']}; asked over {slot['scheme']} "
+                 f"at {endpoint(str(slot['probed']), int(slot['port']))}, it answered "
+                 f"{slot['evidence']} without asking for credentials ({models} model(s) "
+                 f"listed){note}"),
+        labels={"models": str(models), "model_names": ", ".join(slot.get("model_names") or ()),
+                "server": str(slot.get("server") or ""), "process": process, "pid": pid,
+                "runtime": runtime},
+        facts={"api": api, "api_name": api_name, "endpoint": str(slot["endpoint"]),
+               "port": int(slot["port"])},
+        evidence=(f"{slot['evidence']} ({slot['scheme']}://"
+                  f"{endpoint(str(slot['probed']), int(slot['port']))})",))
+
+
+def _exposed(observations: Mapping[str, Any]) -> list[Finding]:
+    """llm_exposed per open endpoint, told with its runtime when one owns it (one finding per
+    endpoint, whichever runtime lists it first)."""
+    owned = [(slot, runtime) for runtime in observations["runtimes"]
+             for slot in runtime.get("exposures", ())]
+    owned += [(slot, None) for slot in observations.get("exposed_servers", ())]
+    findings: dict[str, Finding] = {}
+    for slot, owner in owned:
+        if slot.get("unauthenticated") and str(slot["endpoint"]) not in findings:
+            findings[str(slot["endpoint"])] = exposed_finding(slot, owner)
+    return list(findings.values())
+
+
 def detect(result: CollectResult, ctx: DetectContext) -> list[Finding]:
-    """llm_external_connection per runtime and unallowed remote address; llm_unavailable."""
+    """llm_external_connection per runtime and unallowed remote address; llm_exposed per port
+    that answers the network without authentication; llm_unavailable."""
     findings = []
     for runtime in result.observations["runtimes"]:
         for ip, conns in _external(runtime).items():
             findings.append(_connection_finding(runtime, ip, conns))
+    findings.extend(_exposed(result.observations))
     down = _unavailable(result.observations["ollama"])
     if down is not None:
         findings.append(down)

@@ -4,6 +4,10 @@ Known sets: "nmap.hosts" (addresses up) and "nmap.open" ("ADDR:PORT/PROTO"). The
 the first after NMAP_TARGETS or NMAP_SCAN_OPTIONS change, only learns. A new port or host is
 learnt at once (one alert, resolved by the next scan). A closed port or a vanished host stays
 reported on every scan while it is missing, and is forgotten after ``FORGET_AFTER_S``.
+
+An open port that answered the collector's probe as an LLM API without asking for credentials is
+``nmap_llm_open`` on every finished scan that finds it so (the first, learning scan included): it
+is a state, not a change, and it resolves when a finished scan no longer finds it open.
 """
 from __future__ import annotations
 
@@ -12,7 +16,8 @@ from dataclasses import replace
 from typing import Any
 
 from analysis.kinds import KindSpec
-from collectors.nmap_parse import PortInfo, Scan, ScanDiff, diff, key_host
+from collectors.llm_probe import API_NAMES
+from collectors.nmap_parse import PortInfo, Scan, ScanDiff, diff, key_host, port_key
 from foundation.context import DetectContext
 from foundation.model import CollectResult, Finding, Severity
 
@@ -53,6 +58,20 @@ KINDS = (
              name="Host gone from the network", says="{host} no longer answers on the network",
              speaks="A host on the network no longer answers.",
              cleared="{host} answers on the network again", example={"host": "192.168.1.40"}),
+    KindSpec("nmap_llm_open", "nmap", Severity.HIGH, Severity.HIGH,
+             "A model server on a scanned host answers anyone without authentication",
+             "Anyone who reaches {endpoint} can use its models (Ollama also lets them pull and "
+             "delete models). On that host, bind it to loopback (Ollama: `systemctl edit "
+             "ollama`, add `Environment=\"OLLAMA_HOST=127.0.0.1:11434\"` under [Service], then "
+             "`systemctl restart ollama`; llama.cpp and vLLM: start them with "
+             "`--host 127.0.0.1`), or put a reverse proxy that asks for a password or a "
+             "firewall rule (`ufw deny {port}/tcp`) in front of port {port}.",
+             name="Open model server on the network",
+             says="{api_name} on {endpoint} answers anyone without authentication",
+             speaks="{api_name} answers without a password on {where}, port {port}.",
+             cleared="{api_name} on {endpoint} no longer answers without authentication",
+             example={"api": "ollama", "api_name": "Ollama", "endpoint": "192.168.1.20:11434",
+                      "host": "192.168.1.20", "port": 11434, "where": "another host"}),
 )
 
 
@@ -165,13 +184,41 @@ def _gone(changes: ScanDiff, scan: Scan, ctx: DetectContext, missing: dict[str, 
     return findings
 
 
+def llm_open(obs: Mapping[str, Any], local: frozenset[str], own: frozenset[int]
+             ) -> list[Finding]:
+    """nmap_llm_open for each probed port that answered an LLM API without authentication.
+    Facts: the API family (our table's words for its answer's shape), the scanned address and
+    port; model names and the server's own name are labels."""
+    findings = []
+    for probe in obs.get("llm_probes", ()):
+        addr, port = str(probe["addr"]), int(probe["port"])
+        if not probe.get("unauthenticated") or (addr in local and port in own):
+            continue
+        key = port_key(addr, port, "tcp").rsplit("/", 1)[0]
+        api = str(probe["api"])
+        api_name = API_NAMES.get(api, API_NAMES["openai-compatible"])
+        note = f"; {probe['note']}" if probe.get("note") else ""
+        facts = {**_facts(port_key(addr, port, "tcp"), local), "api": api, "api_name": api_name,
+                 "endpoint": key}
+        findings.append(_finding(
+            "nmap_llm_open", key,
+            f"{api_name} on {key} answered {probe['evidence']} over {probe['scheme']} without "
+            f"asking for credentials ({int(probe.get('models') or 0)} model(s) listed){note}",
+            {"address": addr, "port": str(port), "models": str(int(probe.get("models") or 0)),
+             "model_names": ", ".join(probe.get("model_names") or ()),
+             "server": str(probe.get("server") or "")}, facts))
+    return findings
+
+
 def detect(result: CollectResult, ctx: DetectContext) -> list[Finding]:
-    """Diff a finished scan against the known sets; nothing when this cycle had no finished scan."""
+    """Diff a finished scan against the known sets, and model servers open to anyone; nothing
+    when this cycle had no finished scan."""
     obs = result.observations.get("scan")
     if obs is None:
         return []
     local = frozenset(obs.get("local_hosts", ()))
     own = ctx.settings.own_ports
+    open_llm = llm_open(obs, local, own)
     scan = without_own(scan_from_observation(obs), local, own)
     mine = [k for k in ctx.known(OPEN) if _facts(k, local).get("port") in own
             and key_host(k) in local and k.endswith("/tcp")]
@@ -180,9 +227,9 @@ def detect(result: CollectResult, ctx: DetectContext) -> list[Finding]:
     scope = _scope(ctx)
     if memo.get("scope") != scope:
         _learn(scan, ctx, memo, scope)
-        return []
+        return open_llm
     changes = diff(ctx.known(HOSTS), ctx.known(OPEN), scan)
     if obs["truncated"]:  # a cut list cannot tell what closed; what opened is still true
         changes = replace(changes, closed={}, hosts_disappeared=())
-    return (_new(changes, scan, ctx, local)
+    return (open_llm + _new(changes, scan, ctx, local)
             + _gone(changes, scan, ctx, memo.setdefault("missing", {}), local))

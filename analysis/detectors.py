@@ -26,6 +26,7 @@ DETECTORS: dict[str, str] = {
     "processes": "analysis.detect_processes",
     "containers": "analysis.detect_containers",
     "llm_runtimes": "analysis.detect_llm_runtimes",
+    "llm_traffic": "analysis.detect_llm_traffic",
 }
 
 

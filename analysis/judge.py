@@ -1,6 +1,7 @@
 """Which judge decides: the Ollama judge, which falls back to the rules by itself.
 
-Importing this module loads the Ollama client; the command line imports it only where a cycle runs.
+The Ollama client itself (ollama, httpx) is imported only when a verdict is asked: a cycle without
+findings, decided by the rules, never loads it.
 """
 from __future__ import annotations
 

@@ -16,21 +16,22 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
-
-import httpx
-import ollama
+from typing import TYPE_CHECKING, Any
 
 from analysis.detectors import all_kinds
 from analysis.known_issues import KnownIssues, load_known_issues
 from analysis.prompt import REMINDER, Prompt, build_prompt, sanitise, summary_messages
 from analysis.reply import VERDICT_SCHEMA, ParsedReply, ReplyError, parse_reply
 from analysis.rules import rules_verdict
+from collectors.ollama_health import REFUSED
 from foundation import trust
 from foundation.context import DetectContext
 from foundation.model import Finding, FindingVerdict, Verdict, max_severity
 from foundation.redact import redact
 from foundation.settings import ConfigError, Settings
+
+if TYPE_CHECKING:   # the client (ollama, httpx: some 35 MB) loads when a verdict is asked
+    import ollama
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +144,8 @@ class OllamaJudge:
         self._health_lock = threading.Lock()
 
     def _client(self, timeout_s: float) -> ollama.Client:
+        import ollama  # noqa: PLC0415 - the client (~35 MB) only when a verdict is asked
+
         return ollama.Client(host=self.settings.OLLAMA_HOST, timeout=timeout_s)
 
     def take_health(self) -> tuple[bool, str | None] | None:
@@ -178,6 +181,9 @@ class OllamaJudge:
         return text
 
     def _call(self, messages: list[dict[str, str]], timeout_s: float) -> str:
+        import httpx  # noqa: PLC0415 - loaded with the client: only when a verdict is asked
+        import ollama  # noqa: PLC0415 - as above
+
         try:
             response = self._factory(timeout_s).chat(
                 model=self.model, messages=messages, format=VERDICT_SCHEMA if messages else None,
@@ -235,6 +241,10 @@ class OllamaJudge:
 
     def _judge(self, findings: Sequence[Finding], observations: Mapping[str, Any],
                ctx: DetectContext) -> Verdict:
+        refused = _refused(observations)
+        if refused is not None:   # asking now would only meet the same refusal
+            self._set_health(False, refused)
+            return rules_verdict(findings, note=f"LLM not asked: {refused}")
         start = self._clock()
         deadline = start + 2 * self.settings.OLLAMA_TIMEOUT_SECONDS
         prompt = self.prompt(findings, observations, ctx)
@@ -312,12 +322,27 @@ class OllamaJudge:
         self._cache[key] = (self._clock(), verdict)
 
 
+def _refused(observations: Mapping[str, Any]) -> str | None:
+    """Why Ollama cannot be asked when this cycle's own health check of OLLAMA_HOST
+    (collectors/llm_runtimes.py, moments before) found its connection refused; else None (a
+    slow or partial answer there is no reason to skip the judge's longer timeout)."""
+    seen = observations.get("llm_runtimes")
+    health = seen.get("ollama") if isinstance(seen, Mapping) else None
+    if not isinstance(health, Mapping) or health.get("reachable") is not False \
+            or health.get("error") != REFUSED:
+        return None
+    return f"cannot reach Ollama at {health.get('host')}: {REFUSED} (this cycle's health check)"
+
+
 SUMMARY_MAX_CHARS = 800
 
 
 def summarise(settings: Settings, facts: str, client_factory: ClientFactory | None = None
               ) -> str | None:
     """A short recap summary written by the LLM, made inert for Discord; None when it fails."""
+    import httpx  # noqa: PLC0415 - the client (~35 MB) only when a summary is asked
+    import ollama  # noqa: PLC0415 - as above
+
     factory = client_factory or (lambda timeout: ollama.Client(host=settings.OLLAMA_HOST,
                                                                timeout=timeout))
     try:

@@ -29,6 +29,7 @@ REGISTRY: dict[str, str] = {
     "processes": "collectors.processes",
     "containers": "collectors.containers",
     "llm_runtimes": "collectors.llm_runtimes",
+    "llm_traffic": "collectors.llm_traffic.collector",
 }
 
 

@@ -4,24 +4,30 @@ Reading (file or journal, cursors, rotation) is collectors.logreader.source's; e
 collectors.auth.scanner'. This module keeps the brute-force window across cycles: the failure
 times per address within the last SSH_BRUTEFORCE_FINDTIME_SECONDS of the log's own clock, bounded,
 in the collector state that commits with the log cursor (a replayed cycle sees the same window).
+
+The extraction (collectors.auth.scanner, with numpy: ~14 MB once loaded) is imported when the log
+gives a first chunk: a cycle without new lines carries its state over without it.
 """
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
+from importlib.util import find_spec
 from itertools import count
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from collectors.auth.compiled import authscan
 from collectors.auth.counts import AuthCounts, safe_text
-from collectors.auth.scanner import AuthScanner
 from collectors.logreader.follow import Targets, targets
 from collectors.logreader.source import LogSource
 from foundation.context import CollectContext
 from foundation.model import CollectResult, Sample
 from foundation.settings import Settings
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from collectors.auth.scanner import AuthScanner
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +39,27 @@ MAX_WINDOW_TIMES = 50        # failure times carried per address
 MAX_ACCEPTED = 50            # accepted logins listed per cycle (suspicious ones up to twice that)
 MAX_SOURCES = 500            # distinct user@address pairs listed per cycle
 _WARNED: list[bool] = []     # the missing C scanner is said once per process
+_UNLOADED: Any = object()
+# the C scanner (collectors.auth.compiled: None where it is not built), imported with the first
+# chunk: its import loads Vectorscan and compiles the patterns (~3.5 MB), which no quiet cycle needs
+authscan: Any = _UNLOADED
+
+
+def _c_scanner() -> ModuleType | None:
+    """The C scanner module, imported the first time it is needed; None where it is not built."""
+    global authscan
+    if authscan is _UNLOADED:
+        from collectors.auth.compiled import authscan as found  # noqa: PLC0415 - see above
+
+        authscan = found
+    return authscan  # type: ignore[no-any-return]
+
+
+def _c_built() -> bool:
+    """Whether the C scanner is there, without importing it (once imported: whether it loaded)."""
+    if authscan is not _UNLOADED:
+        return authscan is not None
+    return find_spec("collectors.auth._authscan") is not None
 
 
 def timeout_s(settings: Settings) -> float:
@@ -57,19 +84,22 @@ class FailureWindow:
             for host, times in (carried or {}).items()}
         self.hits: dict[bytes, dict[str, Any]] = {}
         self._index: dict[bytes, int] = {}
-        self._keys = np.zeros(0)
+        self._keys: np.ndarray | tuple[()] = ()   # sorted window keys (empty until an add)
         self._t0 = 0.0
         self._span = 1.0
 
     def add(self, times: list[float], hosts: list[bytes]) -> None:
         """Add one chunk's failure events (with the carried ones) and note every window crossing."""
+        import numpy as np  # noqa: PLC0415 - loaded with the scanner, when a chunk was read
+
         carried_hosts = [h for h, ts in self.carry.items() for _ in ts]
         all_t = np.array([t for ts in self.carry.values() for t in ts] + times, dtype=np.float64)
         all_h = carried_hosts + hosts
         n_old = len(carried_hosts)
         # ids in order of first appearance, without a Python frame per event (one C pass)
-        if authscan is not None:
-            raw, names = authscan.first_ids(all_h)
+        native = _c_scanner()
+        if native is not None:
+            raw, names = native.first_ids(all_h)
             ids = np.frombuffer(raw, dtype=np.int64)
             index = dict(zip(names, count()))
         else:
@@ -77,7 +107,7 @@ class FailureWindow:
             ids = np.fromiter(map(index.__getitem__, all_h), np.int64, len(all_h))
         self._index = index
         if not len(all_t):
-            self._keys = np.zeros(0)
+            self._keys = ()
             return
         self._t0 = float(all_t.min())
         self._span = float(all_t.max()) - self._t0 + self.findtime + 1.0
@@ -96,6 +126,8 @@ class FailureWindow:
         self._carry_over(t, i)
 
     def _note_hits(self, t: np.ndarray, i: np.ndarray, inside: np.ndarray, new: np.ndarray) -> None:
+        import numpy as np  # noqa: PLC0415 - loaded already by add()
+
         fired = new & (inside >= self.max_retry)
         if not fired.any():
             return
@@ -125,6 +157,8 @@ class FailureWindow:
         """Failures from each (address, time) within the window ending then (as of the last add)."""
         if not logins or not len(self._keys):
             return [0] * len(logins)
+        import numpy as np  # noqa: PLC0415 - loaded already by add(), which filled the keys
+
         ids = np.array([self._index.get(host, -1) for host, _ in logins], dtype=np.float64)
         at = np.array([ts for _, ts in logins], dtype=np.float64)
         hi = ids * self._span + np.minimum(at - self._t0, self._span - 1.0)
@@ -224,11 +258,7 @@ def collect(ctx: CollectContext) -> CollectResult:
                     count_lines=False)                  # the scanner counts them
     previous = ctx.state.get(STATE_KEY) if ctx.state else None
     previous = previous if isinstance(previous, Mapping) else {}
-    scanner = AuthScanner(ctx.now, pending=previous.get("pending"))
-    if not scanner.native and not _WARNED:
-        _WARNED.append(True)
-        log.warning("auth_log: the C scanner (collectors/auth/_authscan.c) is not built; the same "
-                    "patterns run in Python, about 5x slower: run `make native`")
+    scanner: AuthScanner | None = None   # made (numpy and all) when a first chunk comes
     window = FailureWindow(previous.get("window"), settings.SSH_BRUTEFORCE_MAX_RETRY,
                            settings.SSH_BRUTEFORCE_FINDTIME_SECONDS)
     probes = FailureWindow(previous.get("probe_window"), settings.SSH_BRUTEFORCE_MAX_RETRY,
@@ -236,6 +266,10 @@ def collect(ctx: CollectContext) -> CollectResult:
     accepted: list[dict[str, Any]] = []
     sources: dict[tuple[bytes, bytes], str] = {}
     for chunk in src.chunks():
+        if scanner is None:
+            from collectors.auth.scanner import AuthScanner  # noqa: PLC0415 - numpy: lines only
+
+            scanner = AuthScanner(ctx.now, pending=previous.get("pending"))
         scanner.feed(chunk)
         window.add(scanner.fail_times, scanner.fail_hosts)
         probes.add(scanner.probe_times, scanner.probe_hosts)
@@ -245,11 +279,17 @@ def collect(ctx: CollectContext) -> CollectResult:
     if not src.available:      # refused at the start (nothing was read), or the read failed
         return CollectResult(observations={"backend": src.backend_used}, available=False,
                              note=src.note)
-    counts = scanner.counts
+    native = scanner.native if scanner is not None else _c_built()
+    if not native and not _WARNED:
+        _WARNED.append(True)
+        log.warning("auth_log: the C scanner (collectors/auth/_authscan.c) is not built; the same "
+                    "patterns run in Python, about 5x slower: run `make native` (installed with "
+                    "pip or pipx: reinstall with libvectorscan-dev and gcc present)")
+    counts = scanner.counts if scanner is not None else AuthCounts()
     log.debug("auth_log: %d lines, %d failed logins, %d addresses over the window",
               counts.lines, counts.failed_logins, len(window.hits))
     observations = observe(counts, window, accepted, set(sources.values()), src.info(), probes)
-    observations["scanner"] = "c" if scanner.native else "regex"   # regex: make native not run
+    observations["scanner"] = "c" if native else "regex"   # regex: make native not run
     samples = (Sample("auth.failed_logins", float(counts.failed_logins), by_hour=True),
                Sample("auth.accepted_logins", float(counts.accepted_count), by_hour=True),
                Sample("auth.invalid_users", float(counts.invalid_users), by_hour=True),
@@ -257,5 +297,13 @@ def collect(ctx: CollectContext) -> CollectResult:
                Sample("auth.preauth_probes", float(counts.probes), by_hour=True))
     state = {**src.new_state(), STATE_KEY: {"window": window.state(),
                                             "probe_window": probes.state(),
-                                            "pending": scanner.pending}}
+                                            "pending": _pending(scanner, previous)}}
     return CollectResult(observations=observations, samples=samples, state=state)
+
+
+def _pending(scanner: AuthScanner | None, previous: Mapping[str, Any]) -> dict[str, Any]:
+    """sshd pids still waiting for their address: the scanner's, or as carried when no line came."""
+    if scanner is not None:
+        return scanner.pending
+    carried = previous.get("pending")
+    return dict(carried) if isinstance(carried, Mapping) else {}

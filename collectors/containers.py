@@ -5,23 +5,33 @@ socket. No engine, no socket, no permission on it, or an engine that does not an
 the fix; with containers watched it is also an ``unreachable`` observation (their state is unknown,
 which the detector reports), with none watched the source is merely unavailable. A watched
 container that does not exist is reported, and counts as down.
+
+The SDK (docker and requests, some 30 MB) is imported only when containers are watched. With none
+watched, the engine's overview (how many containers, how many running) is one GET of
+``/containers/json`` through the standard library on a unix:// or plain tcp:// engine.
 """
 from __future__ import annotations
 
+import http.client
+import json
 import os
+import socket
+import sys
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
-
-import docker
-import requests
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from foundation.context import CollectContext
 from foundation.model import CollectResult, Sample
 from foundation.settings import Settings
 
+if TYPE_CHECKING:
+    import docker
+
 DEFAULT_URL = "unix:///var/run/docker.sock"
 API_TIMEOUT_S = 10
 MAX_TEXT = 120
+MAX_LIST_BYTES = 64 << 20    # the light overview's /containers/json (a few KB a container)
 
 # the first OSError found under the SDK's exception, by type -> what to tell the operator
 _FIXES: tuple[tuple[type[OSError], str], ...] = (
@@ -69,7 +79,8 @@ def _causes(err: BaseException) -> list[BaseException]:
 def explain(err: BaseException, url: str) -> str:
     """Turn an SDK/requests failure into one sentence naming the fix."""
     causes = _causes(err)
-    if any(isinstance(c, requests.exceptions.Timeout) for c in causes):
+    requests = sys.modules.get("requests")   # only its own exceptions need it: loaded if any
+    if requests is not None and any(isinstance(c, requests.exceptions.Timeout) for c in causes):
         causes.append(TimeoutError())  # requests' timeouts wrap urllib3's, not always the OSError
     for kind, text in _FIXES:
         if any(isinstance(c, kind) for c in causes):
@@ -83,6 +94,9 @@ def connect(url: str, api_version: str | None = None, timeout: int = API_TIMEOUT
 
     Negotiating costs a ``/version`` call, which podman answers in ~0.3 s; ``/_ping`` takes ~2 ms.
     """
+    import docker  # noqa: PLC0415 - the SDK (~30 MB) only when containers are watched
+    import requests  # noqa: PLC0415 - docker's transport, loaded with it
+
     try:
         client = docker.DockerClient(base_url=url, timeout=timeout, version=api_version or "auto")
         if api_version:
@@ -133,6 +147,8 @@ def summarize(names: Sequence[str], inspect: Callable[[str], Mapping[str, Any] |
 
 
 def _inspector(client: docker.DockerClient) -> Callable[[str], Mapping[str, Any] | None]:
+    import docker  # noqa: PLC0415 - loaded already by connect()
+
     def inspect(name: str) -> Mapping[str, Any] | None:
         try:
             info: Mapping[str, Any] = client.api.inspect_container(name)
@@ -156,10 +172,88 @@ def unreachable(ctx: CollectContext, url: str, note: str) -> CollectResult:
                          state=dict(ctx.state, api=None), resolves=False)
 
 
+class _UnixConnection(http.client.HTTPConnection):
+    """HTTP over the engine's Unix socket."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        """Connect to the socket file instead of a host and port."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+def _light_connection(url: str, timeout: float) -> http.client.HTTPConnection | None:
+    """A standard-library connection to a unix:// or plain tcp:// (http://) engine; None for
+    the others (TLS, ssh://), which only the SDK speaks."""
+    if url.startswith("unix://"):
+        return _UnixConnection("/" + url[len("unix://"):].lstrip("/"), timeout)
+    if os.environ.get("DOCKER_TLS_VERIFY"):
+        return None
+    parts = urlsplit(url)
+    if parts.scheme in ("tcp", "http") and parts.hostname:
+        return http.client.HTTPConnection(parts.hostname, parts.port or 2375, timeout=timeout)
+    return None
+
+
+def engine_overview(connection: http.client.HTTPConnection, url: str
+                    ) -> tuple[str | None, list[dict[str, Any]]]:
+    """The engine's API version (its Api-Version header) and every container's summary, from one
+    GET of ``/containers/json?all=1``; EngineUnavailable naming the fix."""
+    try:
+        connection.request("GET", "/containers/json?all=1", headers={"Host": "docker"})
+        response = connection.getresponse()
+        body = response.read(MAX_LIST_BYTES + 1)
+        if response.status != 200 or len(body) > MAX_LIST_BYTES:
+            raise EngineUnavailable(f"the Docker API at {url} answered HTTP {response.status} "
+                                    "to the container list")
+        listed = json.loads(body)
+    except (OSError, http.client.HTTPException, ValueError) as err:
+        raise EngineUnavailable(explain(err, url)) from err
+    finally:
+        connection.close()
+    if not isinstance(listed, list):
+        raise EngineUnavailable(f"the Docker API at {url} answered something that is not a list")
+    version = response.getheader("Api-Version")
+    return (_text(version) or None), [c for c in listed if isinstance(c, dict)]
+
+
+def _result(version: str | None, listed: Sequence[Mapping[str, Any]], watched: Mapping[str, Any],
+            state: Mapping[str, Any]) -> CollectResult:
+    running = sum(1 for c in listed if c.get("State") == "running")
+    observations = {"engine": {"api_version": version, "containers": len(listed),
+                               "running": running},
+                    "watched": dict(watched)}
+    samples = [Sample("containers.running", float(running))]
+    for name, facts in watched.items():
+        samples.append(Sample("container.up", 1.0 if facts["running"] else 0.0, key=name))
+        samples.append(Sample("container.restart_count", float(facts["restart_count"]), key=name))
+    return CollectResult(observations=observations, samples=tuple(samples), state=dict(state))
+
+
 def collect(ctx: CollectContext) -> CollectResult:
     """Inspect every watched container; an engine out of reach is an observation, not an error."""
     url = engine_url(ctx.settings, os.environ)
     names = ctx.settings.DOCKER_CONTAINERS_TO_MONITOR
+    light = None if names else _light_connection(url, API_TIMEOUT_S)
+    if light is not None:   # nothing watched: the overview alone, without the SDK
+        try:
+            version, overview = engine_overview(light, url)
+        except EngineUnavailable as err:
+            return unreachable(ctx, url, str(err))
+        # the SDK's negotiated version, if any, is kept for when containers are watched again
+        return _result(version, overview, {}, {"restarts": {}, "api": ctx.state.get("api")})
+    import docker  # noqa: PLC0415 - the SDK (~30 MB) only when containers are watched
+    import requests  # noqa: PLC0415 - docker's transport, loaded with it
+
     known = ctx.state.get("api") or {}
     cached = known.get("version") if known.get("url") == url else None
     try:
@@ -173,14 +267,5 @@ def collect(ctx: CollectContext) -> CollectResult:
         return unreachable(ctx, url, explain(err, url))
     finally:
         client.close()
-    running = sum(1 for c in listed if c.get("State") == "running")
-    observations = {"engine": {"api_version": client.api.api_version, "containers": len(listed),
-                               "running": running},
-                    "watched": watched}
-    samples = [Sample("containers.running", float(running))]
-    for name, facts in watched.items():
-        samples.append(Sample("container.up", 1.0 if facts["running"] else 0.0, key=name))
-        samples.append(Sample("container.restart_count", float(facts["restart_count"]), key=name))
-    return CollectResult(observations=observations, samples=tuple(samples),
-                         state={"restarts": state,
-                                "api": {"url": url, "version": client.api.api_version}})
+    return _result(client.api.api_version, listed, watched,
+                   {"restarts": state, "api": {"url": url, "version": client.api.api_version}})

@@ -1,9 +1,12 @@
-"""Local LLM runtimes: which run (by several signals and a score), where they connect, and whether
-the Ollama this agent judges with is healthy.
+"""Local LLM runtimes: which run (by several signals and a score), where they connect, whether the
+Ollama this agent judges with is healthy, and whether a model server answers the network without
+authentication.
 
 Cost: one cheap pass over the process table (name, command line, memory); only candidates (a name or
 command-line hit, a model file named on the command line, a large resident set, or a runtime seen
-last cycle) get their memory maps and open files read. Scoring: docs/llm-runtimes.md.
+last cycle) get their memory maps and open files read. Scoring: docs/llm-runtimes.md. Exposure:
+a runtime's listening sockets on a non-loopback address, and any listener on a well-known model
+server port, are probed once a cycle from this machine (collectors.llm_exposure).
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ from typing import Any
 
 import psutil
 
-from collectors import netclass, ollama_health
+from collectors import llm_exposure, netclass, ollama_health, proctable
 from foundation.context import CollectContext
 from foundation.model import CollectResult, Sample
 from foundation.settings import Settings
@@ -61,6 +64,18 @@ RUNTIMES: tuple[RuntimeDecl, ...] = (
 _RUNTIMES = tuple((d, re.compile(d.name) if d.name else None,
                    re.compile(d.cmdline) if d.cmdline else None) for d in RUNTIMES)
 
+
+def _any_of(patterns: list[str]) -> re.Pattern[str]:
+    """One pattern that matches where any of ``patterns`` does (a leading "(?i)" kept scoped)."""
+    return re.compile("|".join(f"(?i:{p[4:]})" if p.startswith("(?i)") else f"(?:{p})"
+                               for p in patterns))
+
+
+# every process is checked each cycle: one search finds whether any runtime's pattern can match
+# (most processes: none), and only then are the rows tried one by one, in order
+_ANY_NAME = _any_of([d.name for d in RUNTIMES if d.name])
+_ANY_CMDLINE = _any_of([d.cmdline for d in RUNTIMES if d.cmdline])
+
 # Model files: weight extensions anywhere, or any file in a model store (Ollama's blobs have no
 # extension). `.bin`/`.pt` alone are too common to count outside a model folder.
 MODEL_FILE = re.compile(
@@ -99,8 +114,10 @@ ATTRS = ["pid", "name", "cmdline", "memory_info", "create_time"]
 
 
 def timeout_s(settings: Settings) -> float:
-    """Process walk, /proc reads, reverse DNS then its forward confirmation, the Ollama check."""
-    return 10.0 + 2 * settings.LLM_RDNS_TIMEOUT_SECONDS + 3 * ollama_health.TIMEOUT_S
+    """Process walk, /proc reads, reverse DNS then its forward confirmation, the Ollama check,
+    the exposure probes."""
+    return (10.0 + 2 * settings.LLM_RDNS_TIMEOUT_SECONDS + 3 * ollama_health.TIMEOUT_S
+            + llm_exposure.PROBE_BUDGET_S + 1.0)
 
 
 @dataclass
@@ -129,7 +146,9 @@ def cheap_signals(pid: int, name: str, argv: list[str], rss: int, create_time: f
     argv0 = os.path.basename(argv[0]) if argv else ""
     cmdline = " ".join(argv)
     cand = Candidate(pid, name, cmdline[:300], rss, create_time)
-    for decl, by_name, by_cmd in _RUNTIMES:
+    hit = (_ANY_NAME.search(name) or (argv0 and _ANY_NAME.search(argv0))
+           or _ANY_CMDLINE.search(cmdline))
+    for decl, by_name, by_cmd in _RUNTIMES if hit else ():
         if by_name is not None and "name" not in cand.signals and (
                 by_name.search(name) or (argv0 and by_name.search(argv0))):
             cand.signals["name"] = decl.label
@@ -279,6 +298,7 @@ def classify_sockets(records: Iterable[netclass.SocketRecord]
                            "class": netclass.classify(rec.remote_ip)})
         elif rec.local_ip and (rec.status == psutil.CONN_LISTEN or rec.proto == "udp"):
             listening.append({"address": _endpoint(rec.local_ip, rec.local_port),
+                              "ip": rec.local_ip, "port": rec.local_port,
                               "proto": rec.proto, "class": netclass.classify(rec.local_ip)})
     return remote, listening
 
@@ -339,10 +359,13 @@ def collect(ctx: CollectContext) -> CollectResult:
     checker = threading.Thread(target=lambda: health.update(ollama_health.check(
         settings.OLLAMA_HOST, settings.OLLAMA_MODEL)), daemon=True, name="ollama-health")
     checker.start()
-    found, counts = scan(known=dict(ctx.state.get("runtimes") or {}))
+    found, counts = scan(proctable.processes(ctx), known=dict(ctx.state.get("runtimes") or {}))
     runtimes = [_with_connections(c) for c in found]
     resolver = netclass.Resolver(ctx.state.get("dns"), ctx.now, settings.LLM_RDNS_TIMEOUT_SECONDS)
     annotate(runtimes, netclass.Allowlist.parse(settings.LLM_CONNECTION_ALLOWLIST), resolver)
+    servers = llm_exposure.plan_exposure(runtimes, llm_exposure.listeners(llm_exposure.LLM_PORTS),
+                                         settings.own_ports)
+    probed = llm_exposure.probe_exposure(runtimes, servers)
     checker.join(3 * ollama_health.TIMEOUT_S + 1.0)
     if not health:
         health = {"host": ollama_health.public_host(settings.OLLAMA_HOST),
@@ -357,6 +380,10 @@ def collect(ctx: CollectContext) -> CollectResult:
         "unallowed_external": sum(1 for c in external if not c.get("allowed_by")),
         "ollama": {**health, "problem": problem},
         "dns": {"lookups": resolver.looked_up, "timed_out": resolver.timed_out},
+        "exposed_servers": servers, "exposure_probes": probed,
+        "open_model_servers": sum(1 for s in [*servers, *(x for r in runtimes
+                                                           for x in r.get("exposures", ()))]
+                                  if s.get("unauthenticated")),
     }
     samples = [Sample("llm_runtimes.count", float(len(runtimes))),
                Sample("llm_runtimes.external_connections", float(len(external)))]

@@ -5,6 +5,12 @@ A scan can take minutes (``-sV``, networks), so ``collect`` never waits for one:
 waits at most ``GRACE_S`` (a loopback scan is done by then), and otherwise returns at once with
 ``resolves=False``. A later cycle finds the scan finished and parses the XML with python-nmap, or
 kills it past NMAP_TIMEOUT_SECONDS. Only a cycle that parsed a finished scan has ``resolves=True``.
+
+After a finished scan, each open TCP port on the model server port list or whose service looks
+like HTTP is asked, with collectors.llm_probe's read-only GETs, whether it serves an LLM API
+without authentication (``llm_probes`` in the scan's observation). Only the scanned hosts are
+asked; on this machine never the agent's own ports, and a loopback address only for a port that
+is also bound to a non-loopback address (a loopback-only server is not on the network).
 """
 from __future__ import annotations
 
@@ -14,12 +20,13 @@ import shlex
 import shutil
 import socket
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import psutil
 
+from collectors import llm_exposure, llm_probe
 from collectors.nmap_parse import NmapParseError, Scan, parse_scan
 from foundation.context import CollectContext, CommandError, kill_group, release_child, start_background
 from foundation.model import CollectResult, Sample
@@ -31,6 +38,7 @@ GRACE_S = 1.0            # how long collect may wait for a just-started scan to 
 MAX_OPEN_PORTS = 1000    # bound on the open ports reported (a bigger scan is marked truncated)
 MAX_OTHER_PORTS = 200    # listed ports in other states (closed, filtered), for "now closed" texts
 MAX_HOSTS = 1024
+MAX_LLM_PROBES = 32      # open ports asked whether they serve an LLM API, per finished scan
 XML_NAME = "nmap-scan.xml"
 ERR_NAME = "nmap-scan.err"
 INSTALL_HINT = "nmap is not installed: install it (apt install nmap) or remove nmap from COLLECTORS"
@@ -99,6 +107,49 @@ def summarize(scan: Scan, finished_at: float, own: set[str] | None = None) -> di
     }
 
 
+def _looks_like_http(service: str, product: str) -> bool:
+    """nmap's service name or product says a web server (http, https, http-proxy, http-alt)."""
+    return "http" in service.lower() or "http" in product.lower()
+
+
+def llm_candidates(scan: Scan, own: set[str], own_ports: frozenset[int],
+                   exposed: Callable[[], set[int]]) -> list[tuple[str, int]]:
+    """The open TCP ports of the scanned hosts worth probing for an LLM API, well-known model
+    server ports first. ``exposed`` gives this machine's ports bound to a non-loopback address
+    (asked only when a loopback target has a candidate)."""
+    up = set(scan.hosts_up)
+    wanted = [p for p in scan.open_ports.values()
+              if p.proto == "tcp" and p.addr in up
+              and (p.port in llm_exposure.LLM_PORTS or _looks_like_http(p.service, p.product))
+              and not (is_local(p.addr, own) and p.port in own_ports)]
+    wanted.sort(key=lambda p: (p.port not in llm_exposure.LLM_PORTS, p.addr, p.port))
+    bound: set[int] | None = None
+    picked = []
+    for p in wanted:
+        if llm_exposure.is_loopback(p.addr):
+            bound = exposed() if bound is None else bound
+            if p.port not in bound:
+                continue      # loopback only: not reachable from the network
+        picked.append((p.addr, p.port))
+    return picked[:MAX_LLM_PROBES]
+
+
+def probe_llm(scan: Scan, own: set[str], own_ports: frozenset[int],
+              prober: Callable[..., Mapping[tuple[str, int], llm_probe.ProbeResult | None]]
+              = llm_probe.probe_many,
+              exposed: Callable[[], set[int]] = lambda: llm_exposure.exposed_ports(
+                  llm_exposure.listeners())) -> tuple[list[dict[str, Any]], int]:
+    """(what answered as an LLM API, how many ports were asked)."""
+    targets = llm_candidates(scan, own, own_ports, exposed)
+    if not targets:
+        return [], 0
+    answers = prober(targets, timeout_s=llm_exposure.PROBE_TIMEOUT_S,
+                     budget_s=llm_exposure.PROBE_BUDGET_S)
+    found = [{"addr": addr, "port": port, **answer.as_json()}
+             for (addr, port), answer in sorted(answers.items()) if answer is not None]
+    return found, len(targets)
+
+
 def _tail(path: Path, limit: int = 300) -> str:
     try:
         data = path.read_bytes()[-limit:]
@@ -126,7 +177,7 @@ def _start(ctx: CollectContext, nmap_path: str, workdir: Path) -> subprocess.Pop
 
 
 def _finish(proc: subprocess.Popen[bytes], workdir: Path, now: float,
-            state: Mapping[str, Any]) -> CollectResult:
+            state: Mapping[str, Any], own_ports: frozenset[int] = frozenset()) -> CollectResult:
     """Parse a finished scan into observations, samples and the next state."""
     _RUNNING.pop(proc.pid, None)
     release_child(proc)
@@ -140,7 +191,9 @@ def _finish(proc: subprocess.Popen[bytes], workdir: Path, now: float,
         return _partial("scan failed", dict(base, scan=None), note, error=note)
     finally:
         xml_path.unlink(missing_ok=True)
-    result = summarize(scan, now, own_addresses())
+    own = own_addresses()
+    result = summarize(scan, now, own)
+    result["llm_probes"], result["llm_probed"] = probe_llm(scan, own, own_ports)
     last = {"finished_at": now, "hosts_up": len(scan.hosts_up), "hosts_total": scan.hosts_total,
             "open_ports": len(scan.open_ports), "elapsed_s": scan.elapsed_s}
     samples = (Sample("nmap.hosts_up", float(len(scan.hosts_up))),
@@ -177,7 +230,7 @@ def collect(ctx: CollectContext) -> CollectResult:
         log.warning("nmap %s", note)
         return _partial("scan abandoned", dict(state, scan=None), note)
     if proc is not None:
-        return _finish(proc, workdir, ctx.now, state)
+        return _finish(proc, workdir, ctx.now, state, settings.own_ports)
     last_started = state.get("last_started_at")
     if last_started is not None and ctx.now - last_started < settings.NMAP_INTERVAL_SECONDS:
         wait = settings.NMAP_INTERVAL_SECONDS - (ctx.now - last_started)
@@ -193,4 +246,4 @@ def collect(ctx: CollectContext) -> CollectResult:
         proc.wait(timeout=GRACE_S)
     except subprocess.TimeoutExpired:
         return _partial("scan in progress", state, "scan in progress", running_s=0.0)
-    return _finish(proc, workdir, ctx.now, state)
+    return _finish(proc, workdir, ctx.now, state, settings.own_ports)

@@ -9,8 +9,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import nmap
-
 MAX_FIELD = 80       # service, product and version strings come from banners: untrusted, capped
 PROTOCOLS = ("tcp", "udp", "sctp", "ip")
 
@@ -86,6 +84,8 @@ def _clip(value: Any) -> str:
 
 def _raw_parse(xml: str) -> dict[str, Any]:
     """python-nmap's own parser, without its constructor (which runs ``nmap -V`` unbounded)."""
+    import nmap  # noqa: PLC0415 - python-nmap (and multiprocessing) only when a scan finished
+
     scanner = nmap.PortScanner.__new__(nmap.PortScanner)
     # the only attribute analyse_nmap_xml_scan reads (private: the stubs do not declare it)
     scanner._nmap_last_output = ""  # type: ignore[attr-defined]

@@ -14,6 +14,7 @@ from typing import Any
 
 import psutil
 
+from collectors import proctable
 from foundation.context import CollectContext
 from foundation.model import CollectResult, Sample
 from foundation.settings import Settings
@@ -114,8 +115,8 @@ def summarize(watch: Iterable[str], procs: list[ProcInfo], previous: Mapping[str
 
 
 def collect(ctx: CollectContext) -> CollectResult:
-    """Snapshot the process table and the system's load."""
-    procs = snapshot()
+    """Snapshot the process table (shared with llm_runtimes in a cycle) and the system's load."""
+    procs = snapshot(proctable.processes(ctx))
     observations, state = summarize(ctx.settings.PROCESSES_TO_MONITOR, procs, ctx.state,
                                     time.time(), os.getpid())
     vm = psutil.virtual_memory()

@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from foundation.baseline import Baseline
 from foundation.settings import Settings
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from foundation.store.data_storage import Store
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class CommandError(Exception):
@@ -98,12 +99,14 @@ def _read_bounded(proc: subprocess.Popen[bytes], name: str, timeout_s: float, ma
 
 
 def run_command(args: Sequence[str], timeout_s: float, env: Mapping[str, str] | None = None,
-                max_output: int = OUTPUT_CAP) -> subprocess.CompletedProcess[bytes]:
+                max_output: int = OUTPUT_CAP, stdin: Any = subprocess.DEVNULL
+                ) -> subprocess.CompletedProcess[bytes]:
     """Run a command in its own process group, capture at most ``max_output`` bytes of output,
-    and kill the whole group after ``timeout_s`` (or on stop, through ``kill_children``)."""
+    and kill the whole group after ``timeout_s`` (or on stop, through ``kill_children``).
+    ``stdin``: nothing by default, or an open file the command reads."""
     try:
         proc = subprocess.Popen(list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                stdin=subprocess.DEVNULL, env=None if env is None else dict(env),
+                                stdin=stdin, env=None if env is None else dict(env),
                                 start_new_session=True)
     except OSError as err:
         raise CommandError(f"cannot run {args[0]}: {err.strerror or err}") from err
@@ -157,6 +160,23 @@ def kill_children() -> int:
 Runner = Callable[[Sequence[str], float], subprocess.CompletedProcess[bytes]]
 
 
+class CycleShare:
+    """What the collectors of one cycle read once for all of them (the process table): each value
+    is made by the first collector that asks, the others wait for it and share it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._values: dict[str, Any] = {}
+
+    def once(self, key: str, make: Callable[[], T]) -> T:
+        """The value under ``key``, made by ``make`` the first time it is asked for."""
+        with self._lock:
+            if key not in self._values:
+                self._values[key] = make()
+            value: T = self._values[key]
+            return value
+
+
 @dataclass(frozen=True)
 class CollectContext:
     """Handed to ``collect``: everything a collector may use, nothing it may write."""
@@ -166,6 +186,7 @@ class CollectContext:
     state: Mapping[str, Any]                   # what this collector returned as state last time
     run: Runner = field(default=lambda args, timeout: run_command(args, timeout))
     monotonic: Callable[[], float] = time.monotonic
+    shared: CycleShare = field(default_factory=CycleShare)   # one per cycle (agent/cycle.py)
 
 
 class DetectContext:

@@ -13,6 +13,7 @@ _PATTERNS = (
     re.compile(r"(/api/webhooks/\d+/)[A-Za-z0-9_\-]+"),           # Discord webhook token
     re.compile(r"(?i)(authorization:\s*bearer\s+)[^\s'\"]+"),      # HTTP bearer header
     re.compile(r"(?i)(\btoken[=:]\s*)[^\s&'\"]+"),                 # token=... in URLs and messages
+    re.compile(r"(?i)(\b[a-z][a-z0-9+.\-]{0,31}://)[^\s/?#@'\"]+(?=@)"),  # scheme://USER:PASS@...
 )
 MASK = "***"
 
@@ -28,11 +29,13 @@ def redact(text: str) -> str:
     """The text with every registered secret and every secret-shaped token replaced by ***."""
     with _lock:
         secrets = sorted(_secrets, key=len, reverse=True)
+    # the shapes first: a registered secret that is part of a shape's anchor (an Apprise path
+    # segment "hook" in "/api/webhooks/") must not keep the shape from matching
+    for pattern in _PATTERNS:
+        text = pattern.sub(lambda m: m.group(1) + MASK, text)
     for secret in secrets:
         if secret in text:
             text = text.replace(secret, MASK)
-    for pattern in _PATTERNS:
-        text = pattern.sub(lambda m: m.group(1) + MASK, text)
     return text
 
 

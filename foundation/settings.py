@@ -14,30 +14,23 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 
-from foundation import trust
+from foundation import locations, mqtt_names, trust
+from foundation.apprise_urls import AppriseTarget, parse_targets
 from foundation.errors import ConfigError as ConfigError  # re-exported: the code imports it here
 from foundation.errors import did_you_mean
 from foundation.redact import register_secret
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
-DEFAULT_CONFIG = PROJECT_DIR / "config.py"
+PROJECT_DIR = locations.CODE_ROOT                 # the checkout, or site-packages when installed
+DEFAULT_CONFIG = PROJECT_DIR / "config.py"       # a top-level module of the wheel too
 ENV_PREFIX = "MONITOR_"
 
 DISCORD_HOSTS = ("discord.com", "discordapp.com", "ptb.discord.com", "canary.discord.com")
-SECRET_SETTINGS = frozenset({"DISCORD_WEBHOOK_URL", "HOME_ASSISTANT_TOKEN"})
+SECRET_SETTINGS = frozenset({"DISCORD_WEBHOOK_URL", "HOME_ASSISTANT_TOKEN", "MQTT_URL",
+                             "ALERTMANAGER_URL"})
 ENV_ONLY = frozenset({"ALLOW_UNSAFE_FILES"})  # never from a file: it would relax its own check
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?\.?)+$")
 _COLLECTOR_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-
-
-def _is_loopback_host(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _check_http_url(value: str, what: str) -> str:
@@ -105,6 +98,9 @@ class Settings(BaseModel):
 
     LLM_CONNECTION_ALLOWLIST: tuple[str, ...]
     LLM_RDNS_TIMEOUT_SECONDS: float = Field(gt=0, le=10)
+    LLM_TRAFFIC_CAPTURE_BYTES: int = Field(ge=1024, le=1048576)
+    LLM_TRAFFIC_SAMPLE: bool
+    LLM_TRAFFIC_BPFTRACE: str = Field(min_length=1)
 
     OLLAMA_HOST: str
     OLLAMA_MODEL: str = Field(min_length=1)
@@ -119,6 +115,7 @@ class Settings(BaseModel):
     CONSTRAINTS_PATH: Path
 
     DISCORD_WEBHOOK_URL: SecretStr
+    APPRISE_URLS: tuple[AppriseTarget, ...]   # foundation/apprise_urls.py; never echoed
     HOME_ASSISTANT_ALLOW_PLAIN_HTTP: bool   # before HOME_ASSISTANT_URL: its validator reads it
     HOME_ASSISTANT_URL: str
     HOME_ASSISTANT_TOKEN: SecretStr
@@ -131,6 +128,17 @@ class Settings(BaseModel):
     ALERT_RETRY_MAX_SECONDS: int = Field(ge=5)
     DAILY_RECAP_TIME: str
     RECAP_GRACE_HOURS: int = Field(ge=0, le=24)
+
+    MQTT_ALLOW_PLAIN_PASSWORD: bool   # before MQTT_URL: its validator reads it
+    MQTT_URL: SecretStr               # Home Assistant entities over MQTT (alerts/mqtt.py)
+    MQTT_DISCOVERY_PREFIX: str = Field(min_length=1)
+    MQTT_BASE_TOPIC: str
+    MQTT_CLIENT_ID: str
+    MQTT_TLS_CA_FILE: str
+
+    ALERTMANAGER_URL: SecretStr       # the findings' state for a fleet (alerts/alertmanager.py)
+    ALERTMANAGER_MIN_SEVERITY: Literal["high", "medium", "low"]
+    ALERTMANAGER_DASHBOARD_URL: str
 
     METRICS_PORT: int = Field(ge=0, le=65535)
     METRICS_BIND: str
@@ -189,7 +197,8 @@ class Settings(BaseModel):
             return value
         _check_http_url(value, "Home Assistant, e.g. https://ha.example.net or http://127.0.0.1:8123")
         # the long-lived token goes in every request: in clear only to this machine, as Discord
-        if (urlsplit(value).scheme == "http" and not _is_loopback_host(urlsplit(value).hostname or "")
+        parts = urlsplit(value)
+        if (parts.scheme == "http" and not mqtt_names.is_loopback_host(parts.hostname or "")
                 and not info.data.get("HOME_ASSISTANT_ALLOW_PLAIN_HTTP")):
             raise ValueError("plain http to a host other than this machine would send the token in "
                              "clear; use https (Home Assistant's own TLS or a reverse proxy), "
@@ -209,9 +218,14 @@ class Settings(BaseModel):
             raise ValueError("must be a webhook URL of the form .../api/webhooks/ID/TOKEN")
         if parts.scheme == "https" and host in DISCORD_HOSTS:
             return value
-        if parts.scheme == "http" and _is_loopback_host(host):
+        if parts.scheme == "http" and mqtt_names.is_loopback_host(host):
             return value
         raise ValueError("must be https on discord.com (or plain http on a loopback address)")
+
+    @field_validator("APPRISE_URLS", mode="before")
+    @classmethod
+    def _apprise_urls(cls, value: Any) -> tuple[AppriseTarget, ...]:
+        return parse_targets(value)   # registers every URL's secret parts with redact first
 
     @field_validator("GOOGLE_HOME_SPEAKER_ID")
     @classmethod
@@ -227,6 +241,24 @@ class Settings(BaseModel):
             raise ValueError("must be a tts entity id such as tts.google_translate_en_com")
         return value
 
+    @field_validator("MQTT_URL")
+    @classmethod
+    def _mqtt_url(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
+        if value.get_secret_value():   # the password goes in the CONNECT: as the HA token
+            mqtt_names.check_broker_url(value.get_secret_value(),
+                                        bool(info.data.get("MQTT_ALLOW_PLAIN_PASSWORD")))
+        return value
+
+    @field_validator("MQTT_DISCOVERY_PREFIX", "MQTT_BASE_TOPIC")
+    @classmethod
+    def _mqtt_topic(cls, value: str) -> str:
+        return mqtt_names.check_topic(value)
+
+    @field_validator("MQTT_CLIENT_ID")
+    @classmethod
+    def _mqtt_client_id(cls, value: str) -> str:
+        return mqtt_names.check_client_id(value)
+
     @field_validator("LLM_CONNECTION_ALLOWLIST")
     @classmethod
     def _allowlist(cls, value: tuple[str, ...]) -> tuple[str, ...]:
@@ -237,6 +269,30 @@ class Settings(BaseModel):
                 if not _HOSTNAME.match(entry.lstrip("*.")):
                     raise ValueError(f"{entry!r} is neither a network nor a host name") from None
         return value
+
+    @field_validator("ALERTMANAGER_URL")
+    @classmethod
+    def _alertmanager_url(cls, value: SecretStr) -> SecretStr:
+        url = value.get_secret_value()
+        if not url:
+            return value
+        _check_http_url(url, "Alertmanager, e.g. http://alertmanager.lan:9093")
+        parts = urlsplit(url)
+        if parts.query or parts.fragment:
+            raise ValueError("must be Alertmanager's base URL, without ?query or #fragment")
+        if parts.password:
+            register_secret(parts.password)   # also where it shows without the rest of the URL
+            # basic auth goes with every post: in clear only to this machine, as the HA token
+            if parts.scheme == "http" and not mqtt_names.is_loopback_host(parts.hostname or ""):
+                raise ValueError("plain http to another host would send its password in clear; "
+                                 "use https (Alertmanager's --web.config.file or a reverse "
+                                 "proxy) or leave the user:password@ out")
+        return value
+
+    @field_validator("ALERTMANAGER_DASHBOARD_URL")
+    @classmethod
+    def _dashboard_url(cls, value: str) -> str:
+        return _check_http_url(value, "the dashboard, e.g. https://nas.lan:8765") if value else value
 
     @field_validator("METRICS_BIND", "WEB_BIND")
     @classmethod
@@ -336,6 +392,8 @@ def load_settings(config_path: Path | None = None, environ: Mapping[str, str] | 
     relaxed = (allow_unsafe_files or trust.env_relaxed(environ.get(trust.ALLOW_ENV))
                or bool((overrides or {}).get("ALLOW_UNSAFE_FILES")))
     values = _module_settings(defaults_path, "config file", relaxed)
+    if defaults_path == DEFAULT_CONFIG and not locations.in_checkout():
+        values.update(locations.installed_defaults(values, environ))  # pip/pipx: docs/install.md
     if config_path is not None:
         extra = _module_settings(Path(config_path), "--config file", relaxed)
         for name in extra:
@@ -376,7 +434,7 @@ def _describe(err: ValidationError) -> str:
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "missing":
             message = "missing (add it to config.py)"
-        elif name not in SECRET_SETTINGS and "input" in item:
+        elif name not in SECRET_SETTINGS and name != "APPRISE_URLS" and "input" in item:
             message += f" (got {item['input']!r})"
         lines.append(f"{name}: {message}")
     return "; ".join(lines)

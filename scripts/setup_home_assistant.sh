@@ -12,8 +12,9 @@ VERSION="2024.3.3"
 MARK="$VENV/.installed-$VERSION"
 # demo (TTS provider + media players) and what it pulls in, http/api/onboarding for the REST API,
 # the integrations Home Assistant always loads (frontend above all: without it, recovery mode),
-# google_translate for a tts.* entity that tts.speak can address (it only fetches audio on playback).
-DOMAINS="demo http api onboarding auth tts google_translate media_player air_quality
+# google_translate for a tts.* entity that tts.speak can address (it only fetches audio on playback);
+# mqtt (paho-mqtt 1.6.1) for the entities the agent publishes by MQTT discovery (tests/test_mqtt.py).
+DOMAINS="demo http api onboarding auth tts google_translate mqtt media_player air_quality
 alarm_control_panel binary_sensor button camera calendar climate cover date datetime event fan
 humidifier light lock number select sensor siren stt switch text time update vacuum water_heater
 weather mailbox notify image_processing device_tracker frontend backup cloud application_credentials

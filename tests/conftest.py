@@ -110,3 +110,42 @@ def _every_finding_is_told_in_full(caplog: pytest.LogCaptureFixture) -> Iterator
     short = [r.getMessage() for r in caplog.get_records("call")
              if r.name == "analysis.detectors" and "to tell it with" in r.getMessage()]
     assert short == [], short
+
+
+# -- MQTT (tests/test_mqtt.py, tests/test_mqtt_home_assistant.py) ---------------------------------
+@pytest.fixture
+def broker(tmp_path: Path):
+    """A real mosquitto on a loopback port with a password file, stopped by its pid."""
+    from tests.mosquitto_broker import Mosquitto
+
+    server = Mosquitto(tmp_path / "mosquitto").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def watcher(broker: Any):
+    """A paho client subscribed to everything the agent publishes."""
+    from tests.mqtt_support import Watcher
+
+    watching = Watcher(broker)
+    yield watching
+    watching.close()
+
+
+@pytest.fixture
+def sleeper(tmp_path: Path):
+    """Real processes with one unique name, all stopped by their pid at the end."""
+    from tests import procs
+
+    name = procs.unique_name("mq")
+    started: list[Any] = []
+
+    def start() -> Any:
+        started.append(procs.start_named(tmp_path / "bin", name))
+        return started[-1]
+
+    start.name = name  # type: ignore[attr-defined]
+    yield start
+    for proc in started:
+        procs.stop(proc)

@@ -57,7 +57,8 @@ def ensure_installed() -> Path:
     """The hass executable of .venv-ha, running the setup script first when it is missing."""
     hass = VENV / "bin" / "hass"
     marks = list(VENV.glob(".installed-*"))
-    if not hass.exists() or not marks:
+    # the script runs again when it is newer than its mark (a new integration's requirements)
+    if not hass.exists() or not marks or SETUP.stat().st_mtime > max(m.stat().st_mtime for m in marks):
         result = subprocess.run(["bash", str(SETUP)], cwd=ROOT, capture_output=True, text=True,
                                 timeout=900, check=False)
         if result.returncode != 0:

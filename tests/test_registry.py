@@ -14,7 +14,11 @@ from foundation.settings import ConfigError
 
 def test_the_names_are_design_contract() -> None:
     assert list(collectors.REGISTRY) == ["syslog", "auth_log", "sensors", "ping", "nmap",
-                                         "processes", "containers", "llm_runtimes"]
+                                         "processes", "containers", "llm_runtimes",
+                                         "llm_traffic"]
+    # llm_traffic is opt-in (eBPF): registered, but not among the embedded defaults
+    from foundation.settings import load_settings
+    assert "llm_traffic" not in load_settings(environ={}).COLLECTORS
 
 
 @pytest.mark.parametrize("name", list(collectors.REGISTRY))

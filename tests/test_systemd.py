@@ -166,14 +166,16 @@ def syscall_groups() -> dict[str, list[str]]:
     return groups
 
 
-def test_the_system_call_filter_keeps_what_the_collectors_commands_call() -> None:
+def allowed_syscalls(values: list[str]) -> set[str]:
+    """The system calls a unit's ``SystemCallFilter=`` lines allow, merged as systemd merges
+    them: the first line decides (an allow list here), later ones add or (``~``) take away."""
     groups = syscall_groups()
 
     def expand(name: str) -> set[str]:
         return set().union(*(expand(n) for n in groups[name])) if name.startswith("@") else {name}
 
     allowed: set[str] | None = None
-    for value in unit_values("SystemCallFilter"):      # systemd's merge: the first one decides
+    for value in values:
         names = set().union(*(expand(n) for n in value.removeprefix("~").split()))
         if allowed is None:
             assert not value.startswith("~"), "an allow list, not a deny list"
@@ -183,6 +185,11 @@ def test_the_system_call_filter_keeps_what_the_collectors_commands_call() -> Non
         else:
             allowed |= names
     assert allowed is not None
+    return allowed
+
+
+def test_the_system_call_filter_keeps_what_the_collectors_commands_call() -> None:
+    allowed = allowed_syscalls(unit_values("SystemCallFilter"))
     needed = {"capset", "setuid",                       # ping drops its capabilities first
               "socket", "connect", "sendto", "recvmsg", "setsockopt",   # ping, nmap, sd_notify
               "clone3", "execve", "setsid", "setpgid", "kill", "wait4",  # child commands
@@ -192,6 +199,39 @@ def test_the_system_call_filter_keeps_what_the_collectors_commands_call() -> Non
                "setgroups", "chown", "setrlimit", "setpriority", "sched_setattr", "iopl"}
     assert not refused & allowed, refused & allowed
     assert unit_values("SystemCallErrorNumber") == ["EPERM"]   # refused, not killed
+
+
+DROP_IN = ROOT / "deploy" / "llm-traffic.conf"
+
+
+def drop_in_values(name: str) -> list[str]:
+    return [line.split("=", 1)[1] for line in DROP_IN.read_text().splitlines()
+            if line.startswith(f"{name}=")]
+
+
+def test_the_llm_traffic_drop_in_verifies_and_adds_only_what_the_uprobes_need(
+        tmp_path: Path) -> None:
+    rendered = tmp_path / "monitor-agent.service"
+    rendered.write_text(render_unit(ROOT))
+    (tmp_path / "monitor-agent.service.d").mkdir()
+    (tmp_path / "monitor-agent.service.d" / "llm-traffic.conf").write_text(DROP_IN.read_text())
+    proc = subprocess.run(["systemd-analyze", "verify", str(rendered)], capture_output=True,
+                          text=True, timeout=60)
+    problems = [line for line in (proc.stdout + proc.stderr).splitlines()
+                if "monitor-agent.service" in line or "llm-traffic.conf" in line]
+    assert proc.returncode == 0 and not problems, proc.stdout + proc.stderr
+    # uid 0 (bpftrace 0.17 refuses any other user), bounded to four capabilities
+    assert drop_in_values("User") == ["root"]
+    assert set(drop_in_values("CapabilityBoundingSet")[0].split()) == {
+        "CAP_BPF", "CAP_PERFMON", "CAP_SYS_PTRACE", "CAP_NET_RAW"}
+    assert "CAP_SYS_ADMIN" not in DROP_IN.read_text().split("#")[0]
+    merged = allowed_syscalls(unit_values("SystemCallFilter") + drop_in_values("SystemCallFilter"))
+    assert {"bpf", "perf_event_open"} <= merged
+    assert not {"mount", "init_module", "reboot", "swapon"} & merged
+    # the rest of the hardening is the unit's: the drop-in changes nothing else
+    assert {line.split("=", 1)[0] for line in DROP_IN.read_text().splitlines()
+            if "=" in line and not line.startswith("#")} == {
+        "User", "Group", "CapabilityBoundingSet", "AmbientCapabilities", "SystemCallFilter"}
 
 
 WRAPPER = ROOT / "deploy" / "monitor-agent"

@@ -342,8 +342,10 @@ def _runtime(name: str, connections: list[dict[str, Any]]) -> dict[str, Any]:
             "exposed": True}
 
 
-def save_llm_cycle(store: Store, now: float, runtimes: list[dict[str, Any]]) -> None:
-    """A cycle whose llm_runtimes observations are ``runtimes``, written as the agent does."""
+def save_llm_cycle(store: Store, now: float, runtimes: list[dict[str, Any]],
+                   traffic: dict[str, Any] | None = None) -> None:
+    """A cycle whose llm_runtimes observations are ``runtimes`` (and llm_traffic's ``traffic``),
+    written as the agent does."""
     from datetime import UTC, datetime
 
     report = {"started_at": datetime.fromtimestamp(now, UTC).isoformat(timespec="seconds"),
@@ -353,11 +355,28 @@ def save_llm_cycle(store: Store, now: float, runtimes: list[dict[str, Any]]) -> 
               "observations": {"llm_runtimes": {"runtimes": runtimes}},
               "findings": [], "alerts": [],
               "verdict": {"severity": "none", "by": "rules", "reason": "", "model": None}}
+    if traffic is not None:
+        report["collectors"]["llm_traffic"] = {"ok": True, "error": None,  # type: ignore[index]
+                                               "available": traffic.get("available", True),
+                                               "note": None, "duration_s": 0.1}
+        report["observations"]["llm_traffic"] = traffic  # type: ignore[index]
     with store.transaction() as tx:
         tx.save_cycle(now, 0.5, "none", "rules", report)
         tx.record_llm_connections(runtimes, now)
+        if traffic is not None:
+            tx.record_llm_traffic(traffic.get("clients", ()), now)
         tx.set_collector_state("llm_runtimes", {"runtimes": {
             str(r["pid"]): now - 7260 for r in runtimes}}, now)
+
+
+def traffic_row(**extra: Any) -> dict[str, Any]:
+    """One llm_traffic client row as the collector reports it."""
+    return {"exe": "/usr/bin/node", "comm": "node", "container": "", "client": "/usr/bin/node",
+            "provider": "OpenAI", "provider_key": "openai", "hosts": {"api.openai.com": 3},
+            "pids": [4242], "endpoints": {"chat": 3}, "models": {"gpt-4o": 3}, "requests": 3,
+            "streaming": 1, "request_bytes": 4096, "response_bytes": 20480,
+            "input_tokens": 1200, "output_tokens": 300, "errors": 0, "no_response": 0,
+            "secrets": {}, "first_at": 1.0, "last_at": 2.0, **extra}
 
 
 def external(ip: str, rdns: str | None, **extra: Any) -> dict[str, Any]:
@@ -499,7 +518,8 @@ def test_each_new_page_refreshes_from_its_json_twin_and_is_in_the_navigation(
     store = Store.open(settings.db_path)
     try:
         month_of_samples(store, now)
-        save_llm_cycle(store, now - 30, [_runtime("ollama", [external("203.0.113.7", "x.example")])])
+        save_llm_cycle(store, now - 30, [_runtime("ollama", [external("203.0.113.7", "x.example")])],
+                       {"available": True, "clients": [traffic_row()]})
         with store.transaction() as tx:
             tx.enqueue("console", "alert", "high", {"items": [{"headline": "a finding"}]}, now)
     finally:
@@ -526,3 +546,14 @@ def test_each_new_page_refreshes_from_its_json_twin_and_is_in_the_navigation(
                                                        "/alerts"]
     live = (STATIC / "live.js").read_text(encoding="utf-8")
     assert 'hasAttribute("data-live-eager")) refresh()' in live
+
+
+def test_the_llm_page_says_what_the_exposure_probe_found() -> None:
+    from agent.web.llm_view import _exposed
+
+    assert _exposed(None, []) == "unknown" and _exposed(False, []) == "no"
+    assert _exposed(True, []) == "yes"
+    open_api = [{"port": 11434, "api": "ollama", "unauthenticated": True}]
+    assert "without authentication" in _exposed(True, open_api)
+    assert "asks for credentials" in _exposed(True, [{"api": "openai-compatible",
+                                                      "unauthenticated": False}])

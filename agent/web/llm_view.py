@@ -16,9 +16,9 @@ from datetime import datetime
 from typing import Any
 
 from agent.web.views import text, when
-from alerts.wording import count_words, plural
+from alerts.wording import count_words, plural, size_words
 from foundation.durations import duration_text
-from foundation.store.connections import ConnectionRow
+from foundation.store.connections import ConnectionRow, TrafficRow
 from foundation.store.data_storage import Store
 
 HISTORY_LIMIT = 200       # history rows shown (the most recently seen first)
@@ -93,6 +93,21 @@ def _state(value: object) -> str:
     return name if TCP_STATE.match(name) else "OTHER"
 
 
+def _exposed(exposed: object, probes: list[Any]) -> str:
+    """Whether a runtime listens beyond loopback, and what the probe of that port found
+    (collectors/llm_exposure.py): an API that answers without authentication is the finding."""
+    if exposed is None:
+        return "unknown"
+    if not exposed:
+        return "no"
+    answers = [p for p in probes if isinstance(p, Mapping)]
+    if any(p.get("unauthenticated") for p in answers):
+        return "yes: its API answers without authentication"
+    if any(p.get("unauthenticated") is False for p in answers):
+        return "yes, and its API asks for credentials"
+    return "yes"
+
+
 def _runtime(entry: Mapping[str, Any], created: Mapping[str, Any], now: float) -> dict[str, Any]:
     signals = _mapping(entry.get("signals"))
     pid = _int(entry.get("pid"))
@@ -107,7 +122,7 @@ def _runtime(entry: Mapping[str, Any], created: Mapping[str, Any], now: float) -
             "name": text(entry.get("name"), 80), "command": text(entry.get("cmdline"), 300),
             "score": _int(entry.get("score")) or 0, "signals": text(", ".join(said), 200),
             "memory": memory_text(signals.get("rss_mb")),
-            "exposed": "unknown" if exposed is None else "yes" if exposed else "no",
+            "exposed": _exposed(exposed, _list(entry.get("exposures"))),
             "listening": ", ".join(listening),
             "started": when(start, now), "age": duration_text(now - start) if start else "",
             "connections": len(_list(entry.get("connections"))),
@@ -168,6 +183,47 @@ def _last_cycle(store: Store) -> tuple[Mapping[str, Any] | None, str]:
     return report, ""
 
 
+TRAFFIC_LIMIT = 100       # client and provider rows shown (the most requests first)
+
+
+def _names(counts: Mapping[str, int]) -> str:
+    return ", ".join(f"{text(name, 100)} ({n})" for name, n in counts.items())
+
+
+def _traffic_row(row: TrafficRow, now: float) -> dict[str, Any]:
+    tokens = ("" if not (row.input_tokens or row.output_tokens)
+              else f"{row.input_tokens} in / {row.output_tokens} out")
+    return {"process": text(row.comm, 64) or "?", "exe": text(row.exe, 200) or "unreadable",
+            "container": text(row.container, 64), "provider": text(row.provider, 60),
+            "models": _names(row.models), "endpoints": _names(row.endpoints),
+            "requests": row.requests, "streaming": row.streaming,
+            "sent": size_words(row.request_bytes), "received": size_words(row.response_bytes),
+            "tokens": tokens, "secrets": row.secret_requests,
+            "first_seen": when(row.first_seen, now), "last_seen": when(row.last_seen, now)}
+
+
+def _traffic(store: Store, now: float) -> dict[str, Any]:
+    """What local processes sent to LLM providers (llm_traffic), per process and provider, and
+    why there is nothing when the collector is off or cannot run."""
+    report = store.last_cycle(scheduled=True)
+    status = _mapping(_mapping((report or {}).get("collectors")).get("llm_traffic"))
+    observed = _mapping(_mapping((report or {}).get("observations")).get("llm_traffic"))
+    if report is None:
+        note = "no cycle has run yet"
+    elif not status:
+        note = ("the llm_traffic collector is not enabled (add it to COLLECTORS; "
+                "docs/llm-traffic.md)")
+    elif observed.get("unavailable"):
+        note = text(f"llm_traffic cannot capture: {observed['unavailable']}", 400)
+    elif not status.get("ok"):
+        note = text(f"the llm_traffic collector failed: {status.get('error')}", 400)
+    else:
+        note = ""
+    rows = store.llm_traffic()
+    return {"note": note, "total": len(rows), "more": max(0, len(rows) - TRAFFIC_LIMIT),
+            "items": [_traffic_row(r, now) for r in rows[:TRAFFIC_LIMIT]]}
+
+
 def llm(store: Store | None, now: float) -> dict[str, Any]:
     """The LLM runtimes page: live tables, history and insights."""
     out: dict[str, Any] = {
@@ -177,9 +233,11 @@ def llm(store: Store | None, now: float) -> dict[str, Any]:
         "insights": {"sessions": [], "destinations": {"total": 0, "peers": plural(0, "peer"),
                                                       "external": 0, "private": 0,
                                                       "loopback": 0, "other": 0, "live": 0},
-                     "top_hosts": [], "phases": []}}
+                     "top_hosts": [], "phases": []},
+        "traffic": {"note": "", "total": 0, "more": 0, "items": []}}
     if store is None:
         return out
+    out["traffic"] = _traffic(store, now)
     report, note = _last_cycle(store)
     observed = _mapping(_mapping((report or {}).get("observations")).get("llm_runtimes"))
     runtimes = _list(observed.get("runtimes"))

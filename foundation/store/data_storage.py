@@ -19,7 +19,7 @@ from foundation.baseline import WINDOW_HOURLY, WINDOW_OVERALL, Baseline
 from foundation.model import Sample
 from foundation.store import files
 from foundation.store.connect import connect, immediate
-from foundation.store.connections import ConnectionHistory
+from foundation.store.connections import ConnectionHistory, record_traffic
 from foundation.store.connections import record as record_connections
 from foundation.store.dashboard_reads import DashboardReads
 from foundation.store.files import StoreDamaged, StoreError, quick_check
@@ -287,6 +287,8 @@ class Store(OperatorState, ConnectionHistory, FindingReads, DashboardReads):
                                     (cutoff,)).rowcount
             deleted += conn.execute("DELETE FROM llm_connections WHERE last_seen < ?",
                                     (cutoff,)).rowcount
+            deleted += conn.execute("DELETE FROM llm_traffic WHERE last_seen < ?",
+                                    (cutoff,)).rowcount
             conn.execute("INSERT OR REPLACE INTO meta VALUES ('last_trim', ?)", (str(now),))
         return deleted
 
@@ -349,6 +351,10 @@ class CycleWrite:
     def record_llm_connections(self, runtimes: Iterable[Mapping[str, Any]], now: float) -> int:
         """Add a cycle's LLM runtime connections to their history (foundation/store/connections)."""
         return record_connections(self._conn, runtimes, now)
+
+    def record_llm_traffic(self, clients: Iterable[Mapping[str, Any]], now: float) -> int:
+        """Add a cycle's llm_traffic rows to their history (foundation/store/connections)."""
+        return record_traffic(self._conn, clients, now)
 
     def remember(self, namespace: str, keys: Iterable[str], now: float) -> None:
         """Add keys to a known set (or refresh their last_seen)."""

@@ -85,6 +85,21 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX findings_seen ON findings (open, last_seen);
     CREATE INDEX findings_facets ON findings (kind, source, severity);
     """,
+    # 7: what local processes sent to LLM providers over time (llm_traffic; foundation/store/
+    # connections.py): counts and sizes per client and provider, never a prompt or a response.
+    """
+    CREATE TABLE llm_traffic (client TEXT NOT NULL, provider_key TEXT NOT NULL,
+                              provider TEXT NOT NULL, exe TEXT NOT NULL, comm TEXT NOT NULL,
+                              container TEXT NOT NULL, models TEXT NOT NULL,
+                              endpoints TEXT NOT NULL, first_seen REAL NOT NULL,
+                              last_seen REAL NOT NULL, cycles INTEGER NOT NULL,
+                              requests INTEGER NOT NULL, streaming INTEGER NOT NULL,
+                              request_bytes INTEGER NOT NULL, response_bytes INTEGER NOT NULL,
+                              input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL,
+                              secret_requests INTEGER NOT NULL,
+                              PRIMARY KEY (client, provider_key));
+    CREATE INDEX llm_traffic_seen ON llm_traffic (last_seen);
+    """,
 )
 
 

@@ -1,0 +1,60 @@
+"""What pyproject.toml cannot say: the optional C auth scanner, and the operator's example files.
+
+pyproject.toml holds the metadata; setuptools runs this file too when it builds a wheel
+(`pip install .`, `pipx install .`, `pip wheel .`):
+
+- collectors/auth/_authscan.c is built against Vectorscan's libhs when its headers (hs/hs.h,
+  Debian: libvectorscan-dev) are there. The extension is optional: without the headers, a C
+  compiler or Python's own headers the build says why and goes on, and the agent runs the same
+  patterns in Python (docs/auth-log.md, "Speed"); `homelab-monitor check` says which one it has.
+  HOMELAB_MONITOR_NATIVE=0 leaves it out on purpose. In a checkout `make native` builds it in place.
+- known_issues.json and CONSTRAINTS.md, which sit at the top of the checkout for the operator, go
+  into the wheel as foundation/defaults/: an installed agent with no files of its own reads these
+  (foundation/locations.py, docs/install.md).
+"""
+from __future__ import annotations
+
+import os
+import sysconfig
+from pathlib import Path
+
+from setuptools import Extension, setup
+from setuptools.command.build_py import build_py
+
+HERE = Path(__file__).resolve().parent
+EXAMPLES = ("known_issues.json", "CONSTRAINTS.md")   # into foundation/defaults/ (foundation.locations)
+
+
+def include_dirs() -> list[str]:
+    """Where a C compiler here looks for headers by default, and where CPATH adds more."""
+    extra = [d for var in ("CPATH", "C_INCLUDE_PATH") for d in os.environ.get(var, "").split(":") if d]
+    return [*extra, sysconfig.get_config_var("INCLUDEDIR") or "/usr/include", "/usr/local/include",
+            "/usr/include"]
+
+
+def wanted_extensions() -> list[Extension]:
+    """The C scanner when Vectorscan's headers are there and it is not turned off, else none."""
+    if os.environ.get("HOMELAB_MONITOR_NATIVE", "auto").strip().lower() in ("0", "no", "false", "off"):
+        print("homelab-monitor: HOMELAB_MONITOR_NATIVE=0: the C auth scanner is left out")
+        return []
+    if not any(Path(d, "hs", "hs.h").is_file() for d in include_dirs()):
+        print("homelab-monitor: hs/hs.h not found (Debian: apt install libvectorscan-dev gcc): "
+              "the C auth scanner is left out, the auth log is scanned in Python")
+        return []
+    return [Extension("collectors.auth._authscan", ["collectors/auth/_authscan.c"],
+                      libraries=["hs"], extra_compile_args=["-O3"],
+                      optional=True)]   # a compile or link failure warns, and the build goes on
+
+
+class BuildPyWithExamples(build_py):
+    """build_py, plus the operator's example files as foundation/defaults/ in the build."""
+
+    def run(self) -> None:
+        super().run()
+        target = Path(self.build_lib, "foundation", "defaults")
+        self.mkpath(str(target))
+        for name in EXAMPLES:
+            self.copy_file(str(HERE / name), str(target / name))
+
+
+setup(ext_modules=wanted_extensions(), cmdclass={"build_py": BuildPyWithExamples})
