@@ -17,21 +17,12 @@ from collectors import llm_exposure
 from collectors import nmap as nmap_collector
 from collectors.nmap import llm_candidates
 from collectors.nmap_parse import PortInfo, Scan, port_key
-from foundation.context import release_child
 from foundation.store.data_storage import Store
 from tests.fakes.llm_servers import FakeServer
+from tests.test_nmap import _no_scan_left_behind  # noqa: F401 - autouse: no scan left running
 
 LOOPBACK = "127.0.0.1"
 
-
-@pytest.fixture(autouse=True)
-def _no_scan_left_behind() -> Iterator[None]:
-    yield
-    for proc in list(nmap_collector._RUNNING.values()):
-        proc.kill()
-        proc.wait()
-        release_child(proc)
-    nmap_collector._RUNNING.clear()
 
 
 @pytest.fixture
