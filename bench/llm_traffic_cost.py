@@ -203,6 +203,8 @@ def agent_cycles(window_s: float) -> dict[str, Any]:
                    "MONITOR_MONITOR_INTERVAL_SECONDS": "10",
                    "MONITOR_COLLECTORS": json.dumps(collectors),
                    "MONITOR_OLLAMA_HOST": "http://127.0.0.1:9", "MONITOR_LOG_LEVEL": "WARNING",
+                   # a 10 s interval holds a cycle only with short bounds (Ollama is absent)
+                   "MONITOR_COLLECTOR_TIMEOUT_SECONDS": "3", "MONITOR_OLLAMA_TIMEOUT_SECONDS": "1",
                    "MONITOR_DISCORD_WEBHOOK_URL": ""}
             log = open(data / "agent.log", "wb")  # noqa: SIM115 - closed with the process
             procs[name] = (subprocess.Popen([sys.executable, str(ROOT / "monitor_agent.py")],
@@ -216,6 +218,9 @@ def agent_cycles(window_s: float) -> dict[str, Any]:
         for name, (proc, data) in procs.items():
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(30)
+            if not (data / "monitor.db").exists():
+                raise SystemExit(f"the agent {name} llm_traffic did not run:\n"
+                                 + (data / "agent.log").read_text(errors="replace")[-2000:])
             with sqlite3.connect(data / "monitor.db") as db:
                 rows = db.execute("SELECT duration_s FROM cycles WHERE started_at >= ?",
                                   (t0,)).fetchall()
