@@ -9,7 +9,7 @@ APT_RUN := python3 python3-venv python3-dev gcc libvectorscan-dev nmap iputils-p
 APT_TEST := $(APT_RUN) rsyslog logrotate systemd-journal-remote podman runc busybox-static \
             prometheus prometheus-alertmanager espeak-ng sox mosquitto mosquitto-clients \
             fail2ban python3-pyinotify systemd iproute2 faketime debootstrap stress-ng \
-            slirp4netns tmux chromium chromium-driver bpftrace curl openssl pipx
+            slirp4netns tmux chromium chromium-driver bpftrace curl openssl pipx openssh-client
 PYTEST_ARGS ?=
 
 PREFIX ?= /opt/monitor-agent

@@ -116,8 +116,11 @@ def _every_finding_is_told_in_full(caplog: pytest.LogCaptureFixture) -> Iterator
 @pytest.fixture
 def broker(tmp_path: Path):
     """A real mosquitto on a loopback port with a password file, stopped by its pid."""
-    from tests.mosquitto_broker import Mosquitto
+    from tests.mosquitto_broker import Mosquitto, installed
 
+    if not installed():
+        pytest.fail("mosquitto is not installed: make apt-test installs it "
+                    "(apt install mosquitto mosquitto-clients)")
     server = Mosquitto(tmp_path / "mosquitto").start()
     yield server
     server.stop()

@@ -618,7 +618,7 @@ def test_each_secret_type_is_found_and_never_sampled(kind: str, secret: str, lin
 
 def keygen(tmp_path: Path, *args: str) -> str:
     if shutil.which("ssh-keygen") is None:
-        pytest.skip("ssh-keygen is not installed")
+        pytest.fail("ssh-keygen is not installed: make apt-test installs it (openssh-client)")
     key = tmp_path / "id"
     subprocess.run(["ssh-keygen", "-q", "-N", "", "-C", "test", "-f", str(key), *args], check=True,
                    capture_output=True, timeout=60)

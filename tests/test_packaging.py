@@ -264,7 +264,7 @@ def test_pipx_installs_a_wheel_built_without_a_compiler_and_it_scans_in_python(
         tmp_path: Path, plain_wheel: Path, wheelhouse: Path, elsewhere: Path) -> None:
     pipx = shutil.which("pipx")
     if pipx is None:
-        pytest.skip("pipx is not installed (make apt-test installs it: apt install pipx)")
+        pytest.fail("pipx is not installed: make apt-test installs it (apt install pipx)")
     env = {**os.environ, "PIPX_HOME": str(tmp_path / "pipx"), "PIPX_BIN_DIR": str(tmp_path / "bin"),
            "PIPX_MAN_DIR": str(tmp_path / "man")}
     sh(pipx, "install", f"--pip-args=--no-index --find-links={wheelhouse}", plain_wheel,

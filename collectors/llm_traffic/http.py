@@ -338,15 +338,7 @@ class _H1:
         if st in (_H1Dir.LENGTH, _H1Dir.CHUNK_DATA, _H1Dir.UNTIL_CLOSE):
             take = len(view) - pos if st == _H1Dir.UNTIL_CLOSE else min(d.remaining, len(view) - pos)
             msg.add_body(view[pos:pos + take], self.conn.cap)
-            msg.size += take
-            msg.ended_at = ts
-            if st != _H1Dir.UNTIL_CLOSE:
-                d.remaining -= take
-                if d.remaining == 0:
-                    if st == _H1Dir.LENGTH:
-                        self._complete(wrote, d, ts)
-                    else:
-                        d.state, d.remaining = _H1Dir.CHUNK_END, 2
+            self._body_bytes(d, msg, take, wrote, ts)
             return pos + take
         if st == _H1Dir.CHUNK_END:      # the CRLF after a chunk's data
             b = view[pos]
@@ -503,16 +495,22 @@ class _H1:
                 return
             take = missing if st == _H1Dir.UNTIL_CLOSE else min(missing, d.remaining)
             msg.skip_body()
-            msg.size += take
-            msg.ended_at = ts
             missing -= take
-            if st != _H1Dir.UNTIL_CLOSE:
-                d.remaining -= take
-                if d.remaining == 0:
-                    if st == _H1Dir.LENGTH:
-                        self._complete(wrote, d, ts)
-                    else:
-                        d.state, d.remaining = _H1Dir.CHUNK_END, 2
+            self._body_bytes(d, msg, take, wrote, ts)
+
+    def _body_bytes(self, d: _H1Dir, msg: _Message, take: int, wrote: bool, ts: float) -> None:
+        """Count ``take`` body bytes of ``msg`` (seen or skipped) and move ``d`` on at the end
+        of a sized body or a chunk's data."""
+        msg.size += take
+        msg.ended_at = ts
+        if d.state == _H1Dir.UNTIL_CLOSE:
+            return
+        d.remaining -= take
+        if d.remaining == 0:
+            if d.state == _H1Dir.LENGTH:
+                self._complete(wrote, d, ts)
+            else:
+                d.state, d.remaining = _H1Dir.CHUNK_END, 2
 
     def close(self, ts: float) -> None:
         d = self.resp
