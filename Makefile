@@ -9,14 +9,16 @@ APT_RUN := python3 python3-venv python3-dev gcc libvectorscan-dev nmap iputils-p
 APT_TEST := $(APT_RUN) rsyslog logrotate systemd-journal-remote podman runc busybox-static \
             prometheus prometheus-alertmanager espeak-ng sox mosquitto mosquitto-clients \
             fail2ban python3-pyinotify systemd iproute2 faketime debootstrap stress-ng \
-            slirp4netns tmux chromium chromium-driver bpftrace curl openssl pipx openssh-client
+            slirp4netns tmux chromium chromium-driver curl openssl pipx openssh-client $(APT_BPF)
+# llm_traffic's eBPF capture: clang builds it (make bpf), libbpf loads it (collectors/llm_traffic/bpf.py)
+APT_BPF := clang libbpf-dev libbpf1
 PYTEST_ARGS ?=
 
 PREFIX ?= /opt/monitor-agent
 DESTDIR ?=
 SERVICE_USER ?= monitor-agent
 
-.PHONY: tracefs run test lint test-under-load bench faults fuzz install apt-run apt-test venv venv-dev ha-venv native clean
+.PHONY: bpf tracefs run test lint test-under-load bench faults fuzz install apt-run apt-test venv venv-dev ha-venv native clean
 
 define apt_install
 	@if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
@@ -47,7 +49,7 @@ $(VENV)/.dev: requirements-dev.txt requirements.txt | $(BIN)/python
 	touch $@ $(VENV)/.runtime
 
 venv: $(VENV)/.runtime native
-venv-dev: $(VENV)/.dev native
+venv-dev: $(VENV)/.dev native bpf
 
 # The auth log scanner in C (collectors/auth/_authscan.c), against Vectorscan's libhs. Without it the
 # agent runs the same patterns in Python, about 5x slower (docs/auth-log.md, "Speed").
@@ -74,7 +76,19 @@ lint: venv-dev
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-# llm_traffic's uprobes (tests/test_llm_traffic_capture.py) need tracefs; mounted as root if missing.
+# llm_traffic's uprobes (collectors/llm_traffic/capture.bpf.c), compiled once for the BPF target;
+# the collector is opt-in and says what is missing when the object is not built.
+BPF_OBJ := collectors/llm_traffic/capture.bpf.o
+bpf:
+	@if command -v clang >/dev/null 2>&1 && [ -f /usr/include/bpf/bpf_helpers.h ]; then \
+	  $(MAKE) --no-print-directory "$(BPF_OBJ)"; \
+	else echo "clang or libbpf-dev missing: llm_traffic's eBPF object is not built (apt install $(APT_BPF))"; fi
+$(BPF_OBJ): collectors/llm_traffic/capture.bpf.c
+	clang -O2 -g -Wall -Werror -target bpf -D__TARGET_ARCH_$(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/') \
+	  -I/usr/include/$(shell uname -m)-linux-gnu -c $< -o $@
+
+# Without CAP_SYS_ADMIN the uprobes are defined in tracefs (tests/test_llm_traffic_capture.py runs
+# that way too); mounted as root if missing.
 tracefs:
 	@if [ "$$(id -u)" = 0 ] && ! mountpoint -q /sys/kernel/tracing; then \
 	  mount -t tracefs nodev /sys/kernel/tracing || echo "could not mount tracefs"; fi
@@ -121,6 +135,7 @@ install: apt-run
 	"$(DESTDIR)$(PREFIX)/.venv/bin/pip" install -q -r requirements.txt
 	$(MAKE) --no-print-directory BIN="$(DESTDIR)$(PREFIX)/.venv/bin" native
 	cp collectors/auth/_authscan.cpython-*.so "$(DESTDIR)$(PREFIX)/collectors/auth/"
+	-$(MAKE) --no-print-directory bpf && cp $(BPF_OBJ) "$(DESTDIR)$(PREFIX)/collectors/llm_traffic/" 2>/dev/null
 	sed -e 's#/opt/monitor-agent#$(PREFIX)#g' -e 's#^\(User\|Group\)=monitor-agent$$#\1=$(SERVICE_USER)#' \
 	  deploy/monitor-agent.service > "$(DESTDIR)/etc/systemd/system/monitor-agent.service"
 	# the dashboard's unit: installed, not enabled (it needs a password first: docs/dashboard.md)
@@ -145,4 +160,4 @@ install: apt-run
 	fi
 
 clean:
-	rm -rf $(VENV) .venv-ha data .pytest_cache collectors/auth/_authscan.cpython-*.so
+	rm -rf $(VENV) .venv-ha data .pytest_cache collectors/auth/_authscan.cpython-*.so $(BPF_OBJ)

@@ -58,7 +58,6 @@ LLM_RDNS_TIMEOUT_SECONDS = 1.0         # each DNS round for an LLM's external pe
 # --- what leaves for the cloud (the llm_traffic collector, opt-in: add it to COLLECTORS) ----------
 LLM_TRAFFIC_CAPTURE_BYTES = 16384      # plaintext read per TLS call and direction, in memory only, for the provider, model and secret checks
 LLM_TRAFFIC_SAMPLE = False             # keep a 200-character redacted sample of each LLM request in the cycle report (debugging only)
-LLM_TRAFFIC_BPFTRACE = "bpftrace"      # the bpftrace program that runs the uprobes (Debian: apt install bpftrace)
 
 # --- the Ollama judge ----------------------------------------------------------------------------
 OLLAMA_HOST = "http://127.0.0.1:11434"  # Ollama's address

@@ -12,6 +12,7 @@ import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
+import collectors
 from agent import EVENT
 from foundation.model import CollectorStatus, CollectResult, Sample
 from foundation.series import metric_spec
@@ -61,13 +62,21 @@ def merged(samples: Iterable[Sample], carry: Mapping[str, Any]) -> tuple[Sample,
     return tuple(out)
 
 
+def _follows(name: str) -> bool:
+    """Whether the collector runs in event cycles (collectors.followed: it declares follows)."""
+    try:
+        return hasattr(collectors.load(name), "follows")
+    except collectors.CollectorUnavailable:
+        return False
+
+
 def carried(store: Store, slots: Mapping[str, Carrying], trigger: str) -> None:
     """Move per-cycle samples between event and scheduled cycles (see the module), in place:
     each slot's result gets the samples its cycle stores and ``carry`` what to write with it."""
     for name, slot in slots.items():
         result = slot.result
-        if result is None or slot.status is None or not slot.status.ok:
-            continue
+        if result is None or slot.status is None or not slot.status.ok or not _follows(name):
+            continue   # only the followed collectors run in event cycles: no other has a carry
         stored = store.collector_state(key(name))
         if trigger == EVENT:
             counts = [s for s in result.samples if metric_spec(s.metric).per_cycle]

@@ -240,14 +240,18 @@ def check_auth_scanner(settings: Settings) -> Outcome:
 
 
 def check_llm_traffic(settings: Settings) -> Outcome:
-    """bpftrace, the privileges, tracefs and an OpenSSL 3 to attach to (without starting it)."""
-    from collectors.llm_traffic import trace  # noqa: PLC0415 - only when llm_traffic is enabled
+    """The eBPF object, libbpf, the privileges and an OpenSSL 3 to attach to (without attaching)."""
+    from collectors.llm_traffic import bpf, trace  # noqa: PLC0415 - only when llm_traffic is enabled
 
-    reason = trace.unavailable_reason(settings.LLM_TRAFFIC_BPFTRACE)
+    reason = trace.unavailable_reason()
     if reason is not None:
         return Outcome(False, "llm_traffic cannot attach its uprobes", reason)
-    return Outcome(True, "bpftrace, the privileges, tracefs and libssl are there: the uprobes "
-                         "can attach")
+    try:
+        modes = [f"{lib} ({bpf.plan(lib)[1]} functions)" for lib in trace.find_libssl()]
+    except bpf.BpfUnavailable as err:
+        return Outcome(False, "llm_traffic cannot attach its uprobes", str(err))
+    return Outcome(True, "the eBPF object, libbpf, the privileges and libssl are there: the "
+                         f"uprobes can attach to {', '.join(modes)}")
 
 
 def check_mqtt(settings: Settings) -> Outcome:

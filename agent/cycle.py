@@ -26,7 +26,7 @@ from alerts.silences import apply_silences, suppressed_entries
 from analysis import detectors
 from analysis.known_issues import KnownIssues, load_known_issues
 from analysis.rules import Judge, final_severity, rules_verdict
-from foundation.bounded import Stopped, run_bounded
+from foundation.bounded import Stopped, run_bounded, spawn
 from foundation.context import CollectContext, CycleShare, DetectContext
 from foundation.model import (
     CollectorStatus,
@@ -46,7 +46,8 @@ from foundation.store.data_storage import Store, StoreDamaged
 log = logging.getLogger(__name__)
 
 TRIM_EVERY_S = 3600.0
-POLL_S = 0.05
+POLL_S = 0.05        # how often a cycle looks at a stop it cannot be woken by (a plain Event)
+HEARTBEAT_S = 0.25   # how often a cycle that is woken by a stop proves it is alive meanwhile
 
 
 class CycleAborted(Exception):
@@ -58,7 +59,6 @@ class _Slot:
     """One collector's run in a background thread."""
 
     name: str
-    thread: threading.Thread | None = None
     deadline: float = 0.0
     started: float = 0.0
     result: CollectResult | None = None
@@ -116,6 +116,12 @@ class Agent:
         self.known_issues = (known_issues if known_issues is not None  # ConfigError if bad
                              else load_known_issues(settings.KNOWN_ISSUES_PATH))
         self._inflight: dict[str, _Slot] = {}
+        # set when a collector finishes, and by a stop that can wake it (foundation.bounded.Stop)
+        self._wake = threading.Event()
+        link = getattr(self.stop, "link", None)
+        self._poll_s = POLL_S if link is None else HEARTBEAT_S
+        if link is not None:
+            link(self._wake)
         self._peek: dict[str, Mapping[str, Any]] = {}   # where uncommitted event cycles read to
         self._posted: Posted | None = None   # the last commit's state message (Alertmanager)
         # Home Assistant's entities over MQTT (alerts/mqtt.py): connects in paho's own thread
@@ -149,11 +155,11 @@ class Agent:
                 log.warning("collector %s failed: %s", name, _error_text(err))
                 slot.status = CollectorStatus(False, _error_text(err), time.monotonic() - t0)
             slot.done.set()
+            self._wake.set()
 
         slot.started = time.monotonic()
         slot.deadline = slot.started + timeout
-        slot.thread = threading.Thread(target=target, daemon=True, name=f"collector-{name}")
-        slot.thread.start()
+        spawn(target, f"collector-{name}")
         return slot
 
     def collect(self, now: float, names: Sequence[str] | None = None,
@@ -171,20 +177,26 @@ class Agent:
                     False, f"still running from an earlier cycle ({running:.0f} s); skipped", 0.0))
                 continue
             slots[name] = started[name] = self._start(name, now, (states or {}).get(name), shared)
-        for name, slot in started.items():
-            while not slot.done.is_set():
-                if self.stop.is_set():
-                    raise CycleAborted("stop requested")
-                self.heartbeat()
-                if time.monotonic() >= slot.deadline:
+        pending = dict(started)
+        while pending:
+            self._wake.clear()   # before looking: a collector that ends after this wakes us
+            for name, slot in list(pending.items()):
+                if slot.done.is_set():
+                    self._inflight.pop(name, None)
+                    del pending[name]
+                elif time.monotonic() >= slot.deadline:
                     self._inflight[name] = slot
                     slot.status = CollectorStatus(
                         False, f"timed out after {slot.deadline - slot.started:.0f} s",
                         time.monotonic() - slot.started)
-                    break
-                slot.done.wait(POLL_S)
-            else:
-                self._inflight.pop(name, None)
+                    del pending[name]
+            if not pending:
+                break
+            if self.stop.is_set():
+                raise CycleAborted("stop requested")
+            self.heartbeat()
+            nearest = min(slot.deadline for slot in pending.values()) - time.monotonic()
+            self._wake.wait(max(0.0, min(self._poll_s, nearest)))
         return slots
 
     # -- the cycle --------------------------------------------------------------------------------

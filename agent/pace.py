@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
-LATE_S = 5.0      # an idle loop wakes at least every second: this much past a deadline is stuck
+LATE_S = 5.0      # an idle loop wakes at its deadline: this much past it is stuck
 
 
 class Pacer:

@@ -59,11 +59,19 @@ def followed(names: Iterable[str], settings: Settings) -> dict[str, Targets]:
     return out
 
 
+_LOADED: dict[str, ModuleType] = {}   # module path -> the module, once imported
+
+
 def load(name: str) -> ModuleType:
     """Import the module of a registered collector."""
     if name not in REGISTRY:
         raise CollectorUnavailable(f"{name!r} is not a registered collector")
+    path = REGISTRY[name]
+    loaded = _LOADED.get(path)   # a dict look-up: every cycle asks for each collector twice
+    if loaded is not None:
+        return loaded
     try:
-        return importlib.import_module(REGISTRY[name])
+        loaded = _LOADED[path] = importlib.import_module(path)
+        return loaded
     except ModuleNotFoundError as err:
         raise CollectorUnavailable(f"collector {name} is not available: {err}") from err

@@ -10,6 +10,7 @@ server port, are probed once a cycle from this machine (collectors.llm_exposure)
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -22,6 +23,7 @@ from typing import Any
 import psutil
 
 from collectors import llm_exposure, netclass, ollama_health, proctable
+from foundation.bounded import spawn
 from foundation.context import CollectContext
 from foundation.model import CollectResult, Sample
 from foundation.settings import Settings
@@ -111,6 +113,8 @@ MAX_RUNTIMES = 20
 MAX_CONNECTIONS = 50
 MAX_LIST = 5
 ATTRS = ["pid", "name", "cmdline", "memory_info", "create_time"]
+PATTERN_CACHE = 1024                 # (name, command line) pairs whose pattern signals are kept
+PATTERN_CACHE_CHARS = 2048           # longer command lines are searched every time (memory bound)
 
 
 def timeout_s(settings: Settings) -> float:
@@ -141,23 +145,42 @@ class Candidate:
         return total + min(libs, LIBRARY_CAP)
 
 
+def _pattern_signals(name: str, cmdline: str, argv0: str) -> tuple[tuple[str, str], ...]:
+    """The signals the runtime patterns give a name and command line: ("name", label),
+    ("cmdline", label), ("model_arg", text). Cached: a process table changes little from one
+    cycle to the next, and these searches were most of the cheap pass."""
+    if len(cmdline) > PATTERN_CACHE_CHARS:
+        return _search_patterns(name, cmdline, argv0)
+    return _cached_patterns(name, cmdline, argv0)
+
+
+def _search_patterns(name: str, cmdline: str, argv0: str) -> tuple[tuple[str, str], ...]:
+    """_pattern_signals, searched (not cached)."""
+    signals: dict[str, str] = {}
+    hit = (_ANY_NAME.search(name) or (argv0 and _ANY_NAME.search(argv0))
+           or _ANY_CMDLINE.search(cmdline))
+    for decl, by_name, by_cmd in _RUNTIMES if hit else ():
+        if by_name is not None and "name" not in signals and (
+                by_name.search(name) or (argv0 and by_name.search(argv0))):
+            signals["name"] = decl.label
+        if by_cmd is not None and "cmdline" not in signals and by_cmd.search(cmdline):
+            signals["cmdline"] = decl.label
+    arg = MODEL_ARG.search(cmdline)
+    if arg:
+        signals["model_arg"] = arg.group(0)[-200:]
+    return tuple(signals.items())
+
+
+_cached_patterns = functools.lru_cache(maxsize=PATTERN_CACHE)(_search_patterns)
+
+
 def cheap_signals(pid: int, name: str, argv: list[str], rss: int, create_time: float) -> Candidate:
     """Signals from the process table alone: name, command line, a model file argument, memory."""
     argv0 = os.path.basename(argv[0]) if argv else ""
     cmdline = " ".join(argv)
     cand = Candidate(pid, name, cmdline[:300], rss, create_time)
-    hit = (_ANY_NAME.search(name) or (argv0 and _ANY_NAME.search(argv0))
-           or _ANY_CMDLINE.search(cmdline))
-    for decl, by_name, by_cmd in _RUNTIMES if hit else ():
-        if by_name is not None and "name" not in cand.signals and (
-                by_name.search(name) or (argv0 and by_name.search(argv0))):
-            cand.signals["name"] = decl.label
-        if by_cmd is not None and "cmdline" not in cand.signals and by_cmd.search(cmdline):
-            cand.signals["cmdline"] = decl.label
+    cand.signals.update(_pattern_signals(name, cmdline, argv0))
     cand.runtime = cand.signals.get("name") or cand.signals.get("cmdline")
-    arg = MODEL_ARG.search(cmdline)
-    if arg:
-        cand.signals["model_arg"] = arg.group(0)[-200:]
     if rss >= LARGE_RSS_BYTES:
         cand.signals["large_memory"] = True
     cand.signals["rss_mb"] = round(rss / 2**20, 1)
@@ -232,8 +255,12 @@ def scan(procs: Iterable[Any] | None = None, candidate_rss: int = CANDIDATE_RSS_
             continue
         seen += 1
         mem = info.get("memory_info")
-        cand = cheap_signals(info["pid"], info.get("name") or "", info.get("cmdline") or [],
-                             mem.rss if mem else 0, info.get("create_time") or 0.0)
+        name, argv, rss = info.get("name") or "", info.get("cmdline") or [], mem.rss if mem else 0
+        if (rss < candidate_rss and str(info["pid"]) not in known
+                and not _pattern_signals(name, " ".join(argv),
+                                         os.path.basename(argv[0]) if argv else "")):
+            continue   # most processes: no pattern, small, not seen before (is_candidate's no)
+        cand = cheap_signals(info["pid"], name, argv, rss, info.get("create_time") or 0.0)
         if not is_candidate(cand, candidate_rss, known):
             continue
         checked += 1
@@ -356,9 +383,15 @@ def collect(ctx: CollectContext) -> CollectResult:
     """Find runtimes and their connections, and check the agent's own Ollama, in parallel."""
     settings = ctx.settings
     health: dict[str, Any] = {}
-    checker = threading.Thread(target=lambda: health.update(ollama_health.check(
-        settings.OLLAMA_HOST, settings.OLLAMA_MODEL)), daemon=True, name="ollama-health")
-    checker.start()
+    checked = threading.Event()
+
+    def check() -> None:
+        try:
+            health.update(ollama_health.check(settings.OLLAMA_HOST, settings.OLLAMA_MODEL))
+        finally:
+            checked.set()
+
+    spawn(check, "ollama-health")
     found, counts = scan(proctable.processes(ctx), known=dict(ctx.state.get("runtimes") or {}))
     runtimes = [_with_connections(c) for c in found]
     resolver = netclass.Resolver(ctx.state.get("dns"), ctx.now, settings.LLM_RDNS_TIMEOUT_SECONDS)
@@ -366,7 +399,7 @@ def collect(ctx: CollectContext) -> CollectResult:
     servers = llm_exposure.plan_exposure(runtimes, llm_exposure.listeners(llm_exposure.LLM_PORTS),
                                          settings.own_ports)
     probed = llm_exposure.probe_exposure(runtimes, servers)
-    checker.join(3 * ollama_health.TIMEOUT_S + 1.0)
+    checked.wait(3 * ollama_health.TIMEOUT_S + 1.0)
     if not health:
         health = {"host": ollama_health.public_host(settings.OLLAMA_HOST),
                   "model": settings.OLLAMA_MODEL, "reachable": False,

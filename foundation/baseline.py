@@ -1,7 +1,7 @@
 """Incremental, outlier-robust baselines: O(1) per sample, whatever the length of history."""
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 WARMUP = 10          # samples before outliers are clipped
 CLIP_SPREADS = 4.0   # a sample further than this many spreads from the centre is clipped to it
@@ -43,8 +43,8 @@ class Baseline:
             x = min(max(value, self.centre - limit), self.centre + limit)
         centre = self.centre + alpha * (x - self.centre)
         spread = self.spread + alpha * (abs(x - centre) * 1.25 - self.spread)
-        return replace(self, n=n, centre=centre, spread=spread, minimum=min(self.minimum, value),
-                       maximum=max(self.maximum, value), last=value)
+        return Baseline(n, centre, spread, min(self.minimum, value), max(self.maximum, value),
+                        value)
 
     def as_json(self) -> dict[str, float]:
         """Compact form for the LLM prompt and the report."""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import selectors
@@ -98,12 +99,23 @@ def _read_bounded(proc: subprocess.Popen[bytes], name: str, timeout_s: float, ma
     return b"".join(chunks[proc.stdout.fileno()]), b"".join(chunks[proc.stderr.fileno()])
 
 
+def _not_installed(program: str, env: Mapping[str, str] | None) -> bool:
+    """True when no file of that name is in any PATH folder (an absent tool, such as nvidia-smi
+    on a machine without an NVIDIA driver): exec would fail with ENOENT."""
+    if os.sep in program:
+        return False
+    return not any(os.path.exists(os.path.join(folder, program))
+                   for folder in os.get_exec_path(None if env is None else dict(env)))
+
+
 def run_command(args: Sequence[str], timeout_s: float, env: Mapping[str, str] | None = None,
                 max_output: int = OUTPUT_CAP, stdin: Any = subprocess.DEVNULL
                 ) -> subprocess.CompletedProcess[bytes]:
     """Run a command in its own process group, capture at most ``max_output`` bytes of output,
     and kill the whole group after ``timeout_s`` (or on stop, through ``kill_children``).
     ``stdin``: nothing by default, or an open file the command reads."""
+    if _not_installed(args[0], env):   # what exec would say, without forking for it each cycle
+        raise CommandError(f"cannot run {args[0]}: {os.strerror(errno.ENOENT)}")
     try:
         proc = subprocess.Popen(list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 stdin=stdin, env=None if env is None else dict(env),

@@ -9,16 +9,16 @@ import re
 import socket
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_origin
 from urllib.parse import urlsplit
-
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 
 from foundation import locations, mqtt_names, trust
 from foundation.apprise_urls import AppriseTarget, parse_targets
 from foundation.errors import ConfigError as ConfigError  # re-exported: the code imports it here
 from foundation.errors import did_you_mean
+from foundation.fields import MISSING, Frozen, Invalid, check, rule
 from foundation.redact import register_secret
+from foundation.secret import SecretStr
 
 PROJECT_DIR = locations.CODE_ROOT                 # the checkout, or site-packages when installed
 DEFAULT_CONFIG = PROJECT_DIR / "config.py"       # a top-level module of the wheel too
@@ -51,19 +51,18 @@ def check_hhmm(value: str) -> str:
     return value
 
 
-class Settings(BaseModel):
-    """Every setting of the agent, validated; see config.py for what each one means."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+class Settings(Frozen):
+    """Every setting of the agent, validated (``Settings(**values)`` raises Invalid); see config.py
+    for what each one means."""
 
     TEST_MODE: bool
-    MONITOR_INTERVAL_SECONDS: int = Field(ge=10, le=86400)
+    MONITOR_INTERVAL_SECONDS: int = rule(ge=10, le=86400)
     DATA_DIR: Path
     COLLECTORS: tuple[str, ...]   # names in collectors.REGISTRY, checked by the agent at start
-    COLLECTOR_TIMEOUT_SECONDS: float = Field(ge=0, le=3600)
-    HISTORY_RETENTION_DAYS: int = Field(ge=1, le=3650)
-    STORE_BACKUP_INTERVAL_HOURS: int = Field(ge=1, le=8760)
-    STORE_BACKUP_GENERATIONS: int = Field(ge=0, le=100)
+    COLLECTOR_TIMEOUT_SECONDS: float = rule(ge=0, le=3600)
+    HISTORY_RETENTION_DAYS: int = rule(ge=1, le=3650)
+    STORE_BACKUP_INTERVAL_HOURS: int = rule(ge=1, le=8760)
+    STORE_BACKUP_GENERATIONS: int = rule(ge=0, le=100)
     HOST_NAME: str
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
@@ -72,45 +71,44 @@ class Settings(BaseModel):
     SYSLOG_BACKEND: Literal["auto", "file", "journal"]
     AUTH_LOG_BACKEND: Literal["auto", "file", "journal"]
     LOG_START_AT: Literal["end", "start"]
-    LOG_MAX_LINE_BYTES: int = Field(ge=256, le=1048576)
-    LOG_MAX_BYTES_PER_CYCLE: int = Field(ge=65536)
+    LOG_MAX_LINE_BYTES: int = rule(ge=256, le=1048576)
+    LOG_MAX_BYTES_PER_CYCLE: int = rule(ge=65536)
     FOLLOW_LOGS: bool
     JOURNAL_DIRECTORY: str
-    SSH_BRUTEFORCE_MAX_RETRY: int = Field(ge=1, le=10000)
-    SSH_BRUTEFORCE_FINDTIME_SECONDS: int = Field(ge=10, le=86400)
+    SSH_BRUTEFORCE_MAX_RETRY: int = rule(ge=1, le=10000)
+    SSH_BRUTEFORCE_FINDTIME_SECONDS: int = rule(ge=10, le=86400)
 
-    TEMPERATURE_HIGH_CELSIUS: float = Field(gt=0, lt=200)
-    TEMPERATURE_CRITICAL_CELSIUS: float = Field(gt=0, lt=200)
+    TEMPERATURE_HIGH_CELSIUS: float = rule(gt=0, lt=200)
+    TEMPERATURE_CRITICAL_CELSIUS: float = rule(gt=0, lt=200)
 
     PING_TARGETS: tuple[str, ...]
-    PING_COUNT: int = Field(ge=1, le=100)
-    PING_TIMEOUT_SECONDS: float = Field(gt=0, le=300)
-    PING_LOSS_THRESHOLD_PERCENT: float = Field(gt=0, le=100)
+    PING_COUNT: int = rule(ge=1, le=100)
+    PING_TIMEOUT_SECONDS: float = rule(gt=0, le=300)
+    PING_LOSS_THRESHOLD_PERCENT: float = rule(gt=0, le=100)
 
     NMAP_TARGETS: tuple[str, ...]
     NMAP_SCAN_OPTIONS: str
-    NMAP_INTERVAL_SECONDS: int = Field(ge=0)
-    NMAP_TIMEOUT_SECONDS: int = Field(ge=1, le=86400)
+    NMAP_INTERVAL_SECONDS: int = rule(ge=0)
+    NMAP_TIMEOUT_SECONDS: int = rule(ge=1, le=86400)
 
     PROCESSES_TO_MONITOR: tuple[str, ...]
     DOCKER_CONTAINERS_TO_MONITOR: tuple[str, ...]
     DOCKER_HOST: str
 
     LLM_CONNECTION_ALLOWLIST: tuple[str, ...]
-    LLM_RDNS_TIMEOUT_SECONDS: float = Field(gt=0, le=10)
-    LLM_TRAFFIC_CAPTURE_BYTES: int = Field(ge=1024, le=1048576)
+    LLM_RDNS_TIMEOUT_SECONDS: float = rule(gt=0, le=10)
+    LLM_TRAFFIC_CAPTURE_BYTES: int = rule(ge=1024, le=1048576)
     LLM_TRAFFIC_SAMPLE: bool
-    LLM_TRAFFIC_BPFTRACE: str = Field(min_length=1)
 
     OLLAMA_HOST: str
-    OLLAMA_MODEL: str = Field(min_length=1)
-    OLLAMA_NUM_CTX: int = Field(ge=512, le=1048576)
-    OLLAMA_TIMEOUT_SECONDS: float = Field(gt=0, le=3600)
-    OLLAMA_WARMUP_TIMEOUT_SECONDS: float = Field(gt=0, le=7200)
+    OLLAMA_MODEL: str = rule(min_length=1)
+    OLLAMA_NUM_CTX: int = rule(ge=512, le=1048576)
+    OLLAMA_TIMEOUT_SECONDS: float = rule(gt=0, le=3600)
+    OLLAMA_WARMUP_TIMEOUT_SECONDS: float = rule(gt=0, le=7200)
     OLLAMA_KEEP_ALIVE: str
     ALWAYS_ASK_LLM: bool
-    LLM_CACHE_MINUTES: int = Field(ge=0)
-    PROMPT_TOKEN_BUDGET: int = Field(ge=500, le=1000000)
+    LLM_CACHE_MINUTES: int = rule(ge=0)
+    PROMPT_TOKEN_BUDGET: int = rule(ge=500, le=1000000)
     KNOWN_ISSUES_PATH: Path
     CONSTRAINTS_PATH: Path
 
@@ -124,14 +122,14 @@ class Settings(BaseModel):
     HOME_ASSISTANT_TTS_SERVICE: Literal["speak", "google_translate_say"]
     TTS_QUIET_HOURS: str
     TTS_QUIET_HOURS_FLOOR_OVERRIDE: bool
-    ALERT_COOLDOWN_MINUTES: int = Field(ge=1)
-    ALERT_RETRY_MAX_SECONDS: int = Field(ge=5)
+    ALERT_COOLDOWN_MINUTES: int = rule(ge=1)
+    ALERT_RETRY_MAX_SECONDS: int = rule(ge=5)
     DAILY_RECAP_TIME: str
-    RECAP_GRACE_HOURS: int = Field(ge=0, le=24)
+    RECAP_GRACE_HOURS: int = rule(ge=0, le=24)
 
     MQTT_ALLOW_PLAIN_PASSWORD: bool   # before MQTT_URL: its validator reads it
     MQTT_URL: SecretStr               # Home Assistant entities over MQTT (alerts/mqtt.py)
-    MQTT_DISCOVERY_PREFIX: str = Field(min_length=1)
+    MQTT_DISCOVERY_PREFIX: str = rule(min_length=1)
     MQTT_BASE_TOPIC: str
     MQTT_CLIENT_ID: str
     MQTT_TLS_CA_FILE: str
@@ -140,20 +138,18 @@ class Settings(BaseModel):
     ALERTMANAGER_MIN_SEVERITY: Literal["high", "medium", "low"]
     ALERTMANAGER_DASHBOARD_URL: str
 
-    METRICS_PORT: int = Field(ge=0, le=65535)
+    METRICS_PORT: int = rule(ge=0, le=65535)
     METRICS_BIND: str
     WEB_BIND: str
-    WEB_PORT: int = Field(ge=1, le=65535)
+    WEB_PORT: int = rule(ge=1, le=65535)
     WEB_TRUSTED_PROXIES: tuple[str, ...]
     ALLOW_UNSAFE_FILES: bool = False   # environment or --allow-unsafe-files only (ENV_ONLY)
 
     # -- validators: one per rule that a type cannot say --------------------------------------
 
-    @field_validator("COLLECTORS", "PING_TARGETS", "NMAP_TARGETS", "PROCESSES_TO_MONITOR",
-                     "DOCKER_CONTAINERS_TO_MONITOR", "LLM_CONNECTION_ALLOWLIST",
-                     "WEB_TRUSTED_PROXIES")
-    @classmethod
-    def _no_duplicates(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+    @check("COLLECTORS", "PING_TARGETS", "NMAP_TARGETS", "PROCESSES_TO_MONITOR",
+           "DOCKER_CONTAINERS_TO_MONITOR", "LLM_CONNECTION_ALLOWLIST", "WEB_TRUSTED_PROXIES")
+    def _no_duplicates(value: tuple[str, ...], _validated: Mapping[str, Any]) -> tuple[str, ...]:
         if any(not str(v).strip() for v in value):
             raise ValueError("must not contain empty names")
         dupes = sorted({v for v in value if value.count(v) > 1})
@@ -161,22 +157,19 @@ class Settings(BaseModel):
             raise ValueError(f"lists {', '.join(dupes)} more than once")
         return value
 
-    @field_validator("COLLECTORS")
-    @classmethod
-    def _collector_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+    @check("COLLECTORS")
+    def _collector_names(value: tuple[str, ...], _validated: Mapping[str, Any]) -> tuple[str, ...]:
         odd = [v for v in value if not _COLLECTOR_NAME.match(v)]
         if odd:
             raise ValueError(f"{odd[0]!r} is not a collector name (lowercase, such as 'syslog')")
         return value
 
-    @field_validator("DAILY_RECAP_TIME")
-    @classmethod
-    def _recap_time(cls, value: str) -> str:
+    @check("DAILY_RECAP_TIME")
+    def _recap_time(value: str, _validated: Mapping[str, Any]) -> str:
         return check_hhmm(value)
 
-    @field_validator("TTS_QUIET_HOURS")
-    @classmethod
-    def _quiet_hours(cls, value: str) -> str:
+    @check("TTS_QUIET_HOURS")
+    def _quiet_hours(value: str, _validated: Mapping[str, Any]) -> str:
         if value:
             start, sep, end = value.partition("-")
             if not sep:
@@ -185,30 +178,27 @@ class Settings(BaseModel):
             check_hhmm(end.strip())
         return value
 
-    @field_validator("OLLAMA_HOST")
-    @classmethod
-    def _ollama_host(cls, value: str) -> str:
+    @check("OLLAMA_HOST")
+    def _ollama_host(value: str, _validated: Mapping[str, Any]) -> str:
         return _check_http_url(value, "Ollama, e.g. http://127.0.0.1:11434")
 
-    @field_validator("HOME_ASSISTANT_URL")
-    @classmethod
-    def _ha_url(cls, value: str, info: ValidationInfo) -> str:
+    @check("HOME_ASSISTANT_URL")
+    def _ha_url(value: str, validated: Mapping[str, Any]) -> str:
         if not value:
             return value
         _check_http_url(value, "Home Assistant, e.g. https://ha.example.net or http://127.0.0.1:8123")
         # the long-lived token goes in every request: in clear only to this machine, as Discord
         parts = urlsplit(value)
         if (parts.scheme == "http" and not mqtt_names.is_loopback_host(parts.hostname or "")
-                and not info.data.get("HOME_ASSISTANT_ALLOW_PLAIN_HTTP")):
+                and not validated.get("HOME_ASSISTANT_ALLOW_PLAIN_HTTP")):
             raise ValueError("plain http to a host other than this machine would send the token in "
                              "clear; use https (Home Assistant's own TLS or a reverse proxy), "
                              "http://127.0.0.1:8123 for Home Assistant on this machine, or set "
                              "HOME_ASSISTANT_ALLOW_PLAIN_HTTP = True to accept the risk")
         return value
 
-    @field_validator("DISCORD_WEBHOOK_URL")
-    @classmethod
-    def _discord_url(cls, value: SecretStr) -> SecretStr:
+    @check("DISCORD_WEBHOOK_URL")
+    def _discord_url(value: SecretStr, _validated: Mapping[str, Any]) -> SecretStr:
         url = value.get_secret_value()
         if not url:
             return value
@@ -222,46 +212,39 @@ class Settings(BaseModel):
             return value
         raise ValueError("must be https on discord.com (or plain http on a loopback address)")
 
-    @field_validator("APPRISE_URLS", mode="before")
-    @classmethod
-    def _apprise_urls(cls, value: Any) -> tuple[AppriseTarget, ...]:
+    @check("APPRISE_URLS", before=True)
+    def _apprise_urls(value: Any, _validated: Mapping[str, Any]) -> tuple[AppriseTarget, ...]:
         return parse_targets(value)   # registers every URL's secret parts with redact first
 
-    @field_validator("GOOGLE_HOME_SPEAKER_ID")
-    @classmethod
-    def _speaker(cls, value: str) -> str:
+    @check("GOOGLE_HOME_SPEAKER_ID")
+    def _speaker(value: str, _validated: Mapping[str, Any]) -> str:
         if value and not re.fullmatch(r"media_player\.[a-z0-9_]+", value):
             raise ValueError("must be a media_player entity id such as media_player.kitchen")
         return value
 
-    @field_validator("HOME_ASSISTANT_TTS_ENTITY")
-    @classmethod
-    def _tts_entity(cls, value: str) -> str:
+    @check("HOME_ASSISTANT_TTS_ENTITY")
+    def _tts_entity(value: str, _validated: Mapping[str, Any]) -> str:
         if value and not re.fullmatch(r"tts\.[a-z0-9_]+", value):
             raise ValueError("must be a tts entity id such as tts.google_translate_en_com")
         return value
 
-    @field_validator("MQTT_URL")
-    @classmethod
-    def _mqtt_url(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
+    @check("MQTT_URL")
+    def _mqtt_url(value: SecretStr, validated: Mapping[str, Any]) -> SecretStr:
         if value.get_secret_value():   # the password goes in the CONNECT: as the HA token
             mqtt_names.check_broker_url(value.get_secret_value(),
-                                        bool(info.data.get("MQTT_ALLOW_PLAIN_PASSWORD")))
+                                        bool(validated.get("MQTT_ALLOW_PLAIN_PASSWORD")))
         return value
 
-    @field_validator("MQTT_DISCOVERY_PREFIX", "MQTT_BASE_TOPIC")
-    @classmethod
-    def _mqtt_topic(cls, value: str) -> str:
+    @check("MQTT_DISCOVERY_PREFIX", "MQTT_BASE_TOPIC")
+    def _mqtt_topic(value: str, _validated: Mapping[str, Any]) -> str:
         return mqtt_names.check_topic(value)
 
-    @field_validator("MQTT_CLIENT_ID")
-    @classmethod
-    def _mqtt_client_id(cls, value: str) -> str:
+    @check("MQTT_CLIENT_ID")
+    def _mqtt_client_id(value: str, _validated: Mapping[str, Any]) -> str:
         return mqtt_names.check_client_id(value)
 
-    @field_validator("LLM_CONNECTION_ALLOWLIST")
-    @classmethod
-    def _allowlist(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+    @check("LLM_CONNECTION_ALLOWLIST")
+    def _allowlist(value: tuple[str, ...], _validated: Mapping[str, Any]) -> tuple[str, ...]:
         for entry in value:
             try:
                 ipaddress.ip_network(entry, strict=False)
@@ -270,9 +253,8 @@ class Settings(BaseModel):
                     raise ValueError(f"{entry!r} is neither a network nor a host name") from None
         return value
 
-    @field_validator("ALERTMANAGER_URL")
-    @classmethod
-    def _alertmanager_url(cls, value: SecretStr) -> SecretStr:
+    @check("ALERTMANAGER_URL")
+    def _alertmanager_url(value: SecretStr, _validated: Mapping[str, Any]) -> SecretStr:
         url = value.get_secret_value()
         if not url:
             return value
@@ -289,23 +271,20 @@ class Settings(BaseModel):
                                  "proxy) or leave the user:password@ out")
         return value
 
-    @field_validator("ALERTMANAGER_DASHBOARD_URL")
-    @classmethod
-    def _dashboard_url(cls, value: str) -> str:
+    @check("ALERTMANAGER_DASHBOARD_URL")
+    def _dashboard_url(value: str, _validated: Mapping[str, Any]) -> str:
         return _check_http_url(value, "the dashboard, e.g. https://nas.lan:8765") if value else value
 
-    @field_validator("METRICS_BIND", "WEB_BIND")
-    @classmethod
-    def _bind(cls, value: str) -> str:
+    @check("METRICS_BIND", "WEB_BIND")
+    def _bind(value: str, _validated: Mapping[str, Any]) -> str:
         try:
             ipaddress.ip_address(value)
         except ValueError:
             raise ValueError("must be an IP address") from None
         return value
 
-    @field_validator("WEB_TRUSTED_PROXIES")
-    @classmethod
-    def _proxies(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+    @check("WEB_TRUSTED_PROXIES")
+    def _proxies(value: tuple[str, ...], _validated: Mapping[str, Any]) -> tuple[str, ...]:
         for entry in value:
             try:
                 ipaddress.ip_network(entry, strict=False)
@@ -364,7 +343,7 @@ def _module_settings(path: Path, what: str, relaxed: bool = False) -> dict[str, 
 
 def _env_value(name: str, raw: str, annotation: Any) -> Any:
     """Turn a MONITOR_<NAME> string into what the field expects (lists: JSON or comma-separated)."""
-    if getattr(annotation, "__origin__", None) is tuple:
+    if get_origin(annotation) is tuple:
         text = raw.strip()
         if text.startswith("["):
             try:
@@ -420,22 +399,20 @@ def load_settings(config_path: Path | None = None, environ: Mapping[str, str] | 
         raise ConfigError(f"{unknown[0]}: unknown setting in {defaults_path}{_suggest(unknown[0])}")
     try:
         settings = Settings(**values)
-    except ValidationError as err:
+    except Invalid as err:
         raise ConfigError(_describe(err)) from None
     for name in SECRET_SETTINGS:
         register_secret(getattr(settings, name).get_secret_value())
     return settings
 
 
-def _describe(err: ValidationError) -> str:
+def _describe(err: Invalid) -> str:
     lines = []
-    for item in err.errors():
-        name = str(item["loc"][0]) if item["loc"] else "settings"
-        message = item["msg"].removeprefix("Value error, ")
-        if item["type"] == "missing":
+    for name, message, value in err.errors:
+        if message == "Field required" and value is MISSING:
             message = "missing (add it to config.py)"
-        elif name not in SECRET_SETTINGS and name != "APPRISE_URLS" and "input" in item:
-            message += f" (got {item['input']!r})"
+        elif name not in SECRET_SETTINGS and name != "APPRISE_URLS" and value is not MISSING:
+            message += f" (got {value!r})"
         lines.append(f"{name}: {message}")
     return "; ".join(lines)
 

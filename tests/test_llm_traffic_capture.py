@@ -1,7 +1,8 @@
-"""llm_traffic's capture (collectors/llm_traffic/trace.py) with REAL eBPF: bpftrace's uprobes on
-this machine's OpenSSL 3, a loopback TLS server speaking HTTP/1.1 and HTTP/2, and real clients
-(Python's ssl + http.client, curl, httpx over HTTP/2) as separate processes. Root only: the CI
-runs these as root, and without the capabilities they fail with the reason (never skip).
+"""llm_traffic's capture (collectors/llm_traffic/trace.py, bpf.py) with REAL eBPF: the uprobes of
+capture.bpf.o, loaded by libbpf, on this machine's OpenSSL 3, a loopback TLS server speaking
+HTTP/1.1 and HTTP/2, and real clients (Python's ssl + http.client, curl, httpx over HTTP/2) as
+separate processes. Root only: the CI runs these as root, and without the capabilities they fail
+with the reason (never skip).
 
 All traffic goes to 127.0.0.1. Every process started here is stopped by its own pid. The tests
 poll drain() (up to WAIT_S) and never assert timings: they must pass on a loaded 2-core machine.
@@ -10,10 +11,10 @@ tracer reads their /proc/PID/exe (a known limitation: see trace.py).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -23,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from collectors.llm_traffic import trace
+from collectors.llm_traffic import bpf, trace
 from collectors.llm_traffic.exchange import Exchange
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -379,75 +380,164 @@ def test_stats_and_server_side_ignored(captured: Captured, tls_server: Server) -
 # ---------------------------------------------------------------------------------------------
 # robustness
 
-def test_tracer_survives_its_bpftrace_being_killed(capture_ready: None, tls_server: Server) -> None:
+def perf_fds() -> int:
+    """This process's perf event descriptors: each attached uprobe holds one."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            count += os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:[perf_event]"
+    return count
+
+
+def test_exported_functions_capture_too(capture_ready: None, tls_server: Server) -> None:
+    """Where OpenSSL's internal functions cannot be found, the exported SSL_write(_ex) /
+    SSL_read(_ex) are probed: the same exchanges (curl calls SSL_write and SSL_read, Python the
+    _ex variants)."""
+    tracer = trace.Tracer(internal=False)
+    tracer.start()
+    try:
+        assert set(tracer.modes.values()) == {"exported"}
+        captured = Captured(tracer)
+        pid, _ = run_client([PYTHON, "-c", PY_CLIENT, str(tls_server.port), TOKEN])
+        assert len(captured.wait_for(lambda ex: ex.pid == pid, count=2)) == 2
+        curl = shutil.which("curl")
+        assert curl is not None
+        pid, out = run_client([
+            curl, "-sS", "-k", "--http1.1", "--resolve",
+            f"api.openai.com:{tls_server.port}:127.0.0.1",
+            f"https://api.openai.com:{tls_server.port}/v1/chat/completions",
+            "-H", "content-type: application/json", "--data-binary", '{"model":"gpt-4o"}'])
+        [ex] = captured.wait_for(lambda ex: ex.pid == pid)
+        assert (ex.comm, ex.sni, ex.path, ex.status) == (
+            "curl", "api.openai.com", "/v1/chat/completions", 200)
+        assert ex.request_body == b'{"model":"gpt-4o"}' and ex.response_body == out.encode()
+    finally:
+        tracer.stop()
+
+
+def test_reader_failure_detaches_and_a_restart_captures(capture_ready: None,
+                                                        tls_server: Server) -> None:
+    before = perf_fds()
     tracer = trace.Tracer()
     tracer.start()
     try:
-        assert tracer.running and tracer.pid is not None
+        assert tracer.running and perf_fds() > before
+        captured = Captured(tracer)
         pid, _ = run_client([PYTHON, "-c", PY_CLIENT, str(tls_server.port), TOKEN])
-        time.sleep(1.0)                          # the lines are in the pipe or the tracer
-        os.kill(tracer.pid, signal.SIGKILL)      # bpftrace, started by this tracer: by its pid
+        assert len(captured.wait_for(lambda ex: ex.pid == pid, count=2)) == 2
+
+        def broken(records: list[bytes]) -> None:
+            if records:
+                raise RuntimeError("a bug in the reader")
+        tracer._records = broken  # type: ignore[method-assign]
+        run_client([PYTHON, "-c", PY_CLIENT, str(tls_server.port), TOKEN])
         deadline = time.monotonic() + WAIT_S
         while tracer.running and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not tracer.running
-        captured = Captured(tracer)
-        assert len(captured.wait_for(lambda ex: ex.pid == pid, count=2)) == 2
-        tracer.start()                           # a new bpftrace
-        assert tracer.running
-        assert tracer.stats()["restarts"] == 1
+        assert perf_fds() == before                  # the failed reader detached the probes
+        del tracer._records
+        tracer.start()
+        assert tracer.running and tracer.stats()["restarts"] == 1
         pid, _ = run_client([PYTHON, "-c", PY_CLIENT, str(tls_server.port), TOKEN])
         assert len(captured.wait_for(lambda ex: ex.pid == pid, count=2)) == 2
     finally:
         tracer.stop()
-    assert not tracer.running and tracer.pid is None
+    assert not tracer.running and perf_fds() == before
 
 
-def test_start_failure_names_bpftrace_error(capture_ready: None, tmp_path: Path) -> None:
-    fake = tmp_path / "bpftrace"
-    fake.write_text("#!/bin/sh\necho \"ERROR: Unknown error -1: couldn't set RLIMIT_MEMLOCK\" >&2\n"
-                    "echo 'stdin:1:1-10: ERROR: something went wrong here' >&2\nexit 1\n")
-    fake.chmod(0o755)
-    tracer = trace.Tracer(bpftrace=str(fake))
-    with pytest.raises(trace.TracerUnavailable, match="something went wrong here"):
-        tracer.start()
-    assert not tracer.running
+def test_start_failure_names_the_reason(capture_ready: None, tmp_path: Path) -> None:
+    before = perf_fds()
+    with pytest.raises(trace.TracerUnavailable, match=r"is not built: run make bpf"):
+        trace.Tracer(obj_path=tmp_path / "capture.bpf.o").start()
+    damaged = tmp_path / "damaged.bpf.o"
+    damaged.write_bytes(b"\x7fELF" + b"\0" * 60)
+    with pytest.raises(trace.TracerUnavailable, match=r"libbpf could not open damaged\.bpf\.o"):
+        trace.Tracer(obj_path=damaged).start()
+    not_ssl = shutil.which("curl")
+    assert not_ssl is not None
+    with pytest.raises(trace.TracerUnavailable, match="not an OpenSSL 3 libssl"):
+        trace.Tracer(libssl=[not_ssl]).start()
+    assert perf_fds() == before               # nothing stays attached after a failed start
 
 
-def test_unavailable_reason_unprivileged_names_the_capabilities(capture_ready: None) -> None:
-    code = ("from collectors.llm_traffic.trace import unavailable_reason; "
-            "print(unavailable_reason())")
-    done = subprocess.run(
-        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
-         PYTHON, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
-        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(ROOT)})
-    assert done.returncode == 0, done.stderr
-    reason = done.stdout.strip()
-    assert "CAP_BPF" in reason and "CAP_PERFMON" in reason
-    assert "deploy/llm-traffic.conf" in reason
-    # with the capabilities but not uid 0: bpftrace 0.17 would refuse, and the reason says so
-    done = subprocess.run(
-        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-         "--inh-caps=+bpf,+perfmon", "--ambient-caps=+bpf,+perfmon", PYTHON, "-c", code],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
-        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(ROOT)})
-    assert done.returncode == 0, done.stderr
-    assert "runs only as root" in done.stdout and "deploy/llm-traffic.conf" in done.stdout
+UNPRIVILEGED_CAPTURE = r"""
+import ctypes, http.client, json, ssl, sys, time
+# write-xor-execute, as the unit's MemoryDenyWriteExecute=yes: ctypes' callbacks must still work
+assert ctypes.CDLL(None).prctl(65, 1, 0, 0, 0) == 0          # PR_SET_MDWE, REFUSE_EXEC_GAIN
+from collectors.llm_traffic import trace
+reason = trace.unavailable_reason()
+if reason:
+    print(json.dumps({"reason": reason})); sys.exit(0)
+tracer = trace.Tracer(); tracer.start()
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+conn = http.client.HTTPSConnection("127.0.0.1", int(sys.argv[1]), context=ctx)
+conn.request("POST", "/v1/chat/completions", b'{"model":"gpt-4o-mini"}',
+              {"Host": "api.openai.com", "Content-Type": "application/json"})
+status = conn.getresponse().status
+conn.close()
+found = []
+for _ in range(100):
+    found += tracer.drain()
+    if found:
+        break
+    time.sleep(0.2)
+tracer.stop()
+print(json.dumps({"status": status, "paths": [ex.path for ex in found],
+                  "hosts": [ex.host for ex in found]}))
+"""
+
+
+def test_privileges_uid0_with_cap_bpf_and_cap_perfmon_suffices(capture_ready: None,
+                                                               tls_server: Server) -> None:
+    """Without CAP_SYS_ADMIN the uprobes go through tracefs (bpf.py): uid 0 bounded to CAP_BPF and
+    CAP_PERFMON captures, as the unit's drop-in runs it, and leaves no uprobe event behind; any
+    other user is told exactly what is missing."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(ROOT)}
+
+    def run(*setpriv: str) -> dict[str, Any]:
+        done = subprocess.run(["setpriv", *setpriv, PYTHON, "-c", UNPRIVILEGED_CAPTURE,
+                               str(tls_server.port)], cwd=ROOT, capture_output=True, text=True,
+                              timeout=120, env=env)
+        assert done.returncode == 0, done.stderr
+        return dict(json.loads(done.stdout))
+
+    nobody = ["--reuid=65534", "--regid=65534", "--clear-groups"]
+    reason = run(*nobody, "--inh-caps=-all")["reason"]
+    assert "CAP_BPF" in reason and "CAP_PERFMON" in reason and "deploy/llm-traffic.conf" in reason
+    caps = "-all,+bpf,+perfmon"
+    reason = run(*nobody, f"--inh-caps={caps}", f"--ambient-caps={caps}")["reason"]
+    assert "only uid 0 may write" in reason and "deploy/llm-traffic.conf" in reason
+    bounded = [f"--inh-caps={caps}", f"--ambient-caps={caps}", f"--bounding-set={caps}"]
+    assert run(*bounded) == {"status": 200, "paths": ["/v1/chat/completions"],
+                             "hosts": ["api.openai.com"]}
+    with open(f"{bpf.TRACEFS}/uprobe_events", encoding="ascii") as fh:
+        assert f"{bpf.EVENT_GROUP}/" not in fh.read()
     assert trace.unavailable_reason(libssl=["/nonexistent/libssl.so.3"]) is not None
-    assert "apt install bpftrace" in (trace.unavailable_reason("no-such-bpftrace-here") or "")
+
+
+def test_stale_tracefs_events_are_removed(capture_ready: None) -> None:
+    """A killed agent's uprobe events (defined in tracefs) are removed by the next start; a
+    running agent's are left alone."""
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    lib = trace.find_libssl()[0]
+    off = bpf.plan(lib)[0][0].offset
+    dead, alive = f"p{gone.pid}_0", f"p{os.getpid()}_9"
+    for name in (dead, alive):
+        bpf._define(f"p:{bpf.EVENT_GROUP}/{name} {lib}:{off:#x}")
+    try:
+        assert bpf.remove_stale_events() == 1
+        with open(f"{bpf.TRACEFS}/uprobe_events", encoding="ascii") as fh:
+            text = fh.read()
+        assert f"/{dead} " not in text and f"/{alive} " in text
+    finally:
+        bpf._remove_event(alive)
+        bpf._remove_event(dead)
 
 
 # ---------------------------------------------------------------------------------------------
-# pure parts of trace.py (run anywhere)
-
-def test_unescape_and_its_backslash_ambiguity() -> None:
-    assert trace.unescape(b"GET / HTTP/1.1\\x0d\\x0a", 16) == b"GET / HTTP/1.1\r\n"
-    assert trace.unescape(b"\\x00\\xff", 2) == b"\x00\xff"
-    # a literal backslash followed by x0a (4 bytes) next to a real newline escape
-    assert trace.unescape(b"a\\x0a\\x0ab", 7) == b"a\\x0a\nb"
-    assert trace.unescape(b"\\x41", 4) == b"\\x41"           # a printable byte is never escaped
-    assert trace.unescape(b"abc", 4) is None and trace.unescape(b"abc", 3) == b"abc"
-
+# pure parts of trace.py and bpf.py (run anywhere)
 
 def test_container_ids() -> None:
     hexid = "0123456789abcdef" * 4
@@ -461,18 +551,63 @@ def test_container_ids() -> None:
     assert trace.container_id("0::/user.slice/user-1000.slice/session-2.scope\n") == ""
 
 
-def test_program_text() -> None:
-    text = trace.program(["/usr/lib/x86_64-linux-gnu/libssl.so.3", "/opt/libssl.so.3"], 16384)
-    for probe in ("uprobe:/opt/libssl.so.3:SSL_write_ex", "uretprobe:/opt/libssl.so.3:SSL_read",
-                  "uprobe:/usr/lib/x86_64-linux-gnu/libssl.so.3:SSL_ctrl", "SSL_free"):
-        assert probe in text
-    assert f"while ($i < {16384 // trace.CHUNK + 1})" in text
-    assert "READY" in text and "clear(@a)" in text
+def test_internal_callee_reads_the_wrapper_prologue() -> None:
+    call = b"\xe8" + (0x100).to_bytes(4, "little", signed=True)
+    assert bpf.internal_callee(b"\x48\x83\xec\x08" + call, 0x1000) == 0x1000 + 9 + 0x100
+    assert bpf.internal_callee(b"\xf3\x0f\x1e\xfa\x48\x83\xec\x18" + call, 0x1000) == 0x1000 + 13 + 0x100
+    back = b"\xe9" + (-0x40).to_bytes(4, "little", signed=True)      # a tail call backwards
+    assert bpf.internal_callee(back, 0x2000) == 0x2000 + 5 - 0x40
+    assert bpf.internal_callee(b"\x55\x48\x89\xe5" + call, 0x1000) is None   # push rbp first
+    assert bpf.internal_callee(b"\x48\x83\xec", 0) is None
 
 
-def test_recorded_lines_make_exchanges() -> None:
-    """The reader's path without bpftrace: lines as bpftrace prints them, out of order, with a
-    chunk missing, a server-side connection and a Lost line."""
+def test_plan_on_this_machines_libssl() -> None:
+    [lib] = trace.find_libssl()[:1]
+    probes, mode = bpf.plan(lib)
+    assert mode == "internal"                 # Debian 12's OpenSSL 3.0 on x86-64
+    by = {(p.program, p.retprobe): p for p in probes}
+    assert by[("sni", False)].symbol == "SSL_ctrl" and by[("on_free", False)].symbol == "SSL_free"
+    symbols = {p.symbol for p in probes if p.program in ("enter_ex", "leave_write", "leave_read")}
+    assert symbols == {"ssl_write_internal", "ssl_read_internal"}
+    with open(lib, "rb") as fh:
+        for p in probes:                      # every probe sits on a push (emulated) or is named
+            fh.seek(p.offset)
+            first = fh.read(2)
+            if p.symbol.startswith("ssl_"):
+                assert first[0] in range(0x50, 0x58) or (first[0] == 0x41 and first[1] in range(0x50, 0x58))
+    probes, mode = bpf.plan(lib, internal=False)
+    assert mode == "exported"
+    assert {p.symbol for p in probes} == {*bpf.READ_WRITE, *bpf.OTHER}
+
+
+def test_plan_falls_back_to_exported(monkeypatch: pytest.MonkeyPatch) -> None:
+    lib = trace.find_libssl()[0]
+    syms, code, x86 = bpf._symbols(lib)
+    # OpenSSL 3.2+ (SSL_write_ex2: the internal write takes a flags argument): exported
+    monkeypatch.setattr(bpf, "_symbols", lambda path: ({**syms, "SSL_write_ex2": 1}, code, x86))
+    assert bpf.plan(lib)[1] == "exported"
+    # a callee that does not begin with a push (it would be single-stepped anyway): exported
+    monkeypatch.setattr(bpf, "_symbols", lambda path: (syms, lambda off: b"\x48\x83\xec\x08" + b"\xe8\0\0\0\0"
+                                                         if off in syms.values() else b"\x8b\x07", x86))
+    assert bpf.plan(lib)[1] == "exported"
+    monkeypatch.setattr(bpf, "_symbols", lambda path: (syms, code, False))          # not x86-64
+    assert bpf.plan(lib)[1] == "exported"
+    monkeypatch.setattr(bpf, "_symbols", lambda path: ({k: v for k, v in syms.items()
+                                                         if k != "SSL_read_ex"}, code, x86))
+    with pytest.raises(bpf.BpfUnavailable, match="has no SSL_read_ex"):
+        bpf.plan(lib)
+
+
+def record(kind: int, ssl: int, data: bytes = b"", *, ts: int, pos: int = 0, total: int = -1,
+           side: int = 0, skip: int = 0, pid: int = 777, comm: bytes = b"python3") -> bytes:
+    """A ring-buffer record as capture.bpf.c writes it."""
+    return bpf.HEADER.pack(ts, ssl, pos, len(data) if total < 0 else total, pid, len(data), kind,
+                           side, skip, comm) + data
+
+
+def test_records_make_exchanges() -> None:
+    """The reader's path without the kernel: records as capture.bpf.c writes them, with a server
+    side, a connection that is no HTTP, a call kept short, lost calls and a damaged record."""
     tracer = trace.Tracer(capture_bytes=16384)
     t0 = time.monotonic_ns()
     body = b'{"model":"gpt-4o","messages":[]}' + b"x" * 400
@@ -480,28 +615,16 @@ def test_recorded_lines_make_exchanges() -> None:
            b"Authorization: Bearer " + TOKEN.encode() + b"\r\nContent-Length: %d\r\n\r\n" % len(body)
            + body)
     resp = b'HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}'
-
-    def lines(letter: str, ts: int, ssl: str, data: bytes, pos: int = 0) -> list[bytes]:
-        """One call's chunks as bpftrace prints its map (in no particular order)."""
-        out = []
-        for off in range(0, len(data), trace.CHUNK):
-            chunk = data[off:off + trace.CHUNK]
-            text = b"".join(bytes([c]) if 32 <= c < 127 else b"\\x%02x" % c for c in chunk)
-            out.append(b"@d%d[777, %d, %d, %d, %d, %d, %d]: %s" % (
-                ts % 2, int(ssl, 16), letter == "R", pos, off, ts, len(data), text))
-        return out[::-1]
-
-    recorded = [b"Attaching 9 probes...", b"READY",
-                b"S %d 777 abc python\\x00\\x00 api.openai.com\\x00" % (t0 + 1),
-                *lines("R", t0 + 30, "abc", resp),           # printed before the request
-                b"C %d 777 abc python3\\x00" % (t0 + 2),
-                *lines("W", t0 + 20, "abc", req),
-                *lines("R", t0 + 40, "def", req),             # a server's connection
-                b"I %d 777 ee0 1" % (t0 + 45),               # bpftrace ignores it: not HTTP
-                b"F %d 777 abc" % (t0 + 50), b"F %d 777 def" % (t0 + 51),
-                b"F %d 777 ee0" % (t0 + 52), b"T %d" % (t0 + 60), b"", b"garbage line"]
-    tracer._lines(recorded)
-    tracer._release(None)
+    D, S, F, IGN = bpf.K_DATA, bpf.K_SNI, bpf.K_FREE, bpf.K_IGNORE
+    tracer._records([
+        record(S, 0xABC, b"api.openai.com", ts=t0 + 1),
+        record(D, 0xABC, req, ts=t0 + 20),
+        record(D, 0xABC, resp, ts=t0 + 30, side=1),
+        record(IGN, 0xDEF, ts=t0 + 40, skip=2),                 # a server's connection
+        record(IGN, 0xEE0, ts=t0 + 45, skip=1),                 # not HTTP
+        record(F, 0xABC, ts=t0 + 50), record(F, 0xDEF, ts=t0 + 51), record(F, 0xEE0, ts=t0 + 52),
+        b"\x01\x02",                                           # too short for its header
+    ])
     [ex] = tracer.drain()
     assert (ex.pid, ex.comm, ex.sni, ex.path, ex.status) == (
         777, "python3", "api.openai.com", "/v1/chat/completions", 200)
@@ -509,27 +632,61 @@ def test_recorded_lines_make_exchanges() -> None:
     assert TOKEN not in repr(ex)
     stats = tracer.stats()
     assert stats["unparsed"] == 1 and stats["server_connections"] == 1
-    assert stats["other_connections"] == 1
-    # the same request with its second chunk lost: a gap inside the body, skipped
-    chunks = lines("W", t0 + 60, "aaa", req)
-    tracer._lines([chunks[0], *chunks[2:], *lines("R", t0 + 70, "aaa", resp)])
-    tracer._release(None)
+    assert stats["other_connections"] == 1 and stats["events"] == 8
+    # a call kept short (capture_bytes): the rest of the body is counted, not kept
+    tracer._records([record(D, 0xAAA, req[:len(req) - 100], total=len(req), ts=t0 + 60),
+                     record(D, 0xAAA, resp, ts=t0 + 70, side=1)])
     [ex] = tracer.drain()
     assert ex.request_truncated and ex.request_bytes == len(req) and ex.status == 200
-    assert body.startswith(ex.request_body) and len(ex.request_body) < len(body)
-    # then a whole call lost (bpftrace's "Lost N events"): its bytes show as a jump of position;
-    # inside a body they are skipped, and the next request on the connection still parses
+    assert body.startswith(ex.request_body) and len(ex.request_body) == len(body) - 100
+    # a whole call lost (a full ring): its bytes show as a jump of position; inside a body they
+    # are skipped, and the next request on the connection still parses
     second = req.replace(b"/v1/chat/completions", b"/v1/responses")
     a, b = len(second) - 300, len(second) - 100          # the call with bytes a..b is lost
-    tracer._lines([b"Lost 3 events", *lines("W", t0 + 90, "aaa", second[:a], pos=len(req)),
-                   *lines("W", t0 + 91, "aaa", second[b:], pos=len(req) + b),
-                   *lines("R", t0 + 92, "aaa", resp, pos=len(resp)),
-                   *lines("W", t0 + 93, "aaa", req, pos=len(req) + len(second)),
-                   *lines("R", t0 + 94, "aaa", resp, pos=2 * len(resp))])
-    tracer._release(None)
-    assert tracer.stats()["lost_events"] == 3
+    tracer._records([record(D, 0xAAA, second[:a], pos=len(req), ts=t0 + 90),
+                     record(D, 0xAAA, second[b:], pos=len(req) + b, ts=t0 + 91),
+                     record(D, 0xAAA, resp, pos=len(resp), side=1, ts=t0 + 92),
+                     record(D, 0xAAA, req, pos=len(req) + len(second), ts=t0 + 93),
+                     record(D, 0xAAA, resp, pos=2 * len(resp), side=1, ts=t0 + 94)])
     lost, after = tracer.drain()
     assert lost.path == "/v1/responses" and lost.request_truncated and lost.status == 200
     assert lost.request_bytes == len(second) and lost.request_body == second[len(second) - len(body):a]
     assert after.path == "/v1/chat/completions" and after.request_body == body
+    # a call behind its connection's position cannot be placed: counted, the connection is out
+    # of sync; the same SSL pointer at position 0 again is a new connection (SSL_free unseen)
+    tracer._records([record(D, 0xAAA, req[:50], pos=10, ts=t0 + 95)])
+    assert tracer.stats()["late_events"] == 1 and tracer.stats()["out_of_sync"] >= 1
+    tracer._records([record(D, 0xAAA, req, ts=t0 + 96), record(D, 0xAAA, resp, side=1, ts=t0 + 97)])
+    [again] = [e for e in tracer.drain() if e.status == 200]
+    assert again.request_body == body and again.comm == "python3"
 
+
+def test_check_and_the_collector_say_how_the_probes_attach(capture_ready: None, tls_server: Server,
+                                                           make_settings: Any) -> None:
+    """`check` names each libssl and its mode; the collector, enabled, attaches, reports what a
+    client sent through its cycle summary and says where it attached; stop() detaches."""
+    from agent.check import check_llm_traffic
+    from collectors.llm_traffic import collector
+    from foundation.context import CollectContext
+
+    settings = make_settings(COLLECTORS=["llm_traffic"])
+    outcome = check_llm_traffic(settings)
+    assert outcome.ok, outcome
+    assert f"{trace.find_libssl()[0]} (internal functions)" in outcome.detail
+    before = perf_fds()
+    try:
+        first = collector.collect(CollectContext(settings, time.time(), {}))
+        assert first.available
+        assert first.observations["attached"] == dict.fromkeys(trace.find_libssl(), "internal")
+        pid, _ = run_client([PYTHON, "-c", PY_CLIENT, str(tls_server.port), TOKEN])
+        requests = 0
+        deadline = time.monotonic() + WAIT_S
+        while requests < 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+            obs = collector.collect(CollectContext(settings, time.time(), {})).observations
+            requests += sum(row["requests"] for row in obs["clients"] if pid in row["pids"])
+            assert TOKEN not in json.dumps(obs)
+        assert requests == 2
+    finally:
+        collector.stop()
+    assert perf_fds() == before

@@ -33,6 +33,8 @@ from tests.procs import agent_env, stop
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]   # builds and installs: minutes when loaded
 
 HAS_VECTORSCAN = Path("/usr/include/hs/hs.h").is_file() and shutil.which("gcc") is not None
+HAS_CLANG_BPF = (Path("/usr/include/bpf/bpf_helpers.h").is_file()
+                 and shutil.which("clang") is not None)
 # not part of a wheel: the venvs, caches, tests, docs, builds (top level); bytecode and
 # `make native`'s in-place scanner (anywhere)
 SKIP_TOP = {".venv", ".venv-ha", ".git", ".ci", "data", "build", "dist", "tests", "bench", "docs",
@@ -45,7 +47,7 @@ NO_OLLAMA = {"OLLAMA_HOST": "http://127.0.0.1:9", "OLLAMA_TIMEOUT_SECONDS": "5"}
 def _ignore(folder: str, names: list[str]) -> set[str]:
     top = Path(folder) == ROOT
     return {n for n in names if (top and n in SKIP_TOP) or n == "__pycache__" or n.endswith(".so")
-            or n.endswith(".egg-info")}
+            or n.endswith((".egg-info", ".o"))}
 
 
 def copy_checkout(dest: Path) -> Path:
@@ -158,6 +160,8 @@ def test_the_wheel_carries_the_code_its_files_and_one_command(
     assert not any(n.endswith(".c") or n.startswith(("tests/", "bench/", "docs/")) for n in names)
     scanners = [n for n in names if n.startswith("collectors/auth/_authscan.") and n.endswith(".so")]
     assert len(scanners) == (1 if HAS_VECTORSCAN else 0)
+    # llm_traffic's eBPF object, compiled by clang at the build when it is there (setup.py)
+    assert ("collectors/llm_traffic/capture.bpf.o" in names) == HAS_CLANG_BPF
     with zipfile.ZipFile(plain_wheel) as zf:   # no compiler: no scanner, everything else
         plain = set(zf.namelist())
     assert not any(n.endswith(".so") for n in plain)

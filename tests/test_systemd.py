@@ -220,7 +220,7 @@ def test_the_llm_traffic_drop_in_verifies_and_adds_only_what_the_uprobes_need(
     problems = [line for line in (proc.stdout + proc.stderr).splitlines()
                 if "monitor-agent.service" in line or "llm-traffic.conf" in line]
     assert proc.returncode == 0 and not problems, proc.stdout + proc.stderr
-    # uid 0 (bpftrace 0.17 refuses any other user), bounded to four capabilities
+    # uid 0 (tracefs' uprobe_events without CAP_SYS_ADMIN), bounded to four capabilities
     assert drop_in_values("User") == ["root"]
     assert set(drop_in_values("CapabilityBoundingSet")[0].split()) == {
         "CAP_BPF", "CAP_PERFMON", "CAP_SYS_PTRACE", "CAP_NET_RAW"}
@@ -231,7 +231,9 @@ def test_the_llm_traffic_drop_in_verifies_and_adds_only_what_the_uprobes_need(
     # the rest of the hardening is the unit's: the drop-in changes nothing else
     assert {line.split("=", 1)[0] for line in DROP_IN.read_text().splitlines()
             if "=" in line and not line.startswith("#")} == {
-        "User", "Group", "CapabilityBoundingSet", "AmbientCapabilities", "SystemCallFilter"}
+        "User", "Group", "CapabilityBoundingSet", "AmbientCapabilities", "SystemCallFilter",
+        "ReadWritePaths"}
+    assert drop_in_values("ReadWritePaths") == ["/sys/kernel/tracing"]
 
 
 WRAPPER = ROOT / "deploy" / "monitor-agent"

@@ -1,6 +1,6 @@
 """The llm_traffic collector: which local process sends what to which LLM provider (issue 19).
 
-eBPF uprobes on OpenSSL 3 (trace.py, bpftrace as a child process) run between cycles; each cycle
+eBPF uprobes on OpenSSL 3 (trace.py and bpf.py, libbpf in this process) run between cycles; each cycle
 drains the exchanges they saw, classifies them (providers.py), scans the prompts for secrets in
 memory (secrets.py) and reports a summary per process and provider. Prompt and response text are
 never kept: only sizes, counts, the provider, endpoint and model, and the detectors' verdicts
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 MAX_CLIENTS = 50          # (process, provider) rows in one cycle's report
 MAX_SECRET_EVENTS = 20    # requests with a secret, each reported (the rest counted)
 MAX_NAMES = 5             # models, endpoints, pids listed per row
-START_S = 20.0            # bpftrace compiles and attaches its probes within this
+START_S = 5.0             # libbpf loads and attaches the probes within this
 
 _lock = threading.Lock()
 _tracer: Tracer | None = None
@@ -39,7 +39,8 @@ _starts = 0
 
 
 def timeout_s(settings: Settings) -> float:
-    """Starting bpftrace (first cycle, or after it died), then classifying a cycle's exchanges."""
+    """Loading the probes (first cycle, or after the reader failed), then classifying a cycle's
+    exchanges."""
     return START_S + 10.0
 
 
@@ -49,15 +50,14 @@ def _running_tracer(settings: Settings) -> tuple[Tracer | None, str | None]:
     with _lock:
         if _tracer is not None and _tracer.running:
             return _tracer, None
-        reason = trace.unavailable_reason(settings.LLM_TRAFFIC_BPFTRACE)
+        reason = trace.unavailable_reason()
         if reason is not None:
             return _tracer, reason
         if _tracer is None:
-            _tracer = trace.Tracer(capture_bytes=settings.LLM_TRAFFIC_CAPTURE_BYTES,
-                                   bpftrace=settings.LLM_TRAFFIC_BPFTRACE)
+            _tracer = trace.Tracer(capture_bytes=settings.LLM_TRAFFIC_CAPTURE_BYTES)
             atexit.register(stop)
         elif _starts:
-            log.warning("llm_traffic: the uprobes' bpftrace had stopped; starting it again")
+            log.warning("llm_traffic: the capture had stopped; attaching the uprobes again")
         try:
             _tracer.start()
         except trace.TracerUnavailable as err:
@@ -215,7 +215,9 @@ def collect(ctx: CollectContext) -> CollectResult:
         return CollectResult(observations=obs, samples=_samples(obs), available=False,
                              note=f"llm_traffic: {reason}")
     obs = {"available": True, "unavailable": None, **summarise(tracer.drain(), ctx.settings),
-           "tracer": tracer.stats(), "tracer_starts": _starts}
+           "tracer": tracer.stats(), "tracer_starts": _starts,
+           # each libssl and how its reads and writes are probed (bpf.plan)
+           "attached": dict(tracer.modes)}
     return CollectResult(observations=obs, samples=_samples(obs))
 
 

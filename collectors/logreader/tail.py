@@ -236,8 +236,12 @@ class Tail:
     def _same_inode(self, current: os.stat_result, cur: Mapping[str, Any]) -> Iterator[bytes]:
         intact = self._intact(self.path, current, cur)
         # with a short fingerprint a truncated-and-refilled file can look intact: look for a
-        # copy made since the last read all the same
-        copy = None if intact and cur.get("fp_len") == FP_BYTES else self._find_copy(cur, current)
+        # copy made since the last read all the same, unless the file was not written since
+        # (its size and mtime those of the last read: a truncation would have moved the mtime)
+        untouched = (current.st_size == cur["offset"]
+                     and current.st_mtime_ns == cur.get("mtime_ns"))
+        copy = (None if intact and (cur.get("fp_len") == FP_BYTES or untouched)
+                else self._find_copy(cur, current))
         if copy is not None:
             self._event("copytruncate")
             yield from self._chain(copy, cur, current)

@@ -33,6 +33,8 @@ __all__ = ["ALL_HOURS", "MIGRATIONS", "CycleWrite", "DependencyRow", "FindingRow
 
 log = logging.getLogger(__name__)
 
+ADD_BATCH = 5000   # samples written per executemany when a history is bulk-loaded
+
 ALL_HOURS = -1  # the baseline row that covers every hour of the day
 
 
@@ -68,6 +70,10 @@ class Store(OperatorState, ConnectionHistory, FindingReads, DashboardReads):
         self.path = path
         self._lock = lock
         self._series: dict[str, int] = {}
+        # the baselines as last written (the agent is the store's only writer): a sample folds
+        # into them without reading them back each cycle
+        self._baselines: dict[tuple[int, int], Baseline] = {}
+        self._states: dict[str, str] = {}   # collector states this store wrote, as JSON
 
     @classmethod
     def open(cls, path: Path, timeout_s: float = 10.0, check: bool = True) -> Store:
@@ -100,11 +106,18 @@ class Store(OperatorState, ConnectionHistory, FindingReads, DashboardReads):
             with self._tx():
                 yield CycleWrite(self)
         except sqlite3.Error as err:
-            self._series.clear()  # ids assigned in the rolled-back transaction are gone
+            self._forget_written()
             raise StoreError(f"writing the store failed: {err}") from err
         except BaseException:
-            self._series.clear()
+            self._forget_written()
             raise
+
+    def _forget_written(self) -> None:
+        """Drop what a rolled-back transaction wrote from the caches: its series ids, its
+        baselines, its collector states."""
+        self._series.clear()
+        self._baselines.clear()
+        self._states.clear()
 
     @contextmanager
     def snapshot(self) -> Iterator[Store]:
@@ -142,9 +155,12 @@ class Store(OperatorState, ConnectionHistory, FindingReads, DashboardReads):
     @_reading
     def collector_state(self, name: str) -> dict[str, Any]:
         """The persistent state a collector (or detector) returned last time, {} at first."""
-        row = self._conn.execute("SELECT state FROM collector_state WHERE name = ?",
-                                 (name,)).fetchone()
-        return json.loads(row[0]) if row else {}
+        text = self._states.get(name)   # what this store wrote: no read back
+        if text is None:
+            row = self._conn.execute("SELECT state FROM collector_state WHERE name = ?",
+                                     (name,)).fetchone()
+            text = row[0] if row else None
+        return json.loads(text) if text is not None else {}
 
     @_reading
     def baseline(self, series: str, hour: int = ALL_HOURS) -> Baseline | None:
@@ -313,40 +329,62 @@ class CycleWrite:
 
     def add_samples(self, ts: float, samples: Iterable[Sample]) -> int:
         """Store samples and fold each into its baselines (all hours, and its hour when by_hour)."""
-        count = 0
-        for sample in samples:
-            self._add(sample.series, sample.by_hour, ts, float(sample.value))
-            count += 1
-        return count
+        return self._add((sample.series, sample.by_hour, ts, float(sample.value))
+                         for sample in samples)
 
     def add_history(self, rows: Iterable[tuple[str, float, float]], by_hour: bool = False) -> int:
         """Bulk-load (series, ts, value) rows oldest first, folding them into baselines."""
+        return self._add((series, by_hour, ts, float(value)) for series, ts, value in rows)
+
+    def _add(self, rows: Iterable[tuple[str, bool, float, float]]) -> int:
+        """Insert the samples and their baselines in batches (one executemany a table), in the
+        order given, so each baseline is folded in sample order and written once a batch."""
         count = 0
-        for series, ts, value in rows:
-            self._add(series, by_hour, ts, float(value))
+        samples: list[tuple[int, float, float]] = []
+        folded: dict[tuple[int, int], tuple[Baseline, float]] = {}
+        for series, by_hour, ts, value in rows:
+            sid = self._store._series_id(series, by_hour)
+            samples.append((sid, ts, value))
+            self._fold(folded, sid, ALL_HOURS, value, ts, WINDOW_OVERALL)
+            if by_hour:
+                self._fold(folded, sid, time.localtime(ts).tm_hour, value, ts, WINDOW_HOURLY)
             count += 1
+            if len(samples) >= ADD_BATCH:
+                self._write(samples, folded)
+        self._write(samples, folded)
         return count
 
-    def _add(self, series: str, by_hour: bool, ts: float, value: float) -> None:
-        sid = self._store._series_id(series, by_hour)
-        self._conn.execute("INSERT INTO samples (series_id, ts, value) VALUES (?, ?, ?)",
-                           (sid, ts, value))
-        self._update_baseline(sid, ALL_HOURS, value, ts, WINDOW_OVERALL)
-        if by_hour:
-            self._update_baseline(sid, time.localtime(ts).tm_hour, value, ts, WINDOW_HOURLY)
+    def _fold(self, folded: dict[tuple[int, int], tuple[Baseline, float]], sid: int, hour: int,
+              value: float, ts: float, window: int) -> None:
+        key = (sid, hour)
+        known = self._store._baselines.get(key)
+        if known is None:
+            row = self._conn.execute("SELECT n, centre, spread, minimum, maximum, last FROM "
+                                     "baselines WHERE series_id = ? AND hour = ?",
+                                     (sid, hour)).fetchone()
+            known = Baseline(*row) if row else Baseline()
+        new = self._store._baselines[key] = known.update(value, window)
+        folded[key] = (new, ts)
 
-    def _update_baseline(self, sid: int, hour: int, value: float, ts: float, window: int) -> None:
-        row = self._conn.execute("SELECT n, centre, spread, minimum, maximum, last FROM baselines "
-                                 "WHERE series_id = ? AND hour = ?", (sid, hour)).fetchone()
-        new = (Baseline(*row) if row else Baseline()).update(value, window)
-        self._conn.execute("INSERT OR REPLACE INTO baselines VALUES (?,?,?,?,?,?,?,?,?)",
-                           (sid, hour, new.n, new.centre, new.spread, new.minimum, new.maximum,
-                            new.last, ts))
+    def _write(self, samples: list[tuple[int, float, float]],
+               folded: dict[tuple[int, int], tuple[Baseline, float]]) -> None:
+        if samples:
+            self._conn.executemany("INSERT INTO samples (series_id, ts, value) VALUES (?, ?, ?)",
+                                   samples)
+        if folded:
+            self._conn.executemany(
+                "INSERT OR REPLACE INTO baselines VALUES (?,?,?,?,?,?,?,?,?)",
+                [(sid, hour, b.n, b.centre, b.spread, b.minimum, b.maximum, b.last, ts)
+                 for (sid, hour), (b, ts) in folded.items()])
+        samples.clear()
+        folded.clear()
 
     def set_collector_state(self, name: str, state: Mapping[str, Any], now: float) -> None:
         """Replace a collector's persistent state (its log cursors among others)."""
+        text = json.dumps(state, sort_keys=True)
         self._conn.execute("INSERT OR REPLACE INTO collector_state VALUES (?, ?, ?)",
-                           (name, json.dumps(state, sort_keys=True), now))
+                           (name, text, now))
+        self._store._states[name] = text
 
     def record_llm_connections(self, runtimes: Iterable[Mapping[str, Any]], now: float) -> int:
         """Add a cycle's LLM runtime connections to their history (foundation/store/connections)."""
