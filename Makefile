@@ -135,7 +135,9 @@ install: apt-run
 	"$(DESTDIR)$(PREFIX)/.venv/bin/pip" install -q -r requirements.txt
 	$(MAKE) --no-print-directory BIN="$(DESTDIR)$(PREFIX)/.venv/bin" native
 	cp collectors/auth/_authscan.cpython-*.so "$(DESTDIR)$(PREFIX)/collectors/auth/"
-	-$(MAKE) --no-print-directory bpf && cp $(BPF_OBJ) "$(DESTDIR)$(PREFIX)/collectors/llm_traffic/" 2>/dev/null
+	# llm_traffic's eBPF object, when clang can build it here (the collector is opt-in)
+	-@$(MAKE) --no-print-directory bpf
+	@if [ -f $(BPF_OBJ) ]; then cp $(BPF_OBJ) "$(DESTDIR)$(PREFIX)/collectors/llm_traffic/"; fi
 	sed -e 's#/opt/monitor-agent#$(PREFIX)#g' -e 's#^\(User\|Group\)=monitor-agent$$#\1=$(SERVICE_USER)#' \
 	  deploy/monitor-agent.service > "$(DESTDIR)/etc/systemd/system/monitor-agent.service"
 	# the dashboard's unit: installed, not enabled (it needs a password first: docs/dashboard.md)

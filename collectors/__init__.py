@@ -8,6 +8,7 @@ collector").
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Iterable
 from types import ModuleType
 from typing import TYPE_CHECKING
@@ -59,19 +60,16 @@ def followed(names: Iterable[str], settings: Settings) -> dict[str, Targets]:
     return out
 
 
-_LOADED: dict[str, ModuleType] = {}   # module path -> the module, once imported
-
-
 def load(name: str) -> ModuleType:
-    """Import the module of a registered collector."""
+    """Import the module of a registered collector (sys.modules first: no import machinery on
+    the cycle's path)."""
     if name not in REGISTRY:
         raise CollectorUnavailable(f"{name!r} is not a registered collector")
     path = REGISTRY[name]
-    loaded = _LOADED.get(path)   # a dict look-up: every cycle asks for each collector twice
+    loaded = sys.modules.get(path)   # a dict look-up: every cycle asks for each collector twice
     if loaded is not None:
         return loaded
     try:
-        loaded = _LOADED[path] = importlib.import_module(path)
-        return loaded
+        return importlib.import_module(path)
     except ModuleNotFoundError as err:
         raise CollectorUnavailable(f"collector {name} is not available: {err}") from err

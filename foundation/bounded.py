@@ -18,22 +18,31 @@ class Stopped(Exception):
 
 class Stop(threading.Event):
     """The agent's stop request: setting it also sets every event linked to it, so a wait on
-    one of those (the cycle waiting for its collectors) ends at once without polling."""
+    one of those (the cycle waiting for its collectors) ends at once without polling.
+
+    set() is called from a signal handler, which runs in the main thread between two of its
+    bytecodes, possibly while that thread holds a linked event's lock (inside its wait() or
+    clear()): setting that event there would deadlock. So the linked events are set by a relay
+    thread of this Stop's own, never by set()'s caller."""
 
     def __init__(self) -> None:
         super().__init__()
         self._linked: list[threading.Event] = []
+        self._guard = threading.Lock()
+        threading.Thread(target=self._relay, name="stop-relay", daemon=True).start()
 
     def link(self, event: threading.Event) -> None:
         """Set ``event`` too when the stop is requested (at once if it already was)."""
-        self._linked.append(event)
+        with self._guard:
+            self._linked.append(event)
         if self.is_set():
             event.set()
 
-    def set(self) -> None:
-        """Request the stop; wake the linked events."""
-        super().set()
-        for event in list(self._linked):
+    def _relay(self) -> None:
+        threading.Event.wait(self)
+        with self._guard:
+            linked = list(self._linked)
+        for event in linked:
             event.set()
 
 
