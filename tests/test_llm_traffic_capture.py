@@ -448,7 +448,9 @@ def test_reader_failure_detaches_and_a_restart_captures(capture_ready: None,
 
 def test_start_failure_names_the_reason(capture_ready: None, tmp_path: Path) -> None:
     before = perf_fds()
-    with pytest.raises(trace.TracerUnavailable, match=r"is not built: run make bpf"):
+    built = (r"is not built: install clang and libbpf-dev, then reinstall the agent "
+             r"\(in a checkout: make bpf\)")
+    with pytest.raises(trace.TracerUnavailable, match=built):
         trace.Tracer(obj_path=tmp_path / "capture.bpf.o").start()
     damaged = tmp_path / "damaged.bpf.o"
     damaged.write_bytes(b"\x7fELF" + b"\0" * 60)
@@ -527,7 +529,7 @@ def test_stale_tracefs_events_are_removed(capture_ready: None) -> None:
     for name in (dead, alive):
         bpf._define(f"p:{bpf.EVENT_GROUP}/{name} {lib}:{off:#x}")
     try:
-        assert bpf.remove_stale_events() == 1
+        assert bpf.remove_stale_events() >= 1     # this one, and any other dead agent's
         with open(f"{bpf.TRACEFS}/uprobe_events", encoding="ascii") as fh:
             text = fh.read()
         assert f"/{dead} " not in text and f"/{alive} " in text

@@ -251,8 +251,9 @@ class Capture:
         self._events: list[str] = []       # uprobe events this capture defined in tracefs
         self._closing = threading.Lock()   # close() against program_stats() from another thread
         if not obj_path.is_file():
-            raise BpfUnavailable(f"the eBPF object {obj_path.name} is not built: run make bpf "
-                                 f"(needs clang and libbpf-dev)")
+            raise BpfUnavailable(f"the eBPF object {obj_path.name} is not built: install clang "
+                                 f"and libbpf-dev, then reinstall the agent (in a checkout: "
+                                 f"make bpf)")
         _messages.clear()
         obj = lib.bpf_object__open_file(str(obj_path).encode(), None)
         if not obj:

@@ -119,8 +119,8 @@ def unavailable_reason(libssl: Sequence[str] | None = None,
     CAP_SYS_ADMIN), an OpenSSL 3 libssl."""
     obj = obj_path or bpf.OBJECT
     if not obj.is_file():
-        return (f"the eBPF object {obj.name} is not built: run make bpf in the agent's folder "
-                f"(needs clang and libbpf-dev)")
+        return (f"the eBPF object {obj.name} is not built: install clang and libbpf-dev, then "
+                f"reinstall the agent (in a checkout: make bpf)")
     try:
         bpf.libbpf()
     except bpf.BpfUnavailable as err:
