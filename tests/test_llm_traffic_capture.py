@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from collectors.llm_traffic import bpf, trace
+from collectors.llm_traffic import bpf, libssl, trace
 from collectors.llm_traffic.exchange import Exchange
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -584,17 +584,18 @@ def test_plan_on_this_machines_libssl() -> None:
 
 def test_plan_falls_back_to_exported(monkeypatch: pytest.MonkeyPatch) -> None:
     lib = trace.find_libssl()[0]
-    syms, code, x86 = bpf._symbols(lib)
+    syms, code, x86 = libssl._symbols(lib)
     # OpenSSL 3.2+ (SSL_write_ex2: the internal write takes a flags argument): exported
-    monkeypatch.setattr(bpf, "_symbols", lambda path: ({**syms, "SSL_write_ex2": 1}, code, x86))
+    monkeypatch.setattr(libssl, "_symbols", lambda path: ({**syms, "SSL_write_ex2": 1}, code, x86))
     assert bpf.plan(lib)[1] == "exported"
     # a callee that does not begin with a push (it would be single-stepped anyway): exported
-    monkeypatch.setattr(bpf, "_symbols", lambda path: (syms, lambda off: b"\x48\x83\xec\x08" + b"\xe8\0\0\0\0"
-                                                         if off in syms.values() else b"\x8b\x07", x86))
+    wrapper = b"\x48\x83\xec\x08" + b"\xe8\0\0\0\0"
+    monkeypatch.setattr(libssl, "_symbols", lambda path: (
+        syms, lambda off: wrapper if off in syms.values() else b"\x8b\x07", x86))
     assert bpf.plan(lib)[1] == "exported"
-    monkeypatch.setattr(bpf, "_symbols", lambda path: (syms, code, False))          # not x86-64
+    monkeypatch.setattr(libssl, "_symbols", lambda path: (syms, code, False))          # not x86-64
     assert bpf.plan(lib)[1] == "exported"
-    monkeypatch.setattr(bpf, "_symbols", lambda path: ({k: v for k, v in syms.items()
+    monkeypatch.setattr(libssl, "_symbols", lambda path: ({k: v for k, v in syms.items()
                                                          if k != "SSL_read_ex"}, code, x86))
     with pytest.raises(bpf.BpfUnavailable, match="has no SSL_read_ex"):
         bpf.plan(lib)

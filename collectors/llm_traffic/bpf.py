@@ -5,7 +5,7 @@ Why libbpf through ctypes, and not bpftrace or bcc (measured on this project's 2
   first instruction it emulates (a push, a call) ~0 µs beyond the trap. OpenSSL 3.0's exported
   SSL_write_ex / SSL_read_ex begin with ``sub rsp`` (stepped); the internal ssl_write_internal /
   ssl_read_internal they call begin with pushes (emulated). Those are not exported: they are
-  found from the ``call`` in SSL_write_ex's first instructions (``plan()``), and attached by file
+  found from the ``call`` in SSL_write_ex's first instructions (libssl.py), and attached by file
   offset, which bpftrace 0.17 refuses ("compiled without uprobe offset support").
 - bpftrace has no ring buffer output: its payload went through maps flipped by a timer that woke
   it ten times a second even with no traffic. The BPF ring buffer wakes the reader only when it
@@ -26,15 +26,20 @@ left are removed at the next start (an event nobody opens costs nothing).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
 import platform
 import struct
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
+
+# re-exported: the capture's callers (trace.py, check, the bench) find them here
+from collectors.llm_traffic.libssl import OTHER as OTHER
+from collectors.llm_traffic.libssl import READ_WRITE as READ_WRITE
+from collectors.llm_traffic.libssl import BpfUnavailable as BpfUnavailable
+from collectors.llm_traffic.libssl import Probe as Probe
+from collectors.llm_traffic.libssl import internal_callee as internal_callee
+from collectors.llm_traffic.libssl import plan as plan
 
 OBJECT = Path(__file__).with_name("capture.bpf.o")
 LIBBPF = "libbpf.so.1"
@@ -52,129 +57,13 @@ K_DATA, K_SNI, K_FREE, K_IGNORE = 1, 2, 3, 4
 MAX_CALL = 16384
 RING_BYTES = 8 << 20
 
-# the exported functions (OpenSSL 3) and the probes each would take
-READ_WRITE = ("SSL_write_ex", "SSL_read_ex", "SSL_write", "SSL_read")
-OTHER = ("SSL_ctrl", "SSL_free")
-
-
-class BpfUnavailable(Exception):
-    """The capture cannot be loaded or attached; the message says why (one sentence)."""
-
-
-@dataclass(frozen=True)
-class Probe:
-    program: str        # its name in capture.bpf.o
-    path: str           # the library
-    offset: int         # the file offset of the instruction probed
-    retprobe: bool
-    symbol: str         # what is probed, for messages ("SSL_ctrl", "ssl_write_internal")
-
-
-# ---------------------------------------------------------------------------------------------
-# where to attach
-
-def _symbols(path: str) -> tuple[dict[str, int], Callable[[int], bytes], bool]:
-    """The library's dynamic function symbols (name: file offset), a reader of code at a file
-    offset, and whether it is x86-64."""
-    from elftools.elf.elffile import ELFFile  # noqa: PLC0415 - only when llm_traffic starts
-    from elftools.elf.sections import SymbolTableSection  # noqa: PLC0415
-
-    with open(path, "rb") as fh:
-        elf = ELFFile(fh)
-        loads = [(s["p_vaddr"], s["p_offset"], s["p_filesz"]) for s in elf.iter_segments()
-                 if s["p_type"] == "PT_LOAD"]
-
-        def to_offset(vaddr: int) -> int | None:
-            for start, off, size in loads:
-                if start <= vaddr < start + size:
-                    return vaddr - start + off
-            return None
-
-        found: dict[str, int] = {}
-        dynsym = elf.get_section_by_name(".dynsym")
-        wanted = {*READ_WRITE, *OTHER, "SSL_write_ex2"}
-        symbols = dynsym.iter_symbols() if isinstance(dynsym, SymbolTableSection) else ()
-        for sym in symbols:
-            if sym.name in wanted and sym["st_info"]["type"] == "STT_FUNC" and sym["st_value"]:
-                off = to_offset(sym["st_value"])
-                if off is not None:
-                    found[sym.name] = off
-        x86_64 = elf["e_machine"] == "EM_X86_64"
-    data = Path(path).read_bytes()
-
-    def code(offset: int) -> bytes:
-        return data[offset:offset + 32]
-
-    return found, code, x86_64
-
-
-_PUSH = tuple(range(0x50, 0x58))
-
-
-def internal_callee(code: bytes, offset: int) -> int | None:
-    """The file offset of the function that an exported wrapper calls first, when its first
-    instructions are [endbr64] [sub $n,%rsp] call|jmp rel32 (OpenSSL 3.0's SSL_write_ex and
-    SSL_read_ex on x86-64), and that function begins with a push (emulated by the kernel's
-    uprobes, so a hit costs no single-step); None otherwise. ``offset`` is where ``code`` sits
-    (a relative call within one segment lands at the same distance in the file)."""
-    i = 4 if code[:4] == b"\xf3\x0f\x1e\xfa" else 0
-    if code[i:i + 3] == b"\x48\x83\xec":
-        i += 4
-    if len(code) < i + 5 or code[i] not in (0xE8, 0xE9):
-        return None
-    return offset + i + 5 + int.from_bytes(code[i + 1:i + 5], "little", signed=True)
-
-
-def _starts_with_push(code: bytes) -> bool:
-    return bool(code) and (code[0] in _PUSH or (code[0] == 0x41 and code[1:2] != b"" and
-                                                code[1] in _PUSH))
-
-
-def plan(path: str, internal: bool = True) -> tuple[list[Probe], str]:
-    """The probes for one libssl, and how its reads and writes are taken: "internal" (OpenSSL
-    3.0/3.1 on x86-64: ssl_write_internal / ssl_read_internal, each reached by all four exported
-    functions, one cheap trap per call) or "exported" (SSL_write, SSL_write_ex, SSL_read,
-    SSL_read_ex: where the internal functions cannot be found, or their signature differs: 3.2
-    added SSL_write_ex2 and a flags argument; or ``internal`` False). BpfUnavailable when the
-    library lacks them."""
-    try:
-        syms, code, x86_64 = _symbols(path)
-    except (OSError, ValueError, KeyError) as err:
-        raise BpfUnavailable(f"{path} could not be read as an ELF library: {err}") from err
-    except Exception as err:  # pyelftools raises its own ELFError for a damaged file
-        raise BpfUnavailable(f"{path} could not be read as an ELF library: {err}") from err
-    missing = [name for name in (*READ_WRITE, *OTHER) if name not in syms]
-    if missing:
-        raise BpfUnavailable(f"{path} has no {', '.join(missing)}: not an OpenSSL 3 libssl")
-    probes = [Probe("sni", path, syms["SSL_ctrl"], False, "SSL_ctrl"),
-              Probe("on_free", path, syms["SSL_free"], False, "SSL_free")]
-    inner: dict[str, int] = {}
-    if internal and x86_64 and "SSL_write_ex2" not in syms:
-        for name, callee in (("SSL_write_ex", "ssl_write_internal"),
-                             ("SSL_read_ex", "ssl_read_internal")):
-            target = internal_callee(code(syms[name]), syms[name])
-            if target is not None and _starts_with_push(code(target)):
-                inner[callee] = target
-    if len(inner) == 2:
-        for callee, leave in (("ssl_write_internal", "leave_write"),
-                              ("ssl_read_internal", "leave_read")):
-            probes += [Probe("enter_ex", path, inner[callee], False, callee),
-                       Probe(leave, path, inner[callee], True, callee)]
-        return probes, "internal"
-    for name in READ_WRITE:
-        leave = "leave_write" if "write" in name else "leave_read"
-        enter = "enter_ex" if name.endswith("_ex") else "enter_plain"
-        probes += [Probe(enter, path, syms[name], False, name),
-                   Probe(leave, path, syms[name], True, name)]
-    return probes, "exported"
-
-
 # ---------------------------------------------------------------------------------------------
 # libbpf
 
 _SAMPLE = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
 _PRINT = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
 _lib: ctypes.CDLL | None = None
+_LIBC = ctypes.CDLL(None, use_errno=True)   # this process's C library (vsnprintf, syscall)
 _messages: list[str] = []          # libbpf's last warnings, for error messages
 _printer = None
 
@@ -220,9 +109,8 @@ def _keep_message(level: int, fmt: bytes | None, args: int | None) -> int:
         return 0
     text = fmt.decode("utf-8", "replace")
     if platform.machine() == "x86_64" and args:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         buf = ctypes.create_string_buffer(1 << 16)    # a verifier log can be long
-        libc.vsnprintf(buf, 1 << 16, fmt, ctypes.c_void_p(args))
+        _LIBC.vsnprintf(buf, 1 << 16, fmt, ctypes.c_void_p(args))
         text = buf.value.decode("utf-8", "replace")
     _messages.append(text.strip())
     del _messages[:-8]
@@ -317,12 +205,11 @@ class Capture:
             return None
         attr = ctypes.create_string_buffer(128)          # struct perf_event_attr (VER7 size)
         struct.pack_into("<IIQQ", attr, 0, PERF_TYPE_TRACEPOINT, 128, event_id, 1)
-        libc = ctypes.CDLL(None, use_errno=True)
         number = NR_PERF_EVENT_OPEN.get(platform.machine())
         if number is None:
             ctypes.set_errno(errno.ENOSYS)
             return None
-        pfd = libc.syscall(number, attr, -1, 0, -1, PERF_FLAG_FD_CLOEXEC)
+        pfd = _LIBC.syscall(number, attr, -1, 0, -1, PERF_FLAG_FD_CLOEXEC)
         if pfd < 0:
             return None
         link = self._lib.bpf_program__attach_perf_event(prog, pfd)   # the link owns pfd
