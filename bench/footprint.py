@@ -6,7 +6,10 @@ Each variant runs ``monitor_agent.py`` from its own tree with this virtual envir
 - the loop at MONITOR_INTERVAL_SECONDS 10 with config.py's default COLLECTORS, on a quiet machine
   state: a temporary DATA_DIR; SYSLOG_PATH and AUTH_LOG_PATH temporary empty files (backend
   "file") that get no new line; ping and nmap on 127.0.0.1 (the defaults); no Discord webhook,
-  no Docker container watched, Ollama absent (a closed loopback port: the rules decide);
+  no Docker container watched; Ollama answering its health checks (the tests' loopback fake of
+  its API, tests/fakes/ollama_server.py, in this process): the steady cycle of issue 20 has no
+  finding, and an Ollama that does not answer is one (llm_unavailable). With no finding the
+  judge is not asked (the rules' verdict: none);
   COLLECTOR_TIMEOUT_SECONDS 3 and OLLAMA_TIMEOUT_SECONDS 1, without which the agent refuses a
   10 s interval (agent/budget.py); the daily recap 12 hours away. After its first two cycles
   (the first one scans with nmap, migrates the store, backs it up) a window of ``--window``
@@ -61,7 +64,7 @@ def closed_port_url() -> str:
         return f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
-def agent_env(folder: Path, **extra: str) -> dict[str, str]:
+def agent_env(folder: Path, ollama_url: str = "", **extra: str) -> dict[str, str]:
     """The quiet machine state of the module's docstring, in ``folder``."""
     (folder / "data").mkdir(mode=0o700, parents=True, exist_ok=True)
     for name in ("syslog", "auth.log"):
@@ -70,7 +73,8 @@ def agent_env(folder: Path, **extra: str) -> dict[str, str]:
     env.update(MONITOR_DATA_DIR=str(folder / "data"), MONITOR_MONITOR_INTERVAL_SECONDS=str(INTERVAL_S),
                MONITOR_SYSLOG_PATH=str(folder / "syslog"), MONITOR_SYSLOG_BACKEND="file",
                MONITOR_AUTH_LOG_PATH=str(folder / "auth.log"), MONITOR_AUTH_LOG_BACKEND="file",
-               MONITOR_OLLAMA_HOST=closed_port_url(), MONITOR_COLLECTOR_TIMEOUT_SECONDS="3",
+               MONITOR_OLLAMA_HOST=ollama_url or closed_port_url(),
+               MONITOR_COLLECTOR_TIMEOUT_SECONDS="3",
                MONITOR_OLLAMA_TIMEOUT_SECONDS="1", MONITOR_LOG_LEVEL="INFO",
                MONITOR_DAILY_RECAP_TIME=time.strftime("%H:%M", time.localtime(time.time() + 43200)),
                **extra)
@@ -111,9 +115,9 @@ def high_water_mb(pid: int) -> float | None:
     return None
 
 
-def loop(tree: Path, folder: Path, window_s: float) -> dict[str, Any]:
+def loop(tree: Path, folder: Path, window_s: float, ollama_url: str) -> dict[str, Any]:
     """The agent's loop: CPU per steady cycle, steady and peak RSS (the module's docstring)."""
-    env = agent_env(folder)
+    env = agent_env(folder, ollama_url)
     db = folder / "data" / "monitor.db"
     log = folder / "agent.log"
     with open(log, "wb") as out:
@@ -156,9 +160,9 @@ def loop(tree: Path, folder: Path, window_s: float) -> dict[str, Any]:
                 popen.wait()
 
 
-def once(tree: Path, folder: Path, runs: int) -> dict[str, Any]:
+def once(tree: Path, folder: Path, runs: int, ollama_url: str) -> dict[str, Any]:
     """``--once`` on a store that already had a cycle: CPU of the process and its waited children."""
-    env = agent_env(folder)
+    env = agent_env(folder, ollama_url)
     subprocess.run([sys.executable, "monitor_agent.py", "--once"], cwd=tree, env=env,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False, timeout=300)
     cpu, peak = [], []
@@ -175,9 +179,11 @@ def once(tree: Path, folder: Path, runs: int) -> dict[str, Any]:
 
 def measure(tree: Path, window_s: float, runs: int) -> dict[str, Any]:
     """Both measurements of one tree, each in a fresh temporary folder."""
-    with tempfile.TemporaryDirectory(prefix="footprint-") as tmp:
-        figures = loop(tree, Path(tmp) / "loop", window_s)
-        figures.update(once(tree, Path(tmp) / "once", runs))
+    from tests.fakes.ollama_server import FakeOllama
+
+    with tempfile.TemporaryDirectory(prefix="footprint-") as tmp, FakeOllama() as ollama:
+        figures = loop(tree, Path(tmp) / "loop", window_s, ollama.url)
+        figures.update(once(tree, Path(tmp) / "once", runs, ollama.url))
     return figures
 
 
@@ -233,6 +239,10 @@ def main() -> int:
     if "before" in results:
         print(line("before", results["before"]) + f"  [{BEFORE_COMMIT}]")
     print(line("after", after))
+    for name in ("before", "after"):
+        if results.get(name, {}).get("findings_last_cycle"):
+            print(f"{name}: NOT the quiet machine of issue 20, the last cycle had findings: "
+                  f"{results[name]['findings_last_cycle']}")
     print("bars: " + "; ".join(f"{key} <= {bar:g}: {'met' if results['met'][key] else 'NOT met'}"
                                f" ({after[key]:g})" for key, bar in BARS.items()))
     if "before" in results:

@@ -387,7 +387,8 @@ def collect(ctx: CollectContext) -> CollectResult:
 
     def check() -> None:
         try:
-            health.update(ollama_health.check(settings.OLLAMA_HOST, settings.OLLAMA_MODEL))
+            health.update(ollama_health.check(settings.OLLAMA_HOST, settings.OLLAMA_MODEL,
+                                              loaded=False))
         finally:
             checked.set()
 

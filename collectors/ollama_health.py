@@ -117,8 +117,11 @@ def same_model(wanted: str, name: str) -> bool:
 
 def check(host: str, model: str, get: Getter = http_get_json, timeout_s: float = TIMEOUT_S,
           clock: Callable[[], float] = time.monotonic,
-          which: Callable[[str], str | None] = shutil.which) -> dict[str, Any]:
-    """The health of Ollama at ``host`` for ``model``, as plain JSON-able facts."""
+          which: Callable[[str], str | None] = shutil.which, loaded: bool = True
+          ) -> dict[str, Any]:
+    """The health of Ollama at ``host`` for ``model``, as plain JSON-able facts. ``loaded``:
+    ask /api/ps whether the model is loaded (`check` does; a cycle does not: nothing it decides
+    reads it, and Ollama loads and unloads models by itself; model_loaded stays None)."""
     base = host.rstrip("/")
     facts: dict[str, Any] = {
         "host": public_host(host), "model": model, "reachable": False, "version": None,
@@ -137,7 +140,8 @@ def check(host: str, model: str, get: Getter = http_get_json, timeout_s: float =
     facts["installed"] = True
     if isinstance(version, Mapping) and isinstance(version.get("version"), str):
         facts["version"] = version["version"][:40]
-    for path, field in (("/api/tags", "model_present"), ("/api/ps", "model_loaded")):
+    asked = (("/api/tags", "model_present"), ("/api/ps", "model_loaded"))
+    for path, field in asked if loaded else asked[:1]:
         try:
             names = model_names(get(f"{base}{path}", timeout_s))
         except OllamaError as err:

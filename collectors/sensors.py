@@ -12,6 +12,7 @@ Marks a chip reports outside MARK_RANGE_C (65261.85, -33) are ignored and the se
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +42,9 @@ MARK_RANGE_C = (20.0, 150.0)
 MAX_READINGS = 200
 SENSORS_ARGS = ("sensors", "-j")
 SENSORS_TIMEOUT_S = 5.0
+# `sensors -j` matters only for chips psutil has no name for. When its last run added none, it is
+# run again after LM_RECHECK_S, or at once when psutil's chips change (a driver loaded or gone).
+LM_RECHECK_S = 3600.0
 NVIDIA_FIELDS = ("index", "name", "temperature.gpu", "temperature.gpu.tlimit", "temperature.memory")
 NVIDIA_BASIC_FIELDS = ("index", "name", "temperature.gpu")   # drivers that lack the newer fields
 NVIDIA_TIMEOUT_S = 10.0
@@ -194,11 +198,15 @@ def read_psutil(hwmon: HwmonReader) -> tuple[list[TempReading], dict[str, Any]]:
     return readings, status
 
 
+def beyond_psutil(lm: list[TempReading], chips: set[str]) -> list[TempReading]:
+    """The `sensors -j` readings of chips psutil has no name for (``chips``: psutil's)."""
+    return [r for r in lm if r.chip.split("-", 1)[0] not in chips]
+
+
 def merge(hwmon: list[TempReading], lm: list[TempReading], gpus: list[TempReading]
           ) -> list[TempReading]:
     """psutil first; `sensors -j` only for chips psutil has no name for; then the GPUs."""
-    covered = {r.chip for r in hwmon}
-    extra = [r for r in lm if r.chip.split("-", 1)[0] not in covered]
+    extra = beyond_psutil(lm, {r.chip for r in hwmon})
     seen: set[str] = set()
     out = []
     for reading in hwmon + extra + gpus:
@@ -235,10 +243,33 @@ def summarize(readings: list[TempReading], history: Mapping[str, Any], settings:
     return observations, samples, next_hist
 
 
+def lm_due(last: Mapping[str, Any], chips: list[str], now: float) -> bool:
+    """Whether `sensors -j` runs this cycle: never run, its last run added chips psutil lacks
+    (it is then read every cycle), psutil's chips changed since, or LM_RECHECK_S passed."""
+    if not last or last.get("adds") or last.get("chips") != chips:
+        return True
+    checked = last.get("checked")
+    return not isinstance(checked, (int, float)) or not 0 <= now - checked < LM_RECHECK_S
+
+
 def collect_with(ctx: CollectContext, hwmon: HwmonReader) -> CollectResult:
     """Read every source (hwmon through ``hwmon``, commands through ``ctx.run``) and summarize."""
     hw, hw_status = read_psutil(hwmon)
-    lm, lm_status = read_lm_sensors(ctx)
+    chips = sorted({r.chip for r in hw})
+    kept = ctx.state.get("lm")
+    last_lm: Mapping[str, Any] = kept if isinstance(kept, Mapping) else {}
+    if lm_due(last_lm, chips, ctx.now):
+        lm, lm_status = read_lm_sensors(ctx)
+        lm_state = {"checked": ctx.now, "adds": bool(beyond_psutil(lm, set(chips))),
+                    "chips": chips, "status": lm_status}
+    else:
+        lm, lm_state = [], dict(last_lm)
+        at = time.strftime("%H:%M", time.localtime(last_lm["checked"]))
+        before = last_lm.get("status")
+        lm_status = {"status": "unknown", **(before if isinstance(before, Mapping) else {}),
+                     "skipped": True,
+                     "note": f"not run: at {at} it read no chip psutil lacks; run again hourly "
+                             "or when psutil's chips change"}
     gpus, gpu_status = read_nvidia(ctx)
     sources = {"psutil": hw_status, "lm_sensors": lm_status, "nvidia_smi": gpu_status}
     readings = merge(hw, lm, gpus)
@@ -248,12 +279,13 @@ def collect_with(ctx: CollectContext, hwmon: HwmonReader) -> CollectResult:
         note = (f"no temperature source on this machine ({why}). Load the sensor drivers "
                 "(sensors-detect) or install the GPU driver to monitor temperatures.")
         return CollectResult(observations={"sources": sources, "readings": {}, "count": 0},
-                             available=False, note=note)
+                             available=False, note=note,
+                             state={"history": ctx.state.get("history", {}), "lm": lm_state})
     observations, samples, history = summarize(readings, ctx.state.get("history", {}),
                                                ctx.settings)
     observations["sources"] = sources
     return CollectResult(observations=observations, samples=tuple(samples),
-                         state={"history": history})
+                         state={"history": history, "lm": lm_state})
 
 
 def collect(ctx: CollectContext) -> CollectResult:

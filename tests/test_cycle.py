@@ -155,3 +155,79 @@ def test_samples_state_and_baselines_are_committed_with_the_cycle(
     assert "cpu" in store.collector_state("processes")
     assert store.last_cycle()["collectors"]["processes"]["ok"] is True
     assert store.integrity_check() == "ok"
+
+
+def test_collectors_start_one_after_another_unless_one_is_slow(
+        make_settings: Any, store: Store, fake_collectors: dict[str, Any],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A quick collector ends before the next one starts (no fight for the interpreter's lock);
+    a slow one does not hold the next back: they overlap, each within its own bound."""
+    import agent.cycle as cycle
+
+    events: list[tuple[str, str]] = []
+    release = threading.Event()
+
+    def quick(name: str) -> Any:
+        def collect(ctx: Any) -> CollectResult:
+            events.append((name, "start"))
+            events.append((name, "end"))
+            return CollectResult(observations={})
+        return collect
+
+    def slow(ctx: Any) -> CollectResult:
+        events.append(("slow", "start"))
+        released = release.wait(30)      # released by the collector after it, if that one runs
+        events.append(("slow", "end" if released else "end, never released"))
+        return CollectResult(observations={})
+
+    def releaser(ctx: Any) -> CollectResult:
+        events.append(("releaser", "start"))
+        release.set()
+        return CollectResult(observations={})
+
+    for name in ("syslog", "auth_log", "sensors"):
+        fake_collectors["install"](name, quick(name))
+    fake_collectors["install"]("ping", slow, timeout=60)
+    fake_collectors["install"]("nmap", releaser)
+    # a stagger far longer than a quick collector takes, even on a loaded machine: the order is
+    # then decided by the stagger alone
+    monkeypatch.setattr(cycle, "STAGGER_S", 10.0)
+    settings = make_settings(COLLECTORS=["syslog", "auth_log", "sensors", "ping", "nmap"])
+    t0 = time.monotonic()
+    report = make_agent(settings, store).run_cycle()
+    assert all(report["collectors"][n]["ok"] for n in settings.COLLECTORS)
+    assert events[:6] == [("syslog", "start"), ("syslog", "end"), ("auth_log", "start"),
+                          ("auth_log", "end"), ("sensors", "start"), ("sensors", "end")]
+    # the slow one was still running when the next started 10 s later, and was released by it
+    assert events[6:] == [("slow", "start"), ("releaser", "start"), ("slow", "end")]
+    assert time.monotonic() - t0 < 25   # quick ones did not wait the stagger out
+
+
+def test_a_stop_during_the_stagger_aborts_the_cycle(
+        make_settings: Any, store: Store, fake_collectors: dict[str, Any],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import agent.cycle as cycle
+
+    stop_event, release = threading.Event(), threading.Event()
+    started: list[str] = []
+
+    def hung(ctx: Any) -> CollectResult:
+        started.append("ping")
+        stop_event.set()                 # the operator stops the agent meanwhile
+        release.wait(30)
+        return CollectResult(observations={})
+
+    def after(ctx: Any) -> CollectResult:
+        started.append("nmap")
+        return CollectResult(observations={})
+
+    fake_collectors["install"]("ping", hung)
+    fake_collectors["install"]("nmap", after)
+    monkeypatch.setattr(cycle, "STAGGER_S", 2.0)   # time enough for the first to be running
+    settings = make_settings(COLLECTORS=["ping", "nmap"])
+    try:
+        with pytest.raises(CycleAborted):
+            make_agent(settings, store, stop_event=stop_event).run_cycle()
+    finally:
+        release.set()
+    assert started == ["ping"]           # the next collector was not started after the stop

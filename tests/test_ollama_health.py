@@ -121,6 +121,9 @@ def test_collect_with_a_healthy_ollama_has_no_llm_finding(make_settings: Any, st
         result = llm_runtimes.collect(CollectContext(settings, time.time(), {}))
     health = result.observations["ollama"]
     assert health["reachable"] and health["model_present"] and health["problem"] is None
+    # a cycle asks two things; whether the model is loaded is for `check` (model_loaded: None)
+    assert [p for p, _ in fake.requests] == ["/api/version", "/api/tags"]
+    assert health["model_loaded"] is None
     assert [s.metric for s in result.samples if s.metric == "ollama.latency_ms"] == [
         "ollama.latency_ms"]
     findings = detect_llm_runtimes.detect(result, DetectContext(settings, time.time(), store))

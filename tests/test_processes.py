@@ -80,3 +80,44 @@ def test_indexed_matching_equals_checking_every_process(table, watch) -> None:
     for entry in watch:
         expected = sorted(p.pid for p in procs if matches(entry, p, own_pid))[:20]
         assert obs["watched"][entry]["pids"] == expected, entry
+
+
+def test_the_shared_walk_reads_what_psutil_gives_every_process(tmp_path: Path) -> None:
+    """collectors/proctable.py skips the command line of processes without a memory map and the
+    parent pid: the table must still say what process_iter(ATTRS) says of every process, a
+    started one with its command line, a kernel thread (when this pid namespace has them) with
+    none, a zombie with none."""
+    import subprocess
+
+    import psutil
+
+    from collectors import proctable
+
+    name = unique_name()
+    proc = start_named(tmp_path / "bin", name)
+    zombie = subprocess.Popen(["true"])          # not waited for: a zombie while the walk runs
+    try:
+        psutil.Process(zombie.pid).status()       # it exists
+        for _ in range(200):
+            if psutil.Process(zombie.pid).status() == psutil.STATUS_ZOMBIE:
+                break
+            os.sched_yield()
+        ours = {p.info["pid"]: p.info for p in proctable.walk()}
+        theirs = {p.info["pid"]: p.info for p in psutil.process_iter(proctable.ATTRS)}
+    finally:
+        stop(proc)
+        zombie.wait()
+    assert set(ours[1]) == set(proctable.ATTRS)
+    same = [pid for pid in ours.keys() & theirs.keys()
+            if ours[pid]["create_time"] == theirs[pid]["create_time"]]
+    assert len(same) >= 0.9 * len(theirs)
+    # a process may exec between the two walks (same pid and start, another name): a few may differ
+    differ = [pid for pid in same if ours[pid]["name"] != theirs[pid]["name"]
+              or (ours[pid]["cmdline"] or []) != (theirs[pid]["cmdline"] or [])]
+    assert len(differ) <= 3, [(ours[p]["name"], ours[p]["cmdline"], theirs[p]["cmdline"])
+                              for p in differ]
+    assert ours[proc.pid]["cmdline"] and name in " ".join(ours[proc.pid]["cmdline"])
+    assert (ours[zombie.pid]["cmdline"] or []) == []
+    # no memory map: kernel threads (when this pid namespace shows them) and the zombie
+    unmapped = [pid for pid, info in ours.items() if info["memory_info"].vms == 0]
+    assert zombie.pid in unmapped and all(ours[pid]["cmdline"] == [] for pid in unmapped)

@@ -325,3 +325,56 @@ def test_high_mark_and_baseline_severities(make_settings: Any, store: Store) -> 
     assert [(f.kind, f.severity, f.floor, f.metric) for f in found] == [
         ("temperature_high", Severity.LOW, Severity.NONE, series)]
     assert found[0].baseline is not None and found[0].baseline["n"] == 40
+
+
+# -- `sensors -j` only where it adds a chip ---------------------------------------------------------
+
+def _cycle_at(settings: Any, now: float, state: Mapping[str, Any], outputs: Mapping[str, Any],
+              hwmon: Mapping[str, Any]) -> tuple[CollectResult, list[list[str]]]:
+    run = _fake_run(outputs)
+    result = sensors.collect_with(CollectContext(settings, now, state, run=run), lambda: hwmon)
+    return result, [c for c in run.calls if c[0] == "sensors"]  # type: ignore[attr-defined]
+
+
+def test_sensors_j_is_read_again_hourly_when_it_added_nothing(corpus: Path,
+                                                              make_settings: Any) -> None:
+    settings = make_settings()
+    raw = _lm(corpus, "hjs_kfanfail.sensors-j.json").read_bytes()
+    # psutil has every chip of that capture (by name): `sensors -j` adds none
+    chips = {r.chip.split("-", 1)[0] for r in parse_sensors_json(raw.decode()).readings}
+    hwmon = {chip: [shwtemp("temp1", 40.0, 80.0, 100.0)] for chip in sorted(chips)}
+    t0 = 1_800_000_000.0
+    first, calls = _cycle_at(settings, t0, {}, {"sensors": raw}, hwmon)
+    assert calls and first.state["lm"]["adds"] is False
+    later, calls = _cycle_at(settings, t0 + 600, first.state, {"sensors": raw}, hwmon)
+    assert calls == [] and later.available
+    status = later.observations["sources"]["lm_sensors"]
+    assert status["skipped"] and "not run" in status["note"] and status["status"] == "ok"
+    assert later.state["lm"]["checked"] == t0                      # the check it relies on
+    hour, calls = _cycle_at(settings, t0 + sensors.LM_RECHECK_S + 1, later.state,
+                            {"sensors": raw}, hwmon)
+    assert calls and hour.state["lm"]["checked"] == t0 + sensors.LM_RECHECK_S + 1
+    # a chip psutil had is gone (a driver unloaded): read at once, and its chips come back
+    fewer = {k: v for k, v in hwmon.items() if k != "coretemp"}
+    changed, calls = _cycle_at(settings, t0 + 700, later.state, {"sensors": raw}, fewer)
+    assert calls and "coretemp-isa-0000/Package id 0" in changed.observations["readings"]
+    assert changed.state["lm"]["adds"] is True
+    # from then on every cycle reads it, as long as it adds a chip
+    _, calls = _cycle_at(settings, t0 + 710, changed.state, {"sensors": raw}, fewer)
+    assert calls
+
+
+def test_a_machine_without_sensors_does_not_fork_sensors_every_cycle(make_settings: Any) -> None:
+    settings = make_settings()
+    empty = b"{\n\n}\n"                       # what `sensors -j` prints on this machine
+    first, calls = _cycle_at(settings, 1_800_000_000.0, {}, {"sensors": empty}, {})
+    assert calls and not first.available and first.state["lm"]["adds"] is False
+    second, calls = _cycle_at(settings, 1_800_000_010.0, first.state, {"sensors": empty}, {})
+    assert calls == [] and not second.available and "no temperature source" in second.note
+    # a damaged state (another version's, a hand edit) reads `sensors -j` again
+    for bad in ({"lm": "x"}, {"lm": {"chips": [], "checked": "noon"}}, {"lm": {"chips": []}}):
+        _, calls = _cycle_at(settings, 1_800_000_020.0, bad, {"sensors": empty}, {})
+        assert calls, bad
+    odd = {"lm": {"chips": [], "checked": 1_800_000_000.0, "adds": False, "status": "x"}}
+    result, calls = _cycle_at(settings, 1_800_000_030.0, odd, {"sensors": empty}, {})
+    assert calls == [] and result.observations["sources"]["lm_sensors"]["skipped"]

@@ -109,6 +109,41 @@ def test_collector_state_round_trips(store: Store) -> None:
     assert store.collector_state("syslog") == state
 
 
+def test_an_unchanged_collector_state_is_not_written_again(store: Store) -> None:
+    """A quiet cycle returns most states unchanged: no statement for those; a changed one, and
+    the same one after a rolled-back transaction, are written."""
+    statements: list[str] = []
+    store._conn.set_trace_callback(statements.append)
+
+    def writes() -> int:
+        count = sum("INTO collector_state" in s for s in statements)
+        statements.clear()
+        return count
+
+    def stamp() -> float:
+        return float(store._conn.execute(
+            "SELECT updated_at FROM collector_state WHERE name = 'ping'").fetchone()[0])
+
+    with store.transaction() as tx:
+        tx.set_collector_state("ping", {"streak": {}}, 100.0)
+    assert writes() == 1
+    with store.transaction() as tx:
+        tx.set_collector_state("ping", {"streak": {}}, 110.0)        # the same: no statement
+    assert writes() == 0 and stamp() == 100.0
+    with store.transaction() as tx:
+        tx.set_collector_state("ping", {"streak": {"10.0.0.1": 1}}, 120.0)
+    assert writes() == 1 and store.collector_state("ping") == {"streak": {"10.0.0.1": 1}}
+    with pytest.raises(RuntimeError), store.transaction() as tx:
+        tx.set_collector_state("ping", {"streak": {}}, 130.0)
+        raise RuntimeError("crash mid-cycle")
+    statements.clear()
+    assert store.collector_state("ping") == {"streak": {"10.0.0.1": 1}}   # rolled back
+    with store.transaction() as tx:   # what the rolled-back transaction wrote is not trusted
+        tx.set_collector_state("ping", {"streak": {"10.0.0.1": 1}}, 140.0)
+    assert writes() == 1 and stamp() == 140.0
+    store._conn.set_trace_callback(None)
+
+
 def test_outbox_queue_retry_and_send(store: Store) -> None:
     now = 1_000_000.0
     with store.transaction() as tx:

@@ -382,6 +382,8 @@ class CycleWrite:
     def set_collector_state(self, name: str, state: Mapping[str, Any], now: float) -> None:
         """Replace a collector's persistent state (its log cursors among others)."""
         text = json.dumps(state, sort_keys=True)
+        if self._store._states.get(name) == text:
+            return      # what this store wrote last (most states on a quiet cycle): no statement
         self._conn.execute("INSERT OR REPLACE INTO collector_state VALUES (?, ?, ?)",
                            (name, text, now))
         self._store._states[name] = text
